@@ -1,0 +1,31 @@
+# Setup installs the CPU build of torch first (from this machine's wheel where it exists) so the
+# project's torch range is already satisfied and no multi-GB CUDA build is pulled in.
+# Set QA_TORCH_SPEC to choose another build, e.g. QA_TORCH_SPEC="torch>=2.4" on a GPU host.
+PYTHON ?= python3
+VENV ?= .venv
+QA_TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(QA_TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/qa-pipeline train configs/demo.yaml
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .qa-store runs .pytest_cache

@@ -1,0 +1,115 @@
+"""Question(s) + context(s) → answers, for code and the CLI.
+
+Takes the place of the `question-answering` pipeline that transformers 5 removed. Scores are
+probabilities as that pipeline gave them: softmax over each window's start logits times softmax
+over its end logits (context tokens and CLS only); a window-spanning context is handled with
+the same sliding windows as training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import datasets
+import numpy as np
+
+from qa_lib.features import build_eval_features
+from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
+from qa_lib.postprocess import candidate_spans
+from qa_lib.predict import predict_logits
+
+
+@dataclass
+class Answer:
+    answer: str
+    score: float
+    start: int
+    end: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class QuestionAnswerer:
+    """Loads a model folder once; call it for as many questions as you like."""
+
+    def __init__(self, model: str, max_length: int = 384, doc_stride: int = 128, batch_size: int = 32):
+        self.model_dir = resolve_model(model)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.model = load_qa_model(self.model_dir)
+        self.max_length = max_length
+        self.doc_stride = doc_stride
+        self.batch_size = batch_size
+
+    def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
+                 max_answer_len: int = 15, handle_impossible_answer: bool = False):
+        single = isinstance(question, str)
+        questions = [question] if single else list(question)
+        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        examples = datasets.Dataset.from_dict({
+            "id": [str(i) for i in range(len(questions))],
+            "question": questions,
+            "context": contexts,
+        })
+        features = build_eval_features(examples, self.tokenizer, self.max_length, self.doc_stride)
+        start, end = predict_logits(self.model, features, self.batch_size, progress=False)
+        results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
+        if single:
+            return results[0][0] if top_k == 1 else results[0]
+        return [r[0] for r in results] if top_k == 1 else results
+
+    @staticmethod
+    def _decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible):
+        offsets_list = list(features["offset_mapping"])
+        cls = np.asarray(features["cls_index"], dtype=np.int64)
+        ex_of = np.asarray([int(e) for e in features["example_id"]], dtype=np.int64)
+        width = start.shape[1]
+        offsets = np.full((len(features), width, 2), -1, dtype=np.int64)
+        for i, om in enumerate(offsets_list):
+            offsets[i, : len(om)] = om
+        # Log-softmax per window over context tokens and CLS, as the old pipeline did.
+        allowed = offsets[:, :, 0] >= 0
+        allowed[np.arange(len(cls)), cls] = True
+        log_s = _log_softmax(np.where(allowed, start, -np.inf))
+        log_e = _log_softmax(np.where(allowed, end, -np.inf))
+        k = max(top_k, 20)
+        feat, s_tok, e_tok, scores = candidate_spans(log_s, log_e, offsets, k, max_answer_len)
+        rows = np.arange(len(cls))
+        null = log_s[rows, cls] + log_e[rows, cls]
+        out: list[list[Answer]] = []
+        for i, ctx in enumerate(contexts):
+            mine = np.nonzero(ex_of[feat] == i)[0]
+            mine = mine[np.argsort(-scores[mine], kind="stable")]
+            answers, seen = [], set()
+            for j in mine:
+                a, b = int(offsets[feat[j], s_tok[j], 0]), int(offsets[feat[j], e_tok[j], 1])
+                if (a, b) in seen:  # the same span seen from two overlapping windows
+                    continue
+                seen.add((a, b))
+                answers.append(Answer(ctx[a:b], float(np.exp(scores[j])), a, b))
+                if len(answers) == top_k:
+                    break
+            if handle_impossible:
+                min_null = float(np.exp(null[ex_of == i].min()))
+                answers.append(Answer("", min_null, 0, 0))
+                answers.sort(key=lambda x: x.score, reverse=True)
+                answers = answers[:top_k]
+            out.append(answers or [Answer("", 0.0, 0, 0)])
+        return out
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = np.max(x, axis=1, keepdims=True)
+    z = x - m
+    return z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+
+
+def answer(model: str, question: str | list[str], context: str | list[str], top_k: int = 1,
+           max_answer_len: int = 15, handle_impossible_answer: bool = False, max_length: int = 384,
+           doc_stride: int = 128):
+    """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
+    qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
+    return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
+              handle_impossible_answer=handle_impossible_answer)

@@ -1,0 +1,137 @@
+"""`qa-pipeline train | evaluate | score | answer | deploy`.
+
+Errors the user can fix are printed as one message (exit code 2), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from qa_lib.errors import QAPipelineError
+
+
+def _score(args) -> int:
+    from qa_lib.metrics import is_v2_dataset, squad_v1, squad_v2
+
+    try:
+        doc = json.loads(Path(args.data_file).read_text(encoding="utf-8"))
+        preds = json.loads(Path(args.pred_file).read_text(encoding="utf-8"))
+        na_probs = json.loads(Path(args.na_prob_file).read_text(encoding="utf-8")) if args.na_prob_file else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise QAPipelineError(f"cannot read input: {exc}") from None
+    v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
+    if v2:
+        out = squad_v2(doc["data"], preds, na_probs, args.na_prob_thresh)
+        print(json.dumps(out, indent=2))
+    else:
+        if doc.get("version") != "1.1":
+            print(f"Evaluation expects v-1.1, but got dataset with v-{doc.get('version')}", file=sys.stderr)
+        print(json.dumps(squad_v1(doc["data"], preds)))
+    return 0
+
+
+def _answer(args) -> int:
+    from qa_lib.answer import answer
+
+    result = answer(args.model, args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
+                    handle_impossible_answer=args.handle_impossible_answer)
+    items = result if isinstance(result, list) else [result]
+    print(json.dumps([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict(), ensure_ascii=False))
+    return 0
+
+
+def _load_config(args):
+    from qa_lib.config import PipelineConfig
+
+    return PipelineConfig.from_yaml(args.config, args.overrides)
+
+
+def _train(args) -> int:
+    config = _load_config(args)
+    from flows.train_qa import run_train
+
+    summary = run_train(config, store_root=args.store)
+    _print_summary(summary)
+    return 0
+
+
+def _evaluate(args) -> int:
+    config = _load_config(args)
+    from flows.evaluate_qa import run_evaluate
+
+    summary = run_evaluate(config, model=args.model, store_root=args.store)
+    _print_summary(summary)
+    return 0
+
+
+def _deploy(args) -> int:
+    from deployments.register import register
+
+    for name in register(work_pool=args.work_pool):
+        print(f"registered deployment {name}")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    metrics = summary.get("metrics", {})
+    line = "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    print(f"metrics: {line}")
+    for key in ("model_dir", "predictions_dir", "flow_run"):
+        if summary.get(key):
+            print(f"{key}: {summary[key]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qa-pipeline", description="Fine-tune and evaluate extractive QA models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run the train_qa flow: data → features → fine-tune → predict → metrics")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
+    t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="run the evaluate_qa flow on a trained model")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*")
+    e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
+    e.add_argument("--store", default=None)
+    e.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("score", help="official SQuAD v1.1/v2.0 scores of a predictions file")
+    s.add_argument("data_file")
+    s.add_argument("pred_file")
+    s.add_argument("--na-prob-file", default=None)
+    s.add_argument("--na-prob-thresh", type=float, default=1.0)
+    s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
+    s.set_defaults(func=_score)
+
+    a = sub.add_parser("answer", help="answer a question about a context with a trained model")
+    a.add_argument("--model", required=True)
+    a.add_argument("--question", required=True)
+    a.add_argument("--context", required=True)
+    a.add_argument("--top-k", type=int, default=1)
+    a.add_argument("--max-answer-len", type=int, default=15)
+    a.add_argument("--handle-impossible-answer", action="store_true")
+    a.set_defaults(func=_answer)
+
+    d = sub.add_parser("deploy", help="register the Prefect deployments with the configured server")
+    d.add_argument("--work-pool", default="gpu")
+    d.set_defaults(func=_deploy)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except QAPipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

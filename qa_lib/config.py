@@ -1,0 +1,132 @@
+"""The pipeline configuration: every knob, each with its one default.
+
+Loaded from YAML (`PipelineConfig.from_yaml`) and overridable with dotted `key=value` pairs
+(`apply_overrides`), so the CLI, the Prefect UI form and code all share these defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qa_lib.errors import ConfigError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: refuse them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSource(_Strict):
+    """Where examples come from.
+
+    `path` is a Hub dataset name (`squad`, `squad_v2`), a local dataset folder, an official
+    SQuAD JSON file, a flat JSONL/CSV/Parquet file, or an `s3://` URI.
+    """
+
+    path: str
+    split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation).")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map from our column names (id, title, context, question, answers, "
+        "answer_text, answer_start) to the source's column names.",
+    )
+    limit: int | None = Field(None, gt=0, description="Keep only the first N examples.")
+
+
+class PipelineConfig(_Strict):
+    model: str = Field(DEFAULT_MODEL, description="Local model folder or Hub id.")
+    train_data: DataSource | None = None
+    eval_data: DataSource | None = None
+    version_2_with_negative: bool = Field(False, description="SQuAD v2: some questions have no answer.")
+
+    # Windows
+    max_length: int = Field(256, gt=0, description="Tokens per feature (question + context window).")
+    doc_stride: int = Field(96, ge=0, description="Tokens shared by consecutive windows.")
+    num_proc: int | None = Field(None, ge=1, description="Processes for datasets.map.")
+
+    # Post-processing
+    n_best_size: int = Field(20, gt=0)
+    max_answer_length: int = Field(30, gt=0, description="Longest answer, in tokens.")
+    null_score_diff_threshold: float = 0.0
+
+    # Training
+    learning_rate: float = Field(3e-4, gt=0)
+    num_train_epochs: float = Field(2.0, gt=0)
+    per_device_train_batch_size: int = Field(32, gt=0)
+    per_device_eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    lr_scheduler_type: str = "linear"
+    seed: int = 42
+    precision: Precision = "auto"
+    save_steps: int = Field(200, gt=0, description="Checkpoint interval, in optimizer steps.")
+    save_total_limit: int = Field(2, gt=0)
+    logging_steps: int = Field(20, gt=0)
+    max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
+
+    output_dir: str = Field("runs/default", description="Where the trained model and results go.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PipelineConfig:
+        if self.doc_stride >= self.max_length:
+            raise ValueError(
+                f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})"
+            )
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 or positive, got {self.max_steps}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        apply_overrides(raw, overrides or [])
+        return cls.parse(raw, where=str(path))
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str = "config") -> PipelineConfig:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, where)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` overrides in place; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return raw
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)

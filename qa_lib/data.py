@@ -1,0 +1,202 @@
+"""Data sources → examples.
+
+Every source becomes one `datasets.Dataset` with the SQuAD columns
+`id, title, context, question, answers{text: [str], answer_start: [int]}`:
+
+- official nested SQuAD JSON (v1.1 or v2.0),
+- flat JSONL / CSV / Parquet files, with an optional column mapping,
+- a dataset folder written by `Dataset.save_to_disk`, or a loading-script/data folder,
+- a Hub dataset name (`squad`, `squad_v2`, ...) through `datasets.load_dataset`,
+- `s3://bucket/key` URIs (downloaded first through `qa_lib.s3`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from qa_lib.config import DataSource
+from qa_lib.errors import DataError
+
+COLUMNS = ("id", "title", "context", "question", "answers")
+
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "context": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "answers": {
+            "text": datasets.List(datasets.Value("string")),
+            "answer_start": datasets.List(datasets.Value("int32")),
+        },
+    }
+)
+
+_FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
+
+
+def load_examples(source: DataSource | str, default_split: str = "train") -> datasets.Dataset:
+    """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure."""
+    if isinstance(source, str):
+        source = DataSource(path=source)
+    path = source.path
+    if path.startswith("s3://"):
+        from qa_lib.s3 import download_source
+
+        path = str(download_source(path))
+    local = Path(path)
+    if local.is_file():
+        raw = _load_file(local, source.split)
+    elif local.is_dir():
+        raw = _load_folder(local, source.split or default_split)
+    elif local.suffix in _FLAT_SUFFIXES or "/" in path and (path.startswith((".", "/", "~"))):
+        raise DataError(path, ["file or folder not found"])
+    else:
+        raw = _load_hub(path, source.split or default_split)
+    ds = _normalize(raw, source.columns, path)
+    if source.limit is not None:
+        ds = ds.select(range(min(source.limit, len(ds))))
+    return ds
+
+
+def _load_file(path: Path, split: str | None) -> datasets.Dataset:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        squad = _read_squad_json(path)
+        if squad is not None:
+            return squad
+    if suffix not in _FLAT_SUFFIXES:
+        raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet)"])
+    try:
+        return datasets.load_dataset(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
+        raise DataError(str(path), [f"cannot read {suffix} file: {_first_line(exc)}"]) from None
+
+
+def _read_squad_json(path: Path) -> datasets.Dataset | None:
+    """Flatten official nested SQuAD JSON; None if the file is JSON but not in that shape."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("{") and "\n{" in text.strip():
+            return None  # JSON lines with a .json suffix
+        raise DataError(str(path), [f"corrupt or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
+        return None
+    rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    problems = []
+    for a, article in enumerate(doc["data"]):
+        title = article.get("title", "")
+        for p, para in enumerate(article.get("paragraphs") or []):
+            if "context" not in para or "qas" not in para:
+                problems.append(f"data[{a}].paragraphs[{p}]: missing 'context' or 'qas'")
+                continue
+            for q, qa in enumerate(para["qas"]):
+                where = qa.get("id", f"data[{a}].paragraphs[{p}].qas[{q}]")
+                if "id" not in qa or "question" not in qa:
+                    problems.append(f"{where}: missing 'id' or 'question'")
+                    continue
+                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                try:
+                    texts = [str(x["text"]) for x in answers]
+                    starts = [int(x["answer_start"]) for x in answers]
+                except (KeyError, TypeError, ValueError):
+                    problems.append(f"{where}: each answer needs 'text' and an integer 'answer_start'")
+                    continue
+                rows["id"].append(str(qa["id"]))
+                rows["title"].append(title)
+                rows["context"].append(para["context"])
+                rows["question"].append(qa["question"])
+                rows["answers"].append({"text": texts, "answer_start": starts})
+    if problems:
+        raise DataError(str(path), problems)
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def _load_folder(path: Path, split: str) -> datasets.Dataset:
+    try:
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            loaded = datasets.load_dataset(str(path), split=split)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(str(path), [f"cannot load dataset folder: {_first_line(exc)}"]) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(str(path), [f"no split {split!r}; available: {sorted(loaded)}"])
+        loaded = loaded[split]
+    return loaded
+
+
+def _load_hub(name: str, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(name, split=split)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {_first_line(exc)}"]) from None
+
+
+def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> datasets.Dataset:
+    """Rename mapped columns, build `answers` from flat columns, and check what is missing."""
+    unknown = set(mapping) - {*COLUMNS, "answer_text", "answer_start"}
+    if unknown:
+        raise DataError(source, [f"column mapping names unknown target column(s): {sorted(unknown)}"])
+    renames = {src: dst for dst, src in mapping.items() if src != dst}
+    absent = [src for src in renames if src not in ds.column_names]
+    if absent:
+        raise DataError(source, [f"mapped column(s) not in the data: {absent}; columns are {ds.column_names}"])
+    ds = ds.rename_columns(renames) if renames else ds
+    cols = set(ds.column_names)
+    missing = [c for c in ("id", "context", "question") if c not in cols]
+    if "answers" not in cols and not {"answer_text", "answer_start"} <= cols:
+        missing.append("answers (or answer_text + answer_start)")
+    if missing:
+        raise DataError(source, [f"missing column(s): {', '.join(missing)}; columns are {sorted(cols)}"])
+
+    if "answers" not in cols or ds.features["answers"] != FEATURES["answers"] or "title" not in cols:
+        try:
+            ds = ds.map(_flat_to_squad, batched=True, remove_columns=ds.column_names, features=FEATURES,
+                        desc="normalizing columns")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(source, [f"cannot read answers: {type(exc).__name__}: {_first_line(exc)}"]) from None
+    return ds.select_columns(list(COLUMNS)).cast(FEATURES)
+
+
+def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    n = len(batch["id"])
+    out: dict[str, list[Any]] = {
+        "id": [str(x) for x in batch["id"]],
+        "title": [str(x) if x is not None else "" for x in batch.get("title", [""] * n)],
+        "context": [x if x is not None else "" for x in batch["context"]],
+        "question": [x if x is not None else "" for x in batch["question"]],
+        "answers": [],
+    }
+    if "answers" in batch:
+        for value in batch["answers"]:
+            out["answers"].append(_parse_answers(value))
+    else:
+        for text, start in zip(batch["answer_text"], batch["answer_start"], strict=True):
+            if text is None or text == "" or start is None or (isinstance(start, float) and start != start):
+                out["answers"].append({"text": [], "answer_start": []})
+            else:
+                out["answers"].append({"text": [str(text)], "answer_start": [int(start)]})
+    return out
+
+
+def _parse_answers(value: Any) -> dict[str, list[Any]]:
+    if isinstance(value, str):  # CSV cells hold JSON
+        value = json.loads(value) if value.strip() else {"text": [], "answer_start": []}
+    if isinstance(value, list):  # list of {"text", "answer_start"} records
+        return {"text": [a["text"] for a in value], "answer_start": [int(a["answer_start"]) for a in value]}
+    if value is None:
+        return {"text": [], "answer_start": []}
+    return {"text": list(value["text"]), "answer_start": [int(s) for s in value["answer_start"]]}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

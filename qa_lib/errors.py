@@ -1,0 +1,24 @@
+"""Errors the user can act on. Each names the problem and where it is."""
+
+
+class QAPipelineError(Exception):
+    """Base class: a deterministic failure that retrying will not fix."""
+
+
+class ConfigError(QAPipelineError):
+    pass
+
+
+class DataError(QAPipelineError):
+    """A data source that cannot be read or does not hold valid QA examples."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        shown = problems[:20]
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(shown) + more)
+
+
+class ModelError(QAPipelineError):
+    pass

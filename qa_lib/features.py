@@ -1,0 +1,136 @@
+"""Examples → model features: sliding windows over long contexts.
+
+A context longer than the window is cut into overlapping windows (`doc_stride` tokens shared by
+neighbours). The question goes first unless the tokenizer pads on the left, in which case the
+context goes first and is the sequence that gets truncated.
+
+Train features carry `start_positions` / `end_positions`, pointing at the CLS token when the
+answer is not wholly inside the window (or there is none). Eval features carry `example_id`,
+`cls_index` and `offset_mapping`, where offsets of non-context tokens are (-1, -1) so that
+post-processing can mask them with array operations.
+
+Nothing is padded here: the collator pads each batch to its own longest row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+
+
+def _context_first(tokenizer) -> bool:
+    return tokenizer.padding_side == "left"
+
+
+def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_stride: int):
+    ctx_first = _context_first(tokenizer)
+    # Many SQuAD questions start with spaces that only waste window tokens.
+    questions = [q.lstrip() for q in batch["question"]]
+    first, second = (batch["context"], questions) if ctx_first else (questions, batch["context"])
+    return tokenizer(
+        first,
+        second,
+        truncation="only_first" if ctx_first else "only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+
+
+def _context_span(seq_ids: list[int | None], context_id: int) -> tuple[int, int]:
+    """First and last token index of the context in one feature."""
+    first = seq_ids.index(context_id)
+    last = len(seq_ids) - 1 - seq_ids[::-1].index(context_id)
+    return first, last
+
+
+def _cls_index(input_ids: list[int], tokenizer) -> int:
+    cls_id = tokenizer.cls_token_id
+    if cls_id is not None and cls_id in input_ids:
+        return input_ids.index(cls_id)
+    return 0
+
+
+def label_window(offsets: list[tuple[int, int]], ctx_first_tok: int, ctx_last_tok: int,
+                 start_char: int, end_char: int) -> tuple[int, int] | None:
+    """Token span of the answer [start_char, end_char) inside one window, or None if not inside."""
+    if offsets[ctx_first_tok][0] > start_char or offsets[ctx_last_tok][1] < end_char:
+        return None
+    starts = np.fromiter((o[0] for o in offsets[ctx_first_tok : ctx_last_tok + 1]), dtype=np.int64)
+    ends = np.fromiter((o[1] for o in offsets[ctx_first_tok : ctx_last_tok + 1]), dtype=np.int64)
+    # Last token starting at or before the answer start; first token ending at or after its end.
+    start_tok = ctx_first_tok + int(np.searchsorted(starts, start_char, side="right")) - 1
+    end_tok = ctx_first_tok + int(np.searchsorted(ends, end_char, side="left"))
+    end_tok = min(end_tok, ctx_last_tok)
+    return start_tok, end_tok
+
+
+def _train_batch(batch, tokenizer, max_length: int, doc_stride: int):
+    enc = _tokenize(tokenizer, batch, max_length, doc_stride)
+    context_id = 0 if _context_first(tokenizer) else 1
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    offset_mapping = enc.pop("offset_mapping")
+    starts, ends = [], []
+    for i, offsets in enumerate(offset_mapping):
+        cls = _cls_index(enc["input_ids"][i], tokenizer)
+        answers = batch["answers"][sample_map[i]]
+        span = None
+        if answers["answer_start"]:
+            start_char = answers["answer_start"][0]
+            end_char = start_char + len(answers["text"][0])
+            first, last = _context_span(enc.sequence_ids(i), context_id)
+            span = label_window(offsets, first, last, start_char, end_char)
+        s, e = span if span is not None else (cls, cls)
+        starts.append(s)
+        ends.append(e)
+    enc["start_positions"] = starts
+    enc["end_positions"] = ends
+    return enc
+
+
+def _eval_batch(batch, tokenizer, max_length: int, doc_stride: int):
+    enc = _tokenize(tokenizer, batch, max_length, doc_stride)
+    context_id = 0 if _context_first(tokenizer) else 1
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    enc["example_id"] = [batch["id"][j] for j in sample_map]
+    enc["cls_index"] = [_cls_index(ids, tokenizer) for ids in enc["input_ids"]]
+    enc["offset_mapping"] = [
+        [list(o) if s == context_id else [-1, -1] for o, s in zip(offsets, enc.sequence_ids(i))]
+        for i, offsets in enumerate(enc["offset_mapping"])
+    ]
+    return enc
+
+
+def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int, doc_stride: int,
+                         num_proc: int | None = None) -> datasets.Dataset:
+    return examples.map(
+        _train_batch,
+        batched=True,
+        remove_columns=examples.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride},
+        num_proc=num_proc,
+        desc="train features",
+    )
+
+
+def build_eval_features(examples: datasets.Dataset, tokenizer, max_length: int, doc_stride: int,
+                        num_proc: int | None = None) -> datasets.Dataset:
+    return examples.map(
+        _eval_batch,
+        batched=True,
+        remove_columns=examples.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride},
+        num_proc=num_proc,
+        desc="eval features",
+    )
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_input_columns(features: datasets.Dataset) -> list[str]:
+    return [c for c in MODEL_INPUTS if c in features.column_names]

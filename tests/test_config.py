@@ -1,0 +1,56 @@
+import pytest
+
+from qa_lib.config import PipelineConfig
+from qa_lib.errors import ConfigError
+
+
+def test_defaults_and_yaml_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: {path: a.json}\nlearning_rate: 1.0e-4\n")
+    cfg = PipelineConfig.from_yaml(path, ["max_length=128", "doc_stride=32", "train_data.limit=10", "precision=bf16"])
+    assert cfg.learning_rate == 1e-4
+    assert (cfg.max_length, cfg.doc_stride, cfg.train_data.limit, cfg.precision) == (128, 32, 10, "bf16")
+    assert PipelineConfig().n_best_size == 20
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"max_length": 128, "doc_stride": 128}, "doc_stride"),
+        ({"max_length": -5}, "max_length"),
+        ({"max_answer_length": 0}, "max_answer_length"),
+        ({"precision": "fp8"}, "precision"),
+        ({"learning_rate": "fast"}, "learning_rate"),
+        ({"lerning_rate": 1e-4}, "lerning_rate"),
+        ({"train_data": {"path": "x", "limit": -1}}, "train_data.limit"),
+    ],
+)
+def test_impossible_values_name_the_field(raw, field):
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.parse(raw, where="test.yaml")
+    assert field in str(info.value)
+    assert "test.yaml" in str(info.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_length: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PipelineConfig.from_yaml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        PipelineConfig.from_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        PipelineConfig.from_yaml(_ok(tmp_path), ["max_length"])
+
+
+def _ok(tmp_path):
+    p = tmp_path / "ok.yaml"
+    p.write_text("{}")
+    return p
+
+
+def test_shipped_configs_load():
+    from tests.conftest import ROOT
+
+    for path in (ROOT / "configs").glob("*.yaml"):
+        PipelineConfig.from_yaml(path)

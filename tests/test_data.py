@@ -1,0 +1,124 @@
+import json
+
+import datasets
+import pytest
+
+from qa_lib.config import DataSource
+from qa_lib.data import load_examples
+from qa_lib.errors import DataError
+from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
+
+
+def test_squad_json_counts(train_examples, dev_v1_examples, dev_v2_examples):
+    assert len(train_examples) == 3807
+    assert len(dev_v1_examples) == 810
+    assert len(dev_v2_examples) == 1124
+    assert sum(1 for a in dev_v2_examples["answers"] if not a["text"]) == 541
+    ex = train_examples[0]
+    assert ex["id"] == "5733be284776f41900661182"
+    assert ex["answers"] == {"text": ["Saint Bernadette Soubirous"], "answer_start": [515]}
+    assert ex["title"] == "University_of_Notre_Dame"
+    assert all(len(a["text"]) >= 1 for a in dev_v1_examples["answers"])
+
+
+def _flat_rows(examples, n=50):
+    rows = []
+    for ex in examples.select(range(n)):
+        rows.append({"qid": ex["id"], "passage": ex["context"], "q": ex["question"],
+                     "ans": ex["answers"]["text"][0], "start": ex["answers"]["answer_start"][0]})
+    return rows
+
+
+MAPPING = {"id": "qid", "context": "passage", "question": "q", "answer_text": "ans", "answer_start": "start"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_flat_formats_with_column_mapping(tmp_path, train_examples, fmt):
+    import pandas as pd
+
+    df = pd.DataFrame(_flat_rows(train_examples))
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path)
+    ds = load_examples(DataSource(path=str(path), columns=MAPPING))
+    assert ds.column_names == ["id", "title", "context", "question", "answers"]
+    assert ds["id"] == train_examples["id"][:50]
+    assert ds["answers"] == train_examples["answers"][:50]
+
+
+def test_jsonl_with_squad_answers_column(tmp_path, dev_v1_examples):
+    path = tmp_path / "dev.jsonl"
+    with path.open("w") as f:
+        for ex in dev_v1_examples.select(range(20)):
+            f.write(json.dumps(ex) + "\n")
+    ds = load_examples(str(path))
+    assert ds["answers"] == dev_v1_examples["answers"][:20]
+
+
+def test_local_dataset_folders(tmp_path, dev_v2_examples):
+    # A folder written by save_to_disk, and a data folder loaded through datasets.load_dataset:
+    # the same call a Hub name ("squad_v2") takes, which cannot download here.
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"validation": dev_v2_examples}).save_to_disk(str(saved))
+    assert load_examples(DataSource(path=str(saved), split="validation"))["id"] == dev_v2_examples["id"]
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    dev_v2_examples.to_parquet(str(folder / "validation.parquet"))
+    loaded = load_examples(DataSource(path=str(folder), split="validation"))
+    assert loaded["answers"] == dev_v2_examples["answers"]
+    with pytest.raises(DataError, match="validation"):
+        load_examples(DataSource(path=str(folder), split="train"))
+
+
+def test_limit(dev_v1_examples):
+    assert len(load_examples(DataSource(path=str(DEV_V1), limit=7))) == 7
+
+
+def test_missing_columns_are_named(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"id": "a", "context": "c"}) + "\n")
+    with pytest.raises(DataError) as info:
+        load_examples(str(path))
+    assert "question" in str(info.value) and "answers" in str(info.value) and str(path) in str(info.value)
+
+
+def test_mapping_to_absent_column(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"id": "a", "context": "c", "question": "q", "answers": []}) + "\n")
+    with pytest.raises(DataError, match="passage"):
+        load_examples(DataSource(path=str(path), columns={"context": "passage"}))
+
+
+def test_truncated_json(tmp_path):
+    path = tmp_path / "trunc.json"
+    path.write_bytes(TRAIN_V1.read_bytes()[:5000])
+    with pytest.raises(DataError, match="corrupt or truncated JSON"):
+        load_examples(str(path))
+
+
+def test_corrupt_parquet(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot read .parquet"):
+        load_examples(str(path))
+
+
+def test_missing_file_and_unknown_hub_name(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_examples(str(tmp_path / "none.json"))
+    with pytest.raises(DataError, match="cannot load Hub dataset"):
+        load_examples("no-such-dataset-anywhere-xyz")
+
+
+def test_squad_json_with_bad_answer_record(tmp_path):
+    doc = json.loads(DEV_V2.read_text())
+    del doc["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"]
+    qid = doc["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=qid):
+        load_examples(str(path))

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qa_lib.features import build_eval_features, build_train_features
+
+
+
+
+def _check_labels(examples, features, tokenizer):
+    ex_by_id = {e["id"]: e for e in examples}
+    n_inside = n_cls = 0
+    exact = 0
+    # Recompute offsets for the train features by re-tokenizing with the same call.
+    for f in features:
+        ex = ex_by_id[f["_id"]]
+        s, e = f["start_positions"], f["end_positions"]
+        cls = f["input_ids"].index(tokenizer.cls_token_id)
+        if (s, e) == (cls, cls):
+            n_cls += 1
+            continue
+        n_inside += 1
+        start_char = ex["answers"]["answer_start"][0]
+        text = ex["answers"]["text"][0]
+        offsets = f["_offsets"]
+        span = ex["context"][offsets[s][0] : offsets[e][1]]
+        assert s <= e
+        assert offsets[s][0] <= start_char and offsets[e][1] >= start_char + len(text), (span, text)
+        assert text in span
+        # Minimal: no tighter token span covers the answer.
+        if e > s:
+            assert offsets[s + 1][0] > start_char and offsets[e - 1][1] < start_char + len(text)
+        exact += span == text
+    return n_inside, n_cls, exact
+
+
+def _with_debug_columns(examples, tokenizer, max_length, stride):
+    feats = build_train_features(examples, tokenizer, max_length, stride)
+    ev = build_eval_features(examples, tokenizer, max_length, stride)
+    assert len(ev) == len(feats)  # the same windows for training and evaluation
+    # Eval offsets are context-only; train and eval windows share their input_ids.
+    full_offsets = tokenizer(
+        [q.lstrip() for q in examples["question"]], list(examples["context"]), truncation="only_second",
+        max_length=max_length, stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+    )["offset_mapping"]
+    feats = feats.add_column("_id", ev["example_id"]).add_column("_offsets", [list(map(list, o)) for o in full_offsets])
+    return feats
+
+
+def test_every_in_window_label_decodes_to_the_answer(train_examples, tokenizer):
+    examples = train_examples.select(range(600))
+    feats = _with_debug_columns(examples, tokenizer, 128, 48)
+    n_inside, n_cls, exact = _check_labels(examples, feats, tokenizer)
+    assert len(feats) > len(examples)  # long contexts were split
+    assert n_cls > 0 and n_inside >= len(examples)  # answers outside a window are labelled CLS
+    assert exact / n_inside > 0.98  # word-piece boundaries almost always match answer boundaries
+
+
+@settings(max_examples=15, deadline=None)
+@given(max_length=st.integers(min_value=96, max_value=384), stride_frac=st.floats(min_value=0.0, max_value=0.6),
+       offset=st.integers(min_value=0, max_value=3700))
+def test_labels_property(train_examples, tokenizer, max_length, stride_frac, offset):
+    examples = train_examples.select(range(offset, offset + 40))
+    stride = int((max_length - 40) * stride_frac)
+    feats = _with_debug_columns(examples, tokenizer, max_length, stride)
+    n_inside, _, _ = _check_labels(examples, feats, tokenizer)
+    # Each answer fits inside at least one window when windows are larger than answer + question.
+    covered = {f["_id"] for f in feats if f["start_positions"] != 0}
+    assert n_inside >= 1 and len(covered) >= len(examples) * 0.9
+    assert all(len(ids) <= max_length for ids in feats["input_ids"])
+
+
+def test_no_padding_at_feature_time(train_examples, tokenizer):
+    feats = build_train_features(train_examples.select(range(200)), tokenizer, 384, 128)
+    lengths = {len(x) for x in feats["input_ids"]}
+    assert len(lengths) > 20 and tokenizer.pad_token_id not in feats[0]["input_ids"]
+
+
+def test_eval_features_keep_ids_and_context_only_offsets(dev_v1_examples, tokenizer):
+    examples = dev_v1_examples.select(range(50))
+    feats = build_eval_features(examples, tokenizer, 128, 32)
+    assert set(feats["example_id"]) == set(examples["id"])
+    ctx = {e["id"]: e["context"] for e in examples}
+    for f in feats.select(range(30)):
+        seq = np.array(f["offset_mapping"])
+        sep = f["input_ids"].index(tokenizer.sep_token_id)
+        assert (seq[: sep + 1] == -1).all()  # CLS, question and first SEP are masked
+        assert (seq[-1] == -1).all()  # last SEP
+        inside = seq[seq[:, 0] >= 0]
+        assert len(inside) > 0 and inside[:, 1].max() <= len(ctx[f["example_id"]])
+        assert f["cls_index"] == 0
+
+
+def test_left_padding_tokenizer_puts_context_first(tiny_model, dev_v1_examples, tmp_path):
+    from tests.conftest import build_tiny_model
+
+    from qa_lib.modeling import load_tokenizer
+
+    left = load_tokenizer(str(build_tiny_model(tmp_path / "left", padding_side="left")))
+    assert left.padding_side == "left"
+    examples = dev_v1_examples.select(range(20))
+    feats = build_train_features(examples, left, 96, 32)
+    ev = build_eval_features(examples, left, 96, 32)
+    for f, e in zip(feats, ev):
+        ex = examples[examples["id"].index(e["example_id"])]
+        first_sep = f["input_ids"].index(left.sep_token_id)
+        offs = np.array(e["offset_mapping"])
+        assert (offs[1:first_sep, 0] >= 0).all()  # the context comes first
+        assert (offs[first_sep:, 0] == -1).all()
+        if f["start_positions"] != 0:
+            text = ex["answers"]["text"][0]
+            span = ex["context"][offs[f["start_positions"]][0] : offs[f["end_positions"]][1]]
+            assert text in span

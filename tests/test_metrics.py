@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from qa_lib.metrics import score, squad_v1, squad_v2
+
+
+def _data(*qas):
+    return [{"title": "t", "paragraphs": [{"context": "", "qas": list(qas)}]}]
+
+
+def _qa(qid, *answers):
+    return {"id": qid, "answers": [{"text": a, "answer_start": 0} for a in answers]}
+
+
+def test_v1_hand_checked():
+    data = _data(_qa("a", "Denver Broncos", "the Denver Broncos"), _qa("b", "Santa Clara, California"), _qa("c", "1,600"))
+    preds = {"a": "The Denver Broncos!", "b": "Santa Clara", "c": "over 1,600"}
+    out = squad_v1(data, preds)
+    # a: exact after normalization. b: P=2/2, R=2/3 -> F1=0.8. c: P=1/2 ("over","1600"), R=1 -> 2/3.
+    assert out["exact_match"] == pytest.approx(100 / 3)
+    assert out["f1"] == pytest.approx(100 * (1 + 0.8 + 2 / 3) / 3)
+
+
+def test_v1_missing_prediction_scores_zero(capsys):
+    out = squad_v1(_data(_qa("a", "x"), _qa("b", "y")), {"a": "x"})
+    assert out == {"exact_match": 50.0, "f1": 50.0}
+    assert "Unanswered question b" in capsys.readouterr().err
+
+
+def test_v2_hand_checked():
+    data = _data(_qa("h1", "Normandy"), _qa("h2", "10th century"), _qa("n1"), _qa("n2"))
+    preds = {"h1": "Normandy", "h2": "the 10th", "n1": "", "n2": "France"}
+    na = {"h1": 0.1, "h2": 0.6, "n1": 0.9, "n2": 0.3}
+    out = squad_v2(data, preds, na)
+    f1_h2 = 2 * (1 / 1) * (1 / 2) / (1 + 1 / 2)  # pred {10th}, gold {10th, century}
+    assert out["exact"] == pytest.approx(100 * (1 + 0 + 1 + 0) / 4)
+    assert out["f1"] == pytest.approx(100 * (1 + f1_h2 + 1 + 0) / 4)
+    assert (out["HasAns_total"], out["NoAns_total"]) == (2, 2)
+    assert out["HasAns_exact"] == 50.0 and out["NoAns_exact"] == 50.0
+    # Thresholds: sorted by na prob h1(.1) n2(.3) h2(.6) n1(.9); start from 2 (all no-answer correct)
+    # h1 +1 -> 3 (best, thresh .1); n2 -1 -> 2; h2 +0 -> 2; n1 +0 -> 2.
+    assert out["best_exact"] == 75.0 and out["best_exact_thresh"] == 0.1
+    # F1: h1 +1 -> 3; n2 -1 -> 2; h2 + 2/3 -> 2.667; n1 -> 2.667: best stays 3 at .1
+    assert out["best_f1"] == 75.0 and out["best_f1_thresh"] == 0.1
+    assert list(out)[:3] == ["exact", "f1", "total"]
+
+
+def test_v2_threshold_turns_answers_into_no_answer():
+    data = _data(_qa("h1", "x"), _qa("n1"))
+    out = squad_v2(data, {"h1": "x", "n1": "y"}, {"h1": 0.2, "n1": 0.99}, na_prob_thresh=0.5)
+    assert out["exact"] == 100.0
+
+
+def test_examples_api_and_evaluate_module(dev_v2_examples):
+    import evaluate
+
+    from qa_lib.evaluate_squad import MODULE_PATH
+
+    examples = dev_v2_examples.select(range(60))
+    preds = {e["id"]: (e["answers"]["text"][0][:-1] if e["answers"]["text"] else "") for e in examples}
+    null = {k: (0.0 if v else 1.0) for k, v in preds.items()}
+    direct = score(examples, preds, null, version_2_with_negative=True)
+    module = evaluate.load(MODULE_PATH, "v2")
+    via = module.compute(
+        predictions=[{"id": k, "prediction_text": v, "no_answer_probability": null[k]} for k, v in preds.items()],
+        references=[{"id": e["id"], "answers": e["answers"]} for e in examples],
+    )
+    assert via == pytest.approx(direct)
+    v1 = evaluate.load(MODULE_PATH)
+    got = v1.compute(predictions=[{"id": "1", "prediction_text": "the cat"}],
+                     references=[{"id": "1", "answers": {"text": ["cat"], "answer_start": [0]}}])
+    assert got == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_score_cli_matches_library(tmp_path, capsys):
+    from qa_lib.cli import main
+    from tests.conftest import DEV_V1, DEV_V2
+
+    doc = json.loads(DEV_V1.read_text())
+    preds = {qa["id"]: qa["answers"][i % len(qa["answers"])]["text"].split()[0]
+             for i, qa in enumerate(q for a in doc["data"] for p in a["paragraphs"] for q in p["qas"])}
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    assert main(["score", str(DEV_V1), str(tmp_path / "p.json")]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == json.dumps(squad_v1(doc["data"], preds))
+
+    doc2 = json.loads(DEV_V2.read_text())
+    ids = [q["id"] for a in doc2["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds2 = {k: ("" if i % 3 else "Normans") for i, k in enumerate(ids)}
+    na = {k: (i % 7) / 7 for i, k in enumerate(ids)}
+    (tmp_path / "p2.json").write_text(json.dumps(preds2))
+    (tmp_path / "na.json").write_text(json.dumps(na))
+    assert main(["score", str(DEV_V2), str(tmp_path / "p2.json"), "--na-prob-file", str(tmp_path / "na.json")]) == 0
+    assert capsys.readouterr().out.strip() == json.dumps(squad_v2(doc2["data"], preds2, na), indent=2)

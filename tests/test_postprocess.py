@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+
+from qa_lib.features import build_eval_features
+from qa_lib.postprocess import postprocess, reference_postprocess
+
+
+@pytest.fixture(scope="module")
+def v2_setup(dev_v2_examples, tokenizer):
+    examples = dev_v2_examples.select(range(150))
+    return examples, build_eval_features(examples, tokenizer, 128, 48)
+
+
+def _random_logits(features, seed, scale=3.0):
+    rng = np.random.default_rng(seed)
+    lengths = [len(x) for x in features["input_ids"]]
+    width = max(lengths)
+    start = np.full((len(features), width), -np.inf, dtype=np.float32)
+    end = np.full((len(features), width), -np.inf, dtype=np.float32)
+    for i, n in enumerate(lengths):
+        start[i, :n] = rng.normal(0, scale, n)
+        end[i, :n] = rng.normal(0, scale, n)
+    # Lift CLS (index 0) in some windows so that the null answer wins sometimes.
+    start[:, 0] += rng.normal(scale * 2, scale, len(lengths))
+    end[:, 0] += rng.normal(scale * 2, scale, len(lengths))
+    return start, end
+
+
+@pytest.mark.parametrize("seed, n_best, max_len, v2, thresh", [
+    (0, 20, 30, False, 0.0), (1, 5, 4, False, 0.0), (2, 20, 30, True, 0.0),
+    (3, 10, 8, True, -1.5), (4, 1, 30, True, 2.0), (5, 40, 60, False, 0.0),
+])
+def test_vectorized_matches_reference_loop(v2_setup, seed, n_best, max_len, v2, thresh):
+    examples, features = v2_setup
+    start, end = _random_logits(features, seed)
+    fast = postprocess(examples, features, start, end, n_best, max_len, v2, thresh)
+    slow = reference_postprocess(examples, features, start, end, n_best, max_len, v2, thresh)
+    assert fast.answers == slow
+    if v2:
+        assert any(a == "" for a in fast.answers.values()) and any(a for a in fast.answers.values())
+
+
+def test_nbest_and_null_odds(v2_setup, tmp_path):
+    examples, features = v2_setup
+    start, end = _random_logits(features, 7)
+    preds = postprocess(examples, features, start, end, 20, 30, True, 0.0)
+    for eid, entries in preds.nbest.items():
+        scores = [e["score"] for e in entries]
+        assert scores == sorted(scores, reverse=True) and len(entries) <= 20
+        assert abs(sum(e["probability"] for e in entries) - 1) < 1e-6
+        best_span = max(e["score"] for e in entries if e["start_logit"] is not None)
+        null = next((e["score"] for e in entries if e["start_logit"] is None), None)
+        if null is None:  # ranked below the n best spans, so below the best span too
+            assert preds.null_odds[eid] < 0
+        else:
+            assert preds.null_odds[eid] == pytest.approx(null - best_span, abs=1e-5)
+        assert (preds.answers[eid] == "") == (preds.null_odds[eid] > 0)
+    paths = preds.write(tmp_path)
+    assert set(paths) == {"predictions", "nbest", "null_odds"}
+    assert json.loads((tmp_path / "predictions.json").read_text()) == preds.answers
+
+
+def test_null_score_is_minimum_over_windows(dev_v2_examples, tokenizer):
+    # One example split into windows: the CLS score of the lowest window decides.
+    long_ex = max(range(200), key=lambda i: len(dev_v2_examples[i]["context"]))
+    examples = dev_v2_examples.select([long_ex])
+    features = build_eval_features(examples, tokenizer, 64, 16)
+    assert len(features) >= 3
+    start, end = _random_logits(features, 3, scale=0.1)
+    start[:, 0] = 5.0
+    end[:, 0] = 5.0
+    start[1, 0] = -5.0  # window 1 has the lowest null score: -5 + 5 = 0
+    preds = postprocess(examples, features, start, end, 20, 30, True, 0.0)
+    eid = examples[0]["id"]
+    best = max(e["score"] for e in preds.nbest[eid] if e["start_logit"] is not None)
+    assert preds.null_odds[eid] == pytest.approx(0.0 - best, abs=1e-5)
