@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,14 @@ def _answer(args) -> int:
     return 0
 
 
+def _prefect_defaults() -> None:
+    # The ephemeral server boots a database on first use: slow on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _load_config(args):
+    _prefect_defaults()
     from qa_lib.config import PipelineConfig
 
     return PipelineConfig.from_yaml(args.config, args.overrides)

@@ -1,0 +1,1 @@
+"""Prefect flows: train_qa, evaluate_qa, retrain."""

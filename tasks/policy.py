@@ -1,0 +1,39 @@
+"""Retry and cache policy shared by every task."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect.tasks import exponential_backoff
+
+from qa_lib.errors import QAPipelineError
+from qa_lib.store import Store
+
+# Transient trouble (storage, network) gets three retries: 2 s, 4 s, 8 s, each +-50 % jitter.
+RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.5}
+
+
+def retry_unless_deterministic(task, task_run, state) -> bool:
+    """Retry transient failures only: a bad config or bad data fails at once."""
+    try:
+        state.result()
+    except QAPipelineError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True
+
+
+def key_from_param(context, parameters: dict[str, Any]) -> str:
+    """Cache key: the stage key the flow computed from content fingerprints (qa_lib.plan)."""
+    return f"qa-pipeline:{parameters['stage']}:{parameters['key']}"
+
+
+def store_root(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("QA_PIPELINE_STORE") or ".qa-store"
+
+
+def cached(task, store: Store, stage: str, key: str):
+    """The task, told to recompute if its store folder is gone (so a cache hit always has its files)."""
+    return task.with_options(refresh_cache=not store.has(stage, key))

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from prefect import task
+
+from tasks.policy import RETRY, retry_unless_deterministic
+
+
+@task(name="publish-local", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def publish_local(model_dir: str, predictions_dir: str | None, output_dir: str) -> dict:
+    """Copy model and predictions to `output_dir`, swapping the folder in whole (never half-written)."""
+    out = Path(output_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    shutil.copytree(model_dir, tmp / "model")
+    if predictions_dir:
+        shutil.copytree(predictions_dir, tmp / "predictions", ignore=shutil.ignore_patterns("_COMPLETE"))
+    old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return {"model_dir": str(out / "model"), "predictions_dir": str(out / "predictions")}

@@ -1,0 +1,66 @@
+"""Run artifacts: metrics table, loss/F1 plot, markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+METRIC_ORDER = ("exact_match", "f1", "exact", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
+                "NoAns_exact", "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
+
+
+def metrics_rows(metrics: dict) -> list[dict]:
+    keys = [k for k in METRIC_ORDER if k in metrics] + [k for k in metrics if k not in METRIC_ORDER]
+    return [{"metric": k, "value": round(metrics[k], 4) if isinstance(metrics[k], float) else metrics[k]} for k in keys]
+
+
+def loss_f1_png(log_history: list[dict], metrics: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in log_history if "loss" in h]
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [3, 1]})
+    ax1.plot(steps, losses, marker=".")
+    ax1.set(xlabel="optimizer step", ylabel="training loss", title="loss")
+    names = [k for k in ("exact_match", "exact", "f1", "HasAns_f1", "NoAns_f1") if k in metrics]
+    ax2.bar(names, [metrics[k] for k in names], color="tab:green")
+    ax2.set(ylim=(0, 100), title="eval (%)")
+    ax2.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+@task(name="report")
+def report(title: str, metrics: dict, log_history: list[dict] | None, summary: dict, out_dir: str) -> dict:
+    """Create the metrics table, plot and summary artifacts; save the plot and summary with the run."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    create_table_artifact(metrics_rows(metrics), key="qa-metrics", description=f"{title}: SQuAD metrics")
+    md = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    md += [f"| {r['metric']} | {r['value']} |" for r in metrics_rows(metrics)]
+    if log_history:
+        png = loss_f1_png(log_history, metrics, out / "loss_f1.png")
+        # Artifacts hold links, not bytes: embed the PNG as a data URL and name the saved file.
+        data_url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+        md += ["", f"![loss and F1]({data_url})", "", f"Plot saved at `{png}`"]
+    md += ["", "## Run", "", "| | |", "| --- | --- |"]
+    md += [f"| {k} | `{v}` |" for k, v in summary.items() if k != "timings_s"]
+    if "timings_s" in summary:
+        md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
+        md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
+    text = "\n".join(md)
+    (out / "summary.md").write_text(text)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    create_markdown_artifact(text, key="qa-run-summary", description=f"{title}: run summary")
+    return {"summary": str(out / "summary.md")}
