@@ -40,7 +40,7 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     t = time.perf_counter()
     features = cached(build_features, store, "features", keys.features)(
         "train", train_data, config.model, config.max_length, config.doc_stride, config.num_proc,
-        root, "features", keys.features)
+        root, "features", keys.features, config.drop_answerless)
     timings["train features"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -51,6 +51,8 @@ class PipelineConfig(_Strict):
     max_length: int = Field(256, gt=0, description="Tokens per feature (question + context window).")
     doc_stride: int = Field(96, ge=0, description="Tokens shared by consecutive windows.")
     num_proc: int | None = Field(None, ge=1, description="Processes for datasets.map.")
+    drop_answerless_windows: bool = Field(
+        True, description="SQuAD v1 training: skip windows that do not contain the answer (ignored for v2).")
 
     # Post-processing
     n_best_size: int = Field(20, gt=0)
@@ -84,6 +86,10 @@ class PipelineConfig(_Strict):
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 or positive, got {self.max_steps}")
         return self
+
+    @property
+    def drop_answerless(self) -> bool:
+        return self.drop_answerless_windows and not self.version_2_with_negative
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -69,7 +69,7 @@ def label_window(offsets: list[tuple[int, int]], ctx_first_tok: int, ctx_last_to
     return start_tok, end_tok
 
 
-def _train_batch(batch, tokenizer, max_length: int, doc_stride: int):
+def _train_batch(batch, tokenizer, max_length: int, doc_stride: int, drop_answerless: bool = False):
     enc = _tokenize(tokenizer, batch, max_length, doc_stride)
     context_id = 0 if _context_first(tokenizer) else 1
     sample_map = enc.pop("overflow_to_sample_mapping")
@@ -89,6 +89,9 @@ def _train_batch(batch, tokenizer, max_length: int, doc_stride: int):
         ends.append(e)
     enc["start_positions"] = starts
     enc["end_positions"] = ends
+    if drop_answerless:
+        keep = [i for i, (s, e) in enumerate(zip(starts, ends)) if not (s == e == _cls_index(enc["input_ids"][i], tokenizer))]
+        return {k: [v[i] for i in keep] for k, v in enc.items()}
     return enc
 
 
@@ -106,12 +109,15 @@ def _eval_batch(batch, tokenizer, max_length: int, doc_stride: int):
 
 
 def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int, doc_stride: int,
-                         num_proc: int | None = None) -> datasets.Dataset:
+                         num_proc: int | None = None, drop_answerless: bool = False) -> datasets.Dataset:
+    """Train windows with labels. `drop_answerless` (SQuAD v1 only) skips windows labelled CLS:
+    a v1 model is never asked for "no answer", so they cost compute and teach nothing it uses."""
     return examples.map(
         _train_batch,
         batched=True,
         remove_columns=examples.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride},
+        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride,
+                   "drop_answerless": drop_answerless},
         num_proc=num_proc,
         desc="train features",
     )

@@ -49,7 +49,8 @@ def train_and_evaluate(config: PipelineConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     tokenizer = load_tokenizer(config.model)
-    features = build_train_features(train, tokenizer, config.max_length, config.doc_stride, config.num_proc)
+    features = build_train_features(train, tokenizer, config.max_length, config.doc_stride, config.num_proc,
+                                    config.drop_answerless)
     timings["features"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -44,7 +44,8 @@ def _window(config: PipelineConfig) -> dict:
 
 def train_keys(config: PipelineConfig) -> TrainKeys:
     data = data_key(config.train_data, config.version_2_with_negative)
-    features = stage_key("features", data=data, kind="train", tokenizer=tokenizer_fingerprint(config.model), **_window(config))
+    features = stage_key("features", data=data, kind="train", tokenizer=tokenizer_fingerprint(config.model),
+                         drop_answerless=config.drop_answerless, **_window(config))
     model = stage_key("model", features=features, model=model_fingerprint(config.model),
                       **{p: getattr(config, p) for p in TRAIN_PARAMS})
     return TrainKeys(data=data, features=features, model=model)

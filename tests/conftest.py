@@ -69,3 +69,18 @@ def dev_v2_examples():
     from qa_lib.data import load_examples
 
     return load_examples(str(DEV_V2))
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on loopback; this process talks to it through PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from tests.prefect_server import PrefectServer
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home")).start()
+    try:
+        with temporary_settings({PREFECT_API_URL: server.url, PREFECT_HOME: str(server.home)}):
+            yield server
+    finally:
+        server.stop()

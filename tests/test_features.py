@@ -112,3 +112,12 @@ def test_left_padding_tokenizer_puts_context_first(tiny_model, dev_v1_examples, 
             text = ex["answers"]["text"][0]
             span = ex["context"][offs[f["start_positions"]][0] : offs[f["end_positions"]][1]]
             assert text in span
+
+
+def test_drop_answerless_windows_keeps_exactly_the_labelled_ones(train_examples, tokenizer):
+    examples = train_examples.select(range(300))
+    full = build_train_features(examples, tokenizer, 128, 48)
+    kept = build_train_features(examples, tokenizer, 128, 48, drop_answerless=True)
+    labelled = [(s, e) for s, e in zip(full["start_positions"], full["end_positions"]) if (s, e) != (0, 0)]
+    assert len(kept) == len(labelled) < len(full)
+    assert list(zip(kept["start_positions"], kept["end_positions"])) == labelled

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
+)
+from prefect.client.schemas.sorting import TaskRunSort
+
+from qa_lib.config import PipelineConfig
+from tests.conftest import DEV_V2, TRAIN_V1
+
+
+def tiny_config(model: Path, out: Path, **overrides) -> PipelineConfig:
+    raw = dict(
+        model=str(model),
+        train_data={"path": str(TRAIN_V1), "limit": 120},
+        eval_data={"path": str(DEV_V2), "limit": 60},
+        version_2_with_negative=True,
+        max_length=128, doc_stride=48, max_steps=4, per_device_train_batch_size=8, per_device_eval_batch_size=32,
+        save_steps=2, logging_steps=1, learning_rate=1e-3, output_dir=str(out),
+    )
+    raw.update(overrides)
+    return PipelineConfig.parse(raw)
+
+
+def task_states(flow_run_id) -> dict[str, list[str]]:
+    """Task name (without Prefect's suffix) → state names, in start order."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), sort=TaskRunSort.EXPECTED_START_TIME_ASC
+        )
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in runs:
+        out[r.name.rsplit("-", 1)[0]].append(r.state.name)
+    return dict(out)
+
+
+def task_runs(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def artifacts(flow_run_id) -> dict:
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key or a.type: a for a in arts}

@@ -1,0 +1,201 @@
+"""The flows against a real Prefect API server: states, caching, artifacts, retries, resume, locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from flows.evaluate_qa import evaluate_qa
+from flows.train_qa import train_qa
+from qa_lib.errors import DataError
+from tests.conftest import ROOT, TRAIN_V1
+from tests.flow_helpers import artifacts, task_runs, task_states, tiny_config
+
+STAGES = ["load-dataset", "build-features", "fine-tune", "predict", "post-process", "compute-metrics"]
+
+
+def _run(cfg, store):
+    state = train_qa(config=cfg, store_root=str(store), return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_server, tiny_model, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    out = tmp_path_factory.mktemp("out")
+    cfg = tiny_config(tiny_model, out)
+    result, run_id = _run(cfg, store)
+    return cfg, store, result, run_id
+
+
+def test_first_run_completes_every_stage(first_run):
+    cfg, store, result, run_id = first_run
+    states = task_states(run_id)
+    for stage in STAGES:
+        assert set(states[stage]) == {"Completed"}, (stage, states)
+    assert states["load-dataset"] == ["Completed", "Completed"]  # train and eval data
+    assert set(result["metrics"]) >= {"exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"}
+    model_dir = Path(result["model_dir"])
+    from transformers import AutoModelForQuestionAnswering
+
+    AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    preds = json.loads((Path(cfg.output_dir) / "predictions" / "predictions.json").read_text())
+    assert len(preds) == 60
+
+
+def test_artifacts(first_run):
+    cfg, store, result, run_id = first_run
+    arts = artifacts(run_id)
+    table = json.loads(arts["qa-metrics"].data) if isinstance(arts["qa-metrics"].data, str) else arts["qa-metrics"].data
+    rows = {r["metric"]: r["value"] for r in table}
+    assert rows["f1"] == pytest.approx(result["metrics"]["f1"], abs=1e-3)
+    assert rows["NoAns_total"] == result["metrics"]["NoAns_total"]
+    summary = arts["qa-run-summary"].data
+    assert result["train_data_key"] in summary and result["model_key"] in summary
+    assert "data:image/png;base64," in summary and "fine-tune" in summary  # plot + timings per step
+    assert arts["training-progress"].data == 100.0
+    assert (Path(cfg.output_dir) / "artifacts" / "loss_f1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unchanged_rerun_is_all_cached(first_run):
+    cfg, store, result, _ = first_run
+    t = time.perf_counter()
+    again, run_id = _run(cfg, store)
+    elapsed = time.perf_counter() - t
+    states = task_states(run_id)
+    for stage in STAGES:
+        assert set(states[stage]) == {"Cached"}, (stage, states)
+    assert again["metrics"] == result["metrics"]
+    print(f"cached rerun: {elapsed:.1f}s")
+
+
+def test_doc_stride_change_rebuilds_from_features_not_data(first_run):
+    cfg, store, _, _ = first_run
+    _, run_id = _run(cfg.model_copy(update={"doc_stride": 32}), store)
+    states = task_states(run_id)
+    assert states["load-dataset"] == ["Cached", "Cached"]
+    for stage in ["build-features", "fine-tune", "predict", "post-process", "compute-metrics"]:
+        assert "Completed" in states[stage] and "Cached" not in states[stage], (stage, states)
+
+
+def test_n_best_change_reruns_postprocess_and_metrics_only(first_run):
+    cfg, store, _, _ = first_run
+    _, run_id = _run(cfg.model_copy(update={"n_best_size": 5}), store)
+    states = task_states(run_id)
+    for stage in ["load-dataset", "build-features", "fine-tune", "predict"]:
+        assert set(states[stage]) == {"Cached"}, (stage, states)
+    assert states["post-process"] == ["Completed"] and states["compute-metrics"] == ["Completed"]
+
+
+def test_deleted_store_folder_is_rebuilt_not_served_from_cache(first_run):
+    import shutil
+
+    cfg, store, _, _ = first_run
+    shutil.rmtree(store / "logits")
+    _, run_id = _run(cfg, store)
+    states = task_states(run_id)
+    assert states["predict"] == ["Completed"] and states["fine-tune"] == ["Cached"]
+
+
+def test_validation_error_fails_at_once_without_retry(prefect_server, tiny_model, tmp_path):
+    doc = json.loads(TRAIN_V1.read_text())
+    qa = doc["data"][0]["paragraphs"][0]["qas"][0]
+    qa["answers"][0]["answer_start"] += 5
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    cfg = tiny_config(tiny_model, tmp_path / "out", train_data={"path": str(bad)})
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=qa["id"]):
+        state.result()
+    runs = {r.name.rsplit("-", 1)[0]: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["load-dataset"].run_count == 1 and runs["load-dataset"].state.is_failed()
+    assert qa["id"] in runs["load-dataset"].state.message
+    assert "fine-tune" not in runs and "build-features" not in runs
+
+
+def test_transient_failure_is_retried(prefect_server, tiny_model, tmp_path, monkeypatch):
+    import tasks.data
+
+    calls = {"n": 0}
+    real = tasks.data.load_examples
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("injected: storage connection reset")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.data, "load_examples", flaky)
+    cfg = tiny_config(tiny_model, tmp_path / "out", eval_data=None)
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_completed()
+    runs = [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("load-dataset")]
+    assert runs[0].run_count == 2 and runs[0].state.is_completed()
+
+
+def test_flows_run_as_subflows(first_run):
+    cfg, store, result, _ = first_run
+
+    @flow
+    def nightly(config):
+        trained = train_qa(config=config, store_root=str(store))
+        evaluated = evaluate_qa(config=config, model=trained["model_dir"], store_root=str(store))
+        return trained, evaluated
+
+    trained, evaluated = nightly(cfg)
+    assert trained["metrics"] == result["metrics"]
+    # Evaluating the published copy gives the same numbers as the pipeline's own evaluation.
+    assert evaluated["metrics"]["f1"] == pytest.approx(result["metrics"]["f1"])
+
+
+def _subprocess_train(cfg, store, env, log):
+    code = ("import sys, json; from qa_lib.config import PipelineConfig; from flows.train_qa import train_qa;"
+            "cfg = PipelineConfig.model_validate_json(sys.argv[1]); print(json.dumps(train_qa(config=cfg, store_root=sys.argv[2])['metrics']))")
+    return subprocess.Popen([sys.executable, "-c", code, cfg.model_dump_json(), str(store)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_interrupted_training_resumes_from_checkpoint(prefect_server, tiny_model, tmp_path):
+    cfg = tiny_config(tiny_model, tmp_path / "out", max_steps=150, save_steps=5, eval_data=None)
+    store = tmp_path / "store"
+    env = {**prefect_server.env, "QA_PIPELINE_NO_PROGRESS": "1"}
+    proc = _subprocess_train(cfg, store, env, open(tmp_path / "run1.log", "w"))
+    deadline = time.time() + 240
+    ckpts: list[Path] = []
+    while time.time() < deadline and not ckpts:
+        ckpts = list(store.glob("work/model/*/checkpoints/checkpoint-*/trainer_state.json"))
+        time.sleep(0.2)
+    assert ckpts, (tmp_path / "run1.log").read_text()[-3000:]
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean shutdown: like a lost machine
+    proc.wait()
+    done_before = int(Path(sorted(ckpts)[-1]).parent.name.split("-")[1])
+    state = train_qa(config=cfg, store_root=str(store), return_state=True)
+    assert state.is_completed()
+    result = json.loads(next(store.glob("model/*/train_result.json")).read_text())
+    assert result["resumed_from"] and int(result["resumed_from"].rsplit("-", 1)[1]) >= done_before
+    steps = [h["step"] for h in result["log_history"] if "loss" in h]
+    assert max(steps) == 150
+    starts = next(store.glob("work/model/*/events.log")).read_text().count("train-start")
+    assert starts == 2  # the killed attempt and the resumed one
+
+
+def test_concurrent_runs_train_once(prefect_server, tiny_model, tmp_path):
+    cfg = tiny_config(tiny_model, tmp_path / "out", max_steps=60, eval_data=None)
+    store = tmp_path / "store"
+    env = {**prefect_server.env, "QA_PIPELINE_NO_PROGRESS": "1"}
+    procs = [_subprocess_train(cfg, store, env, open(tmp_path / f"run{i}.log", "w")) for i in range(2)]
+    for p in procs:
+        assert p.wait(300) == 0, [(tmp_path / f"run{i}.log").read_text()[-2000:] for i in range(2)]
+    events = list(store.glob("work/model/*/events.log"))
+    assert len(events) == 1
+    assert events[0].read_text().count("train-start") == 1
