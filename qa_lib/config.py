@@ -77,6 +77,11 @@ class PipelineConfig(_Strict):
 
     output_dir: str = Field("runs/default", description="Where the trained model and results go.")
 
+    # Publishing (retrain flow)
+    publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
+    promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = "f1"
+    promote_margin: float = Field(0.0, description="Promote only if better than the champion by this much.")
+
     @model_validator(mode="after")
     def _coherent(self) -> PipelineConfig:
         if self.doc_stride >= self.max_length:

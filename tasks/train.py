@@ -5,6 +5,7 @@ import json
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import datasets
@@ -14,6 +15,7 @@ from prefect.logging import get_run_logger
 from transformers import TrainerCallback
 
 from qa_lib.config import PipelineConfig
+from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.store import Store
 from qa_lib.train import fine_tune as qa_fine_tune
 from tasks.policy import key_from_param, retry_unless_deterministic
@@ -65,18 +67,19 @@ def fine_tune(config: PipelineConfig, features: dict, store_root: str, stage: st
             return json.loads((final / "train_result.json").read_text())
         work = store.work_dir(stage, key)
         (work / "events.log").open("a").write(f"{time.time()} train-start\n")
-        train_features = datasets.load_from_disk(features["path"])
-        result = qa_fine_tune(config, train_features, work, callbacks=[_PrefectProgress(logger)])
-        if result.resumed_from:
-            logger.info("resumed from %s", result.resumed_from)
+        nproc = process_count()
+        if nproc > 1:
+            logger.info("launching data-parallel training on %d processes", nproc)
+            result = fine_tune_distributed(config, features["path"], work, nproc)
+        else:
+            train_features = datasets.load_from_disk(features["path"])
+            result = asdict(qa_fine_tune(config, train_features, work, callbacks=[_PrefectProgress(logger)]))
+            result["world_size"] = 1
+        if result["resumed_from"]:
+            logger.info("resumed from %s", result["resumed_from"])
         with store.writing(stage, key) as tmp:
-            Path(result.model_dir).rename(tmp / "model")
-            summary = {
-                "model_dir": str(final / "model"), "key": key, "resumed_from": result.resumed_from,
-                "precision": result.precision, "train_runtime_s": result.train_runtime_s,
-                "train_samples_per_second": result.train_samples_per_second,
-                "log_history": result.log_history,
-            }
+            Path(result["model_dir"]).rename(tmp / "model")
+            summary = {**result, "model_dir": str(final / "model"), "key": key}
             (tmp / "train_result.json").write_text(json.dumps(summary))
         shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the finished model supersedes them
     return summary

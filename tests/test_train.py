@@ -17,8 +17,9 @@ class _Interrupt(TrainerCallback):
 
 
 def _config(tiny_model, tmp_path, **kw):
-    return PipelineConfig(model=str(tiny_model), output_dir=str(tmp_path), per_device_train_batch_size=8,
-                          max_steps=6, save_steps=2, logging_steps=1, learning_rate=1e-3, **kw)
+    raw = dict(model=str(tiny_model), output_dir=str(tmp_path), per_device_train_batch_size=8,
+               max_steps=6, save_steps=2, logging_steps=1, learning_rate=1e-3)
+    return PipelineConfig(**{**raw, **kw})
 
 
 def test_resume_after_interrupted_training(tiny_model, train_examples, tmp_path):
@@ -50,3 +51,18 @@ def test_precision_auto_is_fp32_on_cpu():
 
     with pytest.raises(ConfigError, match="fp16"):
         resolve_precision("fp16")
+
+
+def test_two_process_data_parallel_launch_on_cpu(tiny_model, train_examples, tmp_path):
+    """The launcher the fine-tune task uses on a multi-GPU worker, run with 2 CPU processes (gloo)."""
+    from qa_lib.launch import fine_tune_distributed
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(64)), tok, 128, 48)
+    feats.save_to_disk(str(tmp_path / "features"))
+    cfg = _config(tiny_model, tmp_path, max_steps=3)
+    result = fine_tune_distributed(cfg, str(tmp_path / "features"), tmp_path / "ddp", nproc=2)
+    assert result["world_size"] == 2
+    from transformers import AutoModelForQuestionAnswering
+
+    AutoModelForQuestionAnswering.from_pretrained(result["model_dir"])

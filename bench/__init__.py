@@ -1,0 +1,1 @@
+"""Benchmarks: qa-pipeline against a faithful reproduction of the tutorial's pipeline."""

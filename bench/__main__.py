@@ -1,0 +1,189 @@
+"""`python -m bench [--quick]`: qa-pipeline against the tutorial's pipeline, side by side, one run.
+
+Prints each figure for both pipelines and the ratio. `--quick` shrinks every measurement so the
+whole run takes a few minutes (the tests run it; it asserts nothing about speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "squad"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@contextmanager
+def measure(result: dict, name: str):
+    """Wall time and peak resident memory of the block."""
+    proc = psutil.Process()
+    peak = [proc.memory_info().rss]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        result[name] = time.perf_counter() - t
+        stop.set()
+        thread.join()
+        result[name + "_peak_rss_mb"] = peak[0] / 2**20
+
+
+def bench_features(examples, tokenizer, out):
+    from bench import tutorial
+    from qa_lib.features import build_train_features
+
+    with measure(out, "tutorial_features_s"):
+        tut = examples.map(tutorial.prepare_train_features, batched=True, remove_columns=examples.column_names,
+                           fn_kwargs={"tokenizer": tokenizer}, load_from_cache_file=False)
+    with measure(out, "ours_features_s"):
+        ours = build_train_features(examples, tokenizer, tutorial.MAX_LENGTH, tutorial.DOC_STRIDE)
+    return tut, ours
+
+
+def bench_training(tut_feats, our_feats, steps, tmp, out):
+    """Features/s at equal max_length (384) and batch size (16), same model, same number of steps."""
+    from transformers import DataCollatorWithPadding, Trainer, default_data_collator
+
+    from bench import tutorial
+    from qa_lib.config import PipelineConfig
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+    from qa_lib.train import training_arguments
+
+    tok = load_tokenizer(MODEL)
+    args = tutorial.training_args(str(tmp / "tut"), max_steps=steps)
+    trainer = Trainer(load_qa_model(MODEL), args, train_dataset=tut_feats, data_collator=default_data_collator)
+    with measure(out, "tutorial_train_s"):
+        trainer.train()
+    cfg = PipelineConfig(max_length=384, doc_stride=128, per_device_train_batch_size=16, max_steps=steps,
+                         save_steps=10**6, logging_steps=10**6)
+    trainer = Trainer(load_qa_model(MODEL), training_arguments(cfg, str(tmp / "ours"), "fp32"),
+                      train_dataset=our_feats, data_collator=DataCollatorWithPadding(tok))
+    with measure(out, "ours_train_s"):
+        trainer.train()
+    out["train_features"] = steps * 16
+
+
+def bench_predict_postprocess(examples, tokenizer, out):
+    from transformers import Trainer, default_data_collator
+
+    from bench import tutorial
+    from qa_lib.features import build_eval_features
+    from qa_lib.modeling import load_qa_model
+    from qa_lib.postprocess import postprocess
+    from qa_lib.predict import predict_logits
+
+    model = load_qa_model(MODEL)
+    tut_feats = examples.map(tutorial.prepare_validation_features, batched=True, remove_columns=examples.column_names,
+                             fn_kwargs={"tokenizer": tokenizer})
+    our_feats = build_eval_features(examples, tokenizer, tutorial.MAX_LENGTH, tutorial.DOC_STRIDE)
+    out["eval_features"] = len(our_feats)
+    trainer = Trainer(model, tutorial.training_args(tempfile.mkdtemp()), data_collator=default_data_collator)
+    with measure(out, "tutorial_predict_s"):
+        raw = trainer.predict(tut_feats.remove_columns(["example_id", "offset_mapping"]))
+    with measure(out, "ours_predict_s"):
+        predict_logits(model, our_feats, 64, progress=False)
+    start, end = raw.predictions
+    with measure(out, "tutorial_postprocess_s"):
+        tut_answers = tutorial.postprocess_qa_predictions(examples, tut_feats, (start, end), tokenizer)
+    with measure(out, "ours_postprocess_s"):
+        ours = postprocess(examples, our_feats, start, end)
+    out["postprocess_identical"] = dict(tut_answers) == ours.answers
+
+
+def bench_orchestration(quick, tmp, out):
+    """The same small job through the flow and through qa_lib directly; then the flow again, cached."""
+    from flows.train_qa import train_qa
+    from qa_lib.config import PipelineConfig
+    from qa_lib.pipeline import train_and_evaluate
+
+    raw = dict(model=MODEL, train_data={"path": str(DATA / "train-v1.1.sample.json"), "limit": 64 if quick else 400},
+               eval_data={"path": str(DATA / "dev-v1.1.super_bowl_50.json"), "limit": 40 if quick else 200},
+               max_length=256, doc_stride=96, per_device_train_batch_size=16, num_train_epochs=1, save_steps=10**6)
+    direct = PipelineConfig.parse({**raw, "output_dir": str(tmp / "direct")})
+    flowed = PipelineConfig.parse({**raw, "output_dir": str(tmp / "flow")})
+    with measure(out, "direct_job_s"):
+        train_and_evaluate(direct)
+    with measure(out, "flow_job_s"):
+        train_qa(config=flowed, store_root=str(tmp / "store"))
+    with measure(out, "flow_cached_rerun_s"):
+        train_qa(config=flowed, store_root=str(tmp / "store"))
+
+
+def report(out: dict) -> str:
+    def row(name, tut, ours, unit, higher_better):
+        ratio = (ours / tut) if higher_better else (tut / ours)
+        return f"| {name} | {tut:,.2f} {unit} | {ours:,.2f} {unit} | {ratio:.2f}x |"
+
+    n_ex, n_tr, n_ev = out["examples"], out["train_features"], out["eval_features"]
+    lines = [
+        "| measure | tutorial | qa-pipeline | qa-pipeline advantage |",
+        "| --- | --- | --- | --- |",
+        row("feature building", n_ex / out["tutorial_features_s"], n_ex / out["ours_features_s"], "examples/s", True),
+        row("training throughput (max_length 384, batch 16)", n_tr / out["tutorial_train_s"], n_tr / out["ours_train_s"], "features/s", True),
+        row("prediction throughput", n_ev / out["tutorial_predict_s"], n_ev / out["ours_predict_s"], "features/s", True),
+        row("post-processing (same logits)", out["tutorial_postprocess_s"], out["ours_postprocess_s"], "s", False),
+        row("peak RSS while training", out["tutorial_train_s_peak_rss_mb"], out["ours_train_s_peak_rss_mb"], "MiB", False),
+        "",
+        f"post-processing answers identical: {out['postprocess_identical']}",
+        f"orchestration overhead (flow vs qa_lib direct, same job): "
+        f"{out['flow_job_s']:.1f} s vs {out['direct_job_s']:.1f} s = {100 * (out['flow_job_s'] / out['direct_job_s'] - 1):+.1f} %",
+        f"cached rerun: {out['flow_cached_rerun_s']:.1f} s = {100 * out['flow_cached_rerun_s'] / out['flow_job_s']:.1f} % of the cold flow run",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench")
+    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
+    p.add_argument("--json", default=None, help="also write the raw figures here")
+    args = p.parse_args(argv)
+
+    from qa_lib.data import load_examples
+    from qa_lib.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(MODEL)
+    train = load_examples(str(DATA / "train-v1.1.sample.json"))
+    dev = load_examples(str(DATA / "dev-v1.1.super_bowl_50.json"))
+    if args.quick:
+        train, dev = train.select(range(300)), dev.select(range(80))
+    out: dict = {"examples": len(train), "quick": args.quick, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    tmp = Path(tempfile.mkdtemp(prefix="qa-bench-"))
+    try:
+        tut_feats, our_feats = bench_features(train, tokenizer, out)
+        bench_training(tut_feats, our_feats, 3 if args.quick else 30, tmp, out)
+        bench_predict_postprocess(dev, tokenizer, out)
+        bench_orchestration(args.quick, tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(report(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The deployments, as data. `register()` turns each entry into a Prefect deployment.
+
+Environment knobs (read at registration time):
+  QA_WORK_POOL       work pool name (default "gpu")
+  QA_DEPLOY_CONFIG   YAML config whose values become the parameter defaults (default configs/default.yaml)
+  QA_RETRAIN_CRON    nightly schedule (default "0 2 * * *")
+  QA_RETRAIN_TZ      its timezone (default "UTC")
+  QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1)
+  QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
+"""
+
+from __future__ import annotations
+
+import os
+
+DATA_LANDED_EVENT = "qa-pipeline.training-data.landed"
+
+DEPLOYMENTS = [
+    {"name": "train-qa", "entrypoint": "flows/train_qa.py:train_qa",
+     "description": "Fine-tune and evaluate a QA model from a config."},
+    {"name": "evaluate-qa", "entrypoint": "flows/evaluate_qa.py:evaluate_qa",
+     "description": "Evaluate a trained model (folder or s3:// champion) on an eval set."},
+    {"name": "retrain", "entrypoint": "flows/retrain.py:retrain",
+     "description": "Nightly retrain with a champion/challenger gate.",
+     "nightly": True, "on_data_landed": True, "concurrency_limit": 1},
+]
+
+
+def settings() -> dict:
+    return {
+        "work_pool": os.environ.get("QA_WORK_POOL", "gpu"),
+        "config": os.environ.get("QA_DEPLOY_CONFIG", "configs/default.yaml"),
+        "cron": os.environ.get("QA_RETRAIN_CRON", "0 2 * * *"),
+        "timezone": os.environ.get("QA_RETRAIN_TZ", "UTC"),
+        "gpus": int(os.environ.get("QA_GPUS", "1")),
+        "image": os.environ.get("QA_IMAGE"),
+    }

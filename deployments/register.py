@@ -1,0 +1,53 @@
+"""Register the deployments in `definitions.py` with the configured Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.definitions import DATA_LANDED_EVENT, DEPLOYMENTS, settings
+from qa_lib.config import PipelineConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job_variables(gpus: int, image: str | None) -> dict:
+    env = {"QA_PIPELINE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    variables: dict = {"env": env}
+    if image:  # Docker / Kubernetes pools
+        variables["image"] = image
+    if gpus > 1:
+        env["QA_PIPELINE_NPROC"] = str(gpus)
+    return variables
+
+
+def register(work_pool: str | None = None, config_path: str | None = None) -> list[str]:
+    from prefect import flow as prefect_flow
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    opts = settings()
+    pool = work_pool or opts["work_pool"]
+    config = PipelineConfig.from_yaml(ROOT / (config_path or opts["config"]))
+    names = []
+    for spec in DEPLOYMENTS:
+        flow = prefect_flow.from_source(source=str(ROOT), entrypoint=spec["entrypoint"])
+        params = {"config": config.model_dump(mode="json")}
+        kwargs: dict = {}
+        if spec.get("nightly"):
+            kwargs["schedules"] = [Cron(opts["cron"], timezone=opts["timezone"])]
+        if spec.get("on_data_landed"):
+            kwargs["triggers"] = [DeploymentEventTrigger(
+                name="retrain-on-new-data",
+                expect={DATA_LANDED_EVENT},
+                match={"prefect.resource.id": "qa-pipeline.dataset.*"},
+                parameters=params,
+            )]
+        if spec.get("concurrency_limit"):
+            kwargs["concurrency_limit"] = spec["concurrency_limit"]
+        deployment_id = flow.deploy(
+            name=spec["name"], work_pool_name=pool, parameters=params, description=spec["description"],
+            job_variables=job_variables(opts["gpus"], opts["image"]), build=False, push=False,
+            print_next_steps=False, ignore_warnings=True, **kwargs,
+        )
+        names.append(f"{flow.name}/{spec['name']} ({deployment_id})")
+    return names

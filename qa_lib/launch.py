@@ -1,0 +1,60 @@
+"""Data-parallel training across processes: `torchrun -m qa_lib.launch CONFIG_JSON FEATURES OUT`.
+
+`fine_tune_distributed` starts one process per visible GPU (or `QA_PIPELINE_NPROC`, which
+also works on the CPU with the gloo backend) and returns rank 0's result. One GPU or none
+trains in-process instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from qa_lib.errors import QAPipelineError
+
+
+def process_count() -> int:
+    forced = os.environ.get("QA_PIPELINE_NPROC")
+    if forced:
+        return int(forced)
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def fine_tune_distributed(config, features_path: str, output_dir: str | Path, nproc: int) -> dict:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_file = output_dir / "launch_config.json"
+    config_file.write_text(config.model_dump_json())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"distributed training exited with code {proc.returncode}")
+    result_file = output_dir / "train_result.json"
+    if not result_file.exists():
+        raise QAPipelineError(f"distributed training wrote no result at {result_file}")
+    return json.loads(result_file.read_text())
+
+
+def main(argv: list[str]) -> None:
+    import dataclasses
+
+    import datasets
+
+    from qa_lib.config import PipelineConfig
+    from qa_lib.train import fine_tune
+
+    config = PipelineConfig.model_validate_json(Path(argv[0]).read_text())
+    result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2])
+    if int(os.environ.get("RANK", "0")) == 0:
+        payload = dataclasses.asdict(result) | {"world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+        Path(argv[2], "train_result.json").write_text(json.dumps(payload))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,62 @@
+"""A folder target: `<root>/runs/<run id>/` and an atomically replaced `<root>/champion.json`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from qa_lib.errors import QAPipelineError
+
+
+class PointerChanged(QAPipelineError):
+    """Another publisher promoted a model since we read the champion pointer."""
+
+
+class FolderTarget:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe-{uuid.uuid4().hex[:6]}"
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise QAPipelineError(f"publish target {self.root} is not writable: {exc}") from None
+
+    def read_pointer(self) -> tuple[dict | None, str | None]:
+        path = self.root / "champion.json"
+        if not path.exists():
+            return None, None
+        text = path.read_text()
+        return json.loads(text), text
+
+    def upload_run(self, folder: Path, run_id: str) -> str:
+        dest = self.root / "runs" / run_id
+        tmp = dest.parent / f".{run_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        os.replace(tmp, dest)
+        return str(dest)
+
+    def run_location(self, run_id: str) -> str:
+        return str(self.root / "runs" / run_id)
+
+    def put_pointer(self, pointer: dict, expected: str | None) -> None:
+        """Write champion.json only if it still holds `expected` (None: did not exist)."""
+        with open(self.root / ".champion.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_pointer()[1]
+            if current != expected:
+                raise PointerChanged("champion.json changed since it was read; not promoting")
+            tmp = self.root / f".champion.{uuid.uuid4().hex[:6]}"
+            tmp.write_text(json.dumps(pointer, indent=2))
+            os.replace(tmp, self.root / "champion.json")
+
+    def local_model(self, pointer: dict) -> str:
+        return str(Path(pointer["location"]) / "model")

@@ -1,0 +1,40 @@
+"""Publish a run to a target (folder or S3) and promote it past the champion gate."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from qa_lib.publish.run import open_target, publish_run
+from tasks.policy import RETRY, retry_unless_deterministic
+
+
+@task(name="check-publish-target", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
+def check_target(uri: str) -> None:
+    open_target(uri).check()
+
+
+@task(name="read-champion", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def read_champion(uri: str) -> dict:
+    pointer, raw = open_target(uri).read_pointer()
+    return {"pointer": pointer, "raw": raw}
+
+
+@task(name="publish-run", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def publish(uri: str, model_dir: str, metrics: dict, config: dict, fingerprints: dict, run_id: str,
+            eval_name: str, v2: bool) -> str:
+    return publish_run(open_target(uri), model_dir, metrics, config, fingerprints, run_id, eval_name, v2)
+
+
+@task(name="promote", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def promote(uri: str, pointer: dict, expected_raw: str | None) -> dict:
+    open_target(uri).put_pointer(pointer, expected_raw)
+    return pointer
+
+
+@task(name="record-not-promoted")
+def record_not_promoted(metric: str, challenger: float, champion: float, margin: float) -> None:
+    create_markdown_artifact(
+        f"# Not promoted\n\n| | {metric} |\n| --- | --- |\n| challenger | {challenger:.4f} |\n"
+        f"| champion | {champion:.4f} |\n| required margin | {margin} |\n",
+        key="promotion-decision", description="challenger did not beat the champion")
