@@ -1,0 +1,96 @@
+"""S3 access with one set of client settings: endpoint from QA_S3_ENDPOINT_URL / AWS_ENDPOINT_URL,
+credentials from the standard AWS chain (env, profile, instance role). Secrets are never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from qa_lib.errors import QAPipelineError
+
+
+class StorageError(QAPipelineError):
+    """Bad URI, bucket, credentials or endpoint: retrying will not help."""
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    rest = uri[5:]
+    bucket, _, key = rest.partition("/")
+    if not bucket or any(c in bucket for c in " _!?*") or bucket != bucket.lower():
+        raise StorageError(f"malformed S3 URI {uri!r}: bucket name {bucket!r} is not valid")
+    return bucket, key.strip("/")
+
+
+def client():
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("QA_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60,
+                    request_checksum_calculation="when_supported")
+    # A fresh session each time: boto3's default session caches credentials for the process.
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint, config=config,
+                          region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def explain(exc: Exception, uri: str) -> StorageError:
+    """A one-line, secret-free reason for an S3 failure."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
+    if isinstance(exc, EndpointConnectionError):
+        return StorageError(f"{uri}: S3 endpoint unreachable ({exc.kwargs.get('endpoint_url', 'endpoint')})")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "?")
+        if code in ("NoSuchBucket", "404"):
+            return StorageError(f"{uri}: bucket does not exist")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(f"{uri}: access denied ({code})")
+        return StorageError(f"{uri}: S3 error {code}")
+    return StorageError(f"{uri}: {type(exc).__name__}")
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("QA_PIPELINE_CACHE", Path.home() / ".cache" / "qa-pipeline"))
+
+
+def object_fingerprint(uri: str) -> str:
+    bucket, key = parse_uri(uri)
+    try:
+        head = client().head_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, uri) from None
+    return f"s3:{bucket}/{key}:{head['ETag']}:{head['ContentLength']}"
+
+
+def download_source(uri: str) -> Path:
+    """Download one data object into the local cache (keyed by its ETag) and return the path."""
+    bucket, key = parse_uri(uri)
+    fp = hashlib.sha256(object_fingerprint(uri).encode()).hexdigest()[:16]
+    dest = _cache_dir() / "data" / fp / Path(key).name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        try:
+            client().download_file(bucket, key, str(tmp))
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, uri) from None
+        tmp.rename(dest)
+    return dest
+
+
+def download_model(uri: str) -> Path:
+    """`s3://bucket/prefix/champion` → the champion's model folder, downloaded once."""
+    from qa_lib.publish.s3_target import S3Target
+
+    base = uri[: -len("/champion")] if uri.rstrip("/").endswith("/champion") else uri
+    target = S3Target(base)
+    pointer, _ = target.read_pointer()
+    if pointer is None:
+        raise StorageError(f"{uri}: no champion.json under {base}")
+    return Path(target.local_model(pointer))

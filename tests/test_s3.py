@@ -1,0 +1,174 @@
+"""Publishing to a real local S3 (moto's server over HTTP), through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from qa_lib.publish.local import PointerChanged
+from qa_lib.publish.run import publish_run
+from qa_lib.publish.s3_target import S3Target
+from qa_lib.s3 import StorageError
+from qa_lib.store import sha256_file
+from tests.conftest import DEV_V1, ROOT
+from tests.s3_services import FaultProxy, MotoServer
+
+CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+         "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = MotoServer().start()
+    old = {k: os.environ.get(k) for k in (*CREDS, "QA_S3_ENDPOINT_URL")}
+    os.environ.update(CREDS)
+    yield server
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _direct(moto):
+    return boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(moto, request):
+    name = "qa-" + request.node.name.replace("_", "-")[:40].lower()
+    _direct(moto).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def via_proxy(moto, monkeypatch):
+    proxy = FaultProxy(moto.port, drop=0.08, slow_down=0.08, error=0.04, seed=7).start()
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    yield proxy
+    proxy.stop()
+
+
+def _publish(target, tiny_model, run_id, metrics=None):
+    return publish_run(target, str(tiny_model), metrics or {"exact_match": 50.0, "f1": 60.0},
+                       {"model": "tiny", "hub_token": "hf_SECRET"}, {"train_data": "abc"}, run_id, "dev.json", False)
+
+
+def test_publish_survives_faults_and_checksums_match(moto, bucket, via_proxy, tiny_model):
+    target = S3Target(f"s3://{bucket}/models/qa")
+    location = _publish(target, tiny_model, "run-1")
+    assert location == f"s3://{bucket}/models/qa/runs/run-1"
+    assert via_proxy.faults["drop"] + via_proxy.faults["slow_down"] + via_proxy.faults["error"] > 0
+    s3 = _direct(moto)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="models/qa/runs/run-1/manifest.json")["Body"].read())
+    assert "model/model.safetensors" in manifest["files"] and "model/README.md" in manifest["files"]
+    for rel, meta in manifest["files"].items():
+        body = s3.get_object(Bucket=bucket, Key=f"models/qa/runs/run-1/{rel}")["Body"].read()
+        import hashlib
+
+        assert len(body) == meta["size"] and hashlib.sha256(body).hexdigest() == meta["sha256"], rel
+    text = json.dumps(manifest)
+    assert "hf_SECRET" not in text and "testing-secret-value" not in text and "hub_token" not in text
+
+
+def test_conditional_promotion(moto, bucket, tiny_model, monkeypatch):
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    a, b = S3Target(f"s3://{bucket}/m"), S3Target(f"s3://{bucket}/m")
+    assert a.read_pointer() == (None, None)
+    a.put_pointer({"run_id": "1", "location": "x"}, None)
+    with pytest.raises(PointerChanged):  # b read "nothing" before a promoted
+        b.put_pointer({"run_id": "2", "location": "y"}, None)
+    pointer, etag = b.read_pointer()
+    assert pointer["run_id"] == "1"
+    b.put_pointer({"run_id": "2", "location": "y"}, etag)
+    with pytest.raises(PointerChanged):
+        a.put_pointer({"run_id": "3", "location": "z"}, etag)  # stale ETag
+    assert a.read_pointer()[0]["run_id"] == "2"
+
+
+def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    target = S3Target(f"s3://{bucket}/p")
+    first = _publish(target, tiny_model, "good")
+    target.put_pointer({"run_id": "good", "location": first}, None)
+    before = _direct(moto).get_object(Bucket=bucket, Key="p/champion.json")["Body"].read()
+
+    # A slow endpoint (every request delayed) so the kill lands mid-upload.
+    slow = FaultProxy(moto.port, drop=0, slow_down=0, error=0)
+    orig = slow._handle
+
+    def delayed(conn):
+        time.sleep(0.4)
+        return orig(conn)
+    slow._handle = delayed
+    slow.start()
+    code = ("import sys; from qa_lib.publish.run import publish_run; from qa_lib.publish.s3_target import S3Target;"
+            "t = S3Target(sys.argv[1]); loc = publish_run(t, sys.argv[2], {'f1': 99.0}, {}, {}, 'killed', 'd', False);"
+            "t.put_pointer({'run_id': 'killed', 'location': loc}, t.read_pointer()[1])")
+    env = {**os.environ, "QA_S3_ENDPOINT_URL": slow.url}
+    proc = subprocess.Popen([sys.executable, "-c", code, f"s3://{bucket}/p", str(tiny_model)], cwd=ROOT, env=env,
+                            start_new_session=True)
+    s3 = _direct(moto)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="p/runs/killed/").get("KeyCount", 0)
+        if listed >= 1:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    slow.stop()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="p/runs/killed/").get("Contents", [])]
+    assert keys and "p/runs/killed/manifest.json" not in keys  # incomplete, and visibly so
+    assert s3.get_object(Bucket=bucket, Key="p/champion.json")["Body"].read() == before
+    again = _publish(target, tiny_model, "next")
+    target.put_pointer({"run_id": "next", "location": again}, target.read_pointer()[1])
+    assert target.read_pointer()[0]["run_id"] == "next"
+
+
+@pytest.mark.parametrize("uri, env, message", [
+    ("s3://no-such-bucket-here/x", {}, "bucket does not exist"),
+    ("s3://Bad_Bucket/x", {}, "malformed S3 URI"),
+    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "endpoint unreachable"),
+    ("s3://somebucket/x", {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+                           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"},
+     "no AWS credentials"),
+])
+def test_bad_targets_get_one_clear_message(moto, monkeypatch, uri, env, message):
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    for k, v in env.items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    with pytest.raises(StorageError) as info:
+        S3Target(uri).check()
+    assert message in str(info.value)
+    assert "testing-secret-value" not in str(info.value)
+
+
+def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatch, tmp_path):
+    from qa_lib.answer import answer
+    from qa_lib.data import load_examples
+
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache"))
+    _direct(moto).upload_file(str(DEV_V1), bucket, "data/dev.json")
+    ds = load_examples(f"s3://{bucket}/data/dev.json")
+    assert len(ds) == 810
+    target = S3Target(f"s3://{bucket}/serve")
+    loc = _publish(target, tiny_model, "r1")
+    target.put_pointer({"run_id": "r1", "location": loc}, None)
+    ctx = "The Broncos beat the Panthers in Santa Clara."
+    got = answer(f"s3://{bucket}/serve/champion", "Where?", ctx)
+    assert ctx[got.start:got.end] == got.answer
+    assert (tmp_path / "cache" / "models").exists()
