@@ -15,7 +15,7 @@ import numpy as np
 
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
-from qa_lib.postprocess import candidate_spans
+from qa_lib.postprocess import candidate_spans, offsets_array
 from qa_lib.predict import predict_logits
 
 
@@ -62,13 +62,9 @@ class QuestionAnswerer:
 
     @staticmethod
     def _decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible):
-        offsets_list = list(features["offset_mapping"])
         cls = np.asarray(features["cls_index"], dtype=np.int64)
         ex_of = np.asarray([int(e) for e in features["example_id"]], dtype=np.int64)
-        width = start.shape[1]
-        offsets = np.full((len(features), width, 2), -1, dtype=np.int64)
-        for i, om in enumerate(offsets_list):
-            offsets[i, : len(om)] = om
+        offsets = offsets_array(features, start.shape[1])
         # Log-softmax per window over context tokens and CLS, as the old pipeline did.
         allowed = offsets[:, :, 0] >= 0
         allowed[np.arange(len(cls)), cls] = True

@@ -82,8 +82,14 @@ def _train_batch(batch, tokenizer, max_length: int, doc_stride: int, drop_answer
         if answers["answer_start"]:
             start_char = answers["answer_start"][0]
             end_char = start_char + len(answers["text"][0])
-            first, last = _context_span(enc.sequence_ids(i), context_id)
-            span = label_window(offsets, first, last, start_char, end_char)
+            # Fast path: the tokens holding the answer's first and last characters in this window.
+            s_tok = enc.char_to_token(i, start_char, context_id)
+            e_tok = enc.char_to_token(i, end_char - 1, context_id)
+            if s_tok is not None and e_tok is not None:
+                span = (s_tok, e_tok)
+            else:  # an edge on whitespace or outside the window: scan the offsets
+                first, last = _context_span(enc.sequence_ids(i), context_id)
+                span = label_window(offsets, first, last, start_char, end_char)
         s, e = span if span is not None else (cls, cls)
         starts.append(s)
         ends.append(e)

@@ -14,6 +14,7 @@ and `null_odds[id] = null_score - best_span_score`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,20 @@ class Predictions:
 
 
 def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values per row, largest first (stable for ties)."""
+    """Indices of the k largest values per row, largest first; equal values keep index order.
+
+    argpartition finds the k in linear time; only those k are sorted. (Values tied exactly at
+    the k-th place may be chosen differently from a full stable sort; with float logits that
+    needs two bit-identical logits at the cut-off.)
+    """
     k = min(k, logits.shape[1])
-    # argsort of the negated row is stable: equal logits keep index order, like np.argsort()[::-1]
-    # would not. The reference loop below uses the same ordering.
-    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    if k == logits.shape[1]:
+        return np.argsort(-logits, axis=1, kind="stable")
+    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    part.sort(axis=1)  # index order first, so the stable sort below breaks ties by index
+    vals = np.take_along_axis(logits, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 def candidate_spans(start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray,
@@ -75,14 +85,11 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
                 version_2_with_negative: bool = False, null_score_diff_threshold: float = 0.0) -> Predictions:
     if len(features) != len(start_logits):
         raise ValueError(f"{len(features)} features but {len(start_logits)} rows of logits")
-    ex_ids = list(examples["id"])
-    contexts = list(examples["context"])
+    ex_cols = examples.select_columns(["id", "context"]).to_dict()
+    ex_ids, contexts = ex_cols["id"], ex_cols["context"]
     ex_index = {eid: i for i, eid in enumerate(ex_ids)}
-    feat_cols = features.select_columns(["example_id", "offset_mapping", "cls_index"]).to_dict()
-    width = start_logits.shape[1]
-    offsets = np.full((len(features), width, 2), -1, dtype=np.int64)
-    for i, om in enumerate(feat_cols["offset_mapping"]):
-        offsets[i, : len(om)] = om
+    feat_cols = features.select_columns(["example_id", "cls_index"]).to_dict()
+    offsets = offsets_array(features, start_logits.shape[1])
     feat_example = np.array([ex_index[e] for e in feat_cols["example_id"]], dtype=np.int64)
 
     feat, s_tok, e_tok, scores = candidate_spans(start_logits, end_logits, offsets, n_best_size, max_answer_length)
@@ -93,6 +100,10 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
     bounds = np.searchsorted(cand_example, np.arange(len(ex_ids) + 1))
     char_start = offsets[feat, s_tok, 0]
     char_end = offsets[feat, e_tok, 1]
+
+    # Python scalars once, for the per-example loop below.
+    char_start_l, char_end_l, scores_l = char_start.tolist(), char_end.tolist(), scores.tolist()
+    start_l, end_l = start_logits[feat, s_tok].tolist(), end_logits[feat, e_tok].tolist()
 
     null_scores = None
     if version_2_with_negative:
@@ -107,11 +118,11 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
     null_odds: dict[str, float] | None = {} if version_2_with_negative else None
     for i, eid in enumerate(ex_ids):
         lo, hi = bounds[i], min(bounds[i + 1], bounds[i] + n_best_size)
+        ctx = contexts[i]
         entries = [
-            {"text": contexts[i][char_start[j] : char_end[j]], "score": float(scores[j]),
-             "start_logit": float(start_logits[feat[j], s_tok[j]]), "end_logit": float(end_logits[feat[j], e_tok[j]]),
-             "offsets": [int(char_start[j]), int(char_end[j])]}
-            for j in range(lo, hi)
+            {"text": ctx[a:b], "score": sc, "start_logit": sl, "end_logit": el, "offsets": [a, b]}
+            for a, b, sc, sl, el in zip(char_start_l[lo:hi], char_end_l[lo:hi], scores_l[lo:hi],
+                                        start_l[lo:hi], end_l[lo:hi])
         ]
         best = entries[0] if entries else {"text": "", "score": 0.0}
         if version_2_with_negative:
@@ -132,11 +143,28 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
 def _add_probabilities(entries: list[dict]) -> None:
     if not entries:
         return
-    scores = np.array([e["score"] for e in entries], dtype=np.float64)
-    probs = np.exp(scores - scores.max())
-    probs /= probs.sum()
-    for e, p in zip(entries, probs):
-        e["probability"] = float(p)
+    top = max(e["score"] for e in entries)
+    weights = [math.exp(e["score"] - top) for e in entries]
+    total = sum(weights)
+    for e, w in zip(entries, weights):
+        e["probability"] = w / total
+
+
+def offsets_array(features: datasets.Dataset, width: int) -> np.ndarray:
+    """(features, width, 2) int array of offsets, -1 where a token is not context or is padding.
+
+    Read straight from Arrow: converting ragged offset lists to Python objects costs more than
+    all of post-processing.
+    """
+    column = features.select_columns(["offset_mapping"]).with_format("arrow")[:]["offset_mapping"].combine_chunks()
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+    out = np.full((len(lengths), width, 2), -1, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    cols = np.arange(len(pairs)) - np.repeat(starts, lengths)
+    out[rows, cols] = pairs
+    return out
 
 
 def reference_postprocess(examples, features, start_logits, end_logits, n_best_size=20, max_answer_length=30,
