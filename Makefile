@@ -29,3 +29,11 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .qa-store runs .pytest_cache
+
+# A local Prefect server + process worker with the deployments registered (UI on :4200).
+serve: setup
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 & \
+	sleep 15; export PREFECT_API_URL=http://127.0.0.1:4200/api; \
+	$(BIN)/prefect work-pool create local --type process || true; \
+	QA_WORK_POOL=local $(BIN)/qa-pipeline deploy --work-pool local; \
+	$(BIN)/prefect worker start --pool local
