@@ -123,9 +123,10 @@ def bench_orchestration(quick, tmp, out):
     from qa_lib.config import PipelineConfig
     from qa_lib.pipeline import train_and_evaluate
 
-    raw = dict(model=MODEL, train_data={"path": str(DATA / "train-v1.1.sample.json"), "limit": 64 if quick else 400},
-               eval_data={"path": str(DATA / "dev-v1.1.super_bowl_50.json"), "limit": 40 if quick else 200},
-               max_length=256, doc_stride=96, per_device_train_batch_size=16, num_train_epochs=1, save_steps=10**6)
+    raw = dict(model=MODEL, train_data={"path": str(DATA / "train-v1.1.sample.json"), "limit": 32 if quick else 400},
+               eval_data={"path": str(DATA / "dev-v1.1.super_bowl_50.json"), "limit": 24 if quick else 200},
+               max_length=256, doc_stride=96, per_device_train_batch_size=16, num_train_epochs=1, save_steps=10**6,
+               max_steps=2 if quick else -1)
     from prefect import flow
 
     @flow
@@ -179,12 +180,12 @@ def main(argv=None) -> int:
     train = load_examples(str(DATA / "train-v1.1.sample.json"))
     dev = load_examples(str(DATA / "dev-v1.1.super_bowl_50.json"))
     if args.quick:
-        train, dev = train.select(range(300)), dev.select(range(80))
+        train, dev = train.select(range(200)), dev.select(range(48))
     out: dict = {"examples": len(train), "quick": args.quick, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     tmp = Path(tempfile.mkdtemp(prefix="qa-bench-"))
     try:
         tut_feats, our_feats = bench_features(train, tokenizer, out)
-        bench_training(tut_feats, our_feats, 3 if args.quick else 30, tmp, out)
+        bench_training(tut_feats, our_feats, 2 if args.quick else 30, tmp, out)
         bench_predict_postprocess(dev, tokenizer, out)
         bench_orchestration(args.quick, tmp, out)
     finally:

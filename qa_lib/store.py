@@ -111,9 +111,16 @@ class Store:
         try:
             yield tmp
             (tmp / "_COMPLETE").write_text("")
-            if final.exists():  # an older, incomplete attempt
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            # Same key, same content: if a concurrent run finished first, keep its folder (a
+            # reader may be using it) and drop ours.
+            if not (final / "_COMPLETE").exists():
+                if final.exists():  # an interrupted attempt
+                    shutil.rmtree(final, ignore_errors=True)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    if not (final / "_COMPLETE").exists():
+                        raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from qa_lib.train import fine_tune
 def trained_tiny(tiny_model, train_examples, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     tok = load_tokenizer(str(tiny_model))
-    feats = build_train_features(train_examples.select(range(300)), tok, 128, 48)
+    feats = build_train_features(train_examples.select(range(150)), tok, 128, 48)
     cfg = PipelineConfig(model=str(tiny_model), output_dir=str(out), per_device_train_batch_size=16,
                          num_train_epochs=1, learning_rate=1e-3, save_steps=1000)
     return fine_tune(cfg, feats, out).model_dir
