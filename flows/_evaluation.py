@@ -25,7 +25,7 @@ def evaluate_stages(config: PipelineConfig, model_dir: str, model_identity: str,
 
     t = time.perf_counter()
     features = cached(build_features, store, "features", keys.features)(
-        "eval", data, model_dir, config.max_length, config.doc_stride, config.num_proc, root, "features", keys.features)
+        "eval", data, model_dir, *config.eval_window, config.num_proc, root, "features", keys.features)
     timings["eval features"] = time.perf_counter() - t
 
     t = time.perf_counter()

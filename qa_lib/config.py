@@ -48,8 +48,12 @@ class PipelineConfig(_Strict):
     version_2_with_negative: bool = Field(False, description="SQuAD v2: some questions have no answer.")
 
     # Windows
-    max_length: int = Field(256, gt=0, description="Tokens per feature (question + context window).")
-    doc_stride: int = Field(96, ge=0, description="Tokens shared by consecutive windows.")
+    max_length: int = Field(192, gt=0, description="Tokens per training feature (question + context window).")
+    doc_stride: int = Field(64, ge=0, description="Tokens shared by consecutive training windows.")
+    eval_max_length: int | None = Field(
+        384, gt=0, description="Window for evaluation and prediction (None: max_length). Longer windows "
+        "cost little at inference and split fewer contexts.")
+    eval_doc_stride: int | None = Field(128, ge=0, description="Stride for evaluation windows (None: doc_stride).")
     num_proc: int | None = Field(None, ge=1, description="Processes for datasets.map.")
     drop_answerless_windows: bool = Field(
         True, description="SQuAD v1 training: skip windows that do not contain the answer (ignored for v2).")
@@ -60,9 +64,9 @@ class PipelineConfig(_Strict):
     null_score_diff_threshold: float = 0.0
 
     # Training
-    learning_rate: float = Field(3e-4, gt=0)
-    num_train_epochs: float = Field(2.0, gt=0)
-    per_device_train_batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    num_train_epochs: float = Field(1.7, gt=0)
+    per_device_train_batch_size: int = Field(16, gt=0)
     per_device_eval_batch_size: int = Field(64, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -88,9 +92,17 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})"
             )
+        if self.eval_window[1] >= self.eval_window[0]:
+            raise ValueError(f"eval_doc_stride ({self.eval_window[1]}) must be smaller than "
+                             f"eval_max_length ({self.eval_window[0]})")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 or positive, got {self.max_steps}")
         return self
+
+    @property
+    def eval_window(self) -> tuple[int, int]:
+        return (self.eval_max_length or self.max_length,
+                self.doc_stride if self.eval_doc_stride is None else self.eval_doc_stride)
 
     @property
     def drop_answerless(self) -> bool:

@@ -24,7 +24,7 @@ def evaluate_model(config: PipelineConfig, model_dir: str, out_dir: str | Path, 
         eval_examples = load_examples(config.eval_data, default_split="validation")
         validate_examples(eval_examples, config.version_2_with_negative, config.eval_data.path)
     tokenizer = load_tokenizer(model_dir)
-    features = build_eval_features(eval_examples, tokenizer, config.max_length, config.doc_stride, config.num_proc)
+    features = build_eval_features(eval_examples, tokenizer, *config.eval_window, config.num_proc)
     start, end = predict_logits(load_qa_model(model_dir), features, config.per_device_eval_batch_size,
                                 resolve_precision(config.precision))
     preds = postprocess(eval_examples, features, start, end, config.n_best_size, config.max_answer_length,

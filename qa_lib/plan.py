@@ -54,7 +54,9 @@ def train_keys(config: PipelineConfig) -> TrainKeys:
 def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: str) -> EvalKeys:
     """Keys for evaluating a model whose identity (a model key or a folder fingerprint) is given."""
     data = data_key(config.eval_data, config.version_2_with_negative)
-    features = stage_key("features", data=data, kind="eval", tokenizer=tokenizer_identity, **_window(config))
+    max_length, doc_stride = config.eval_window
+    features = stage_key("features", data=data, kind="eval", tokenizer=tokenizer_identity,
+                         max_length=max_length, doc_stride=doc_stride)
     logits = stage_key("logits", features=features, model=model_identity)
     predictions = stage_key("predictions", logits=logits, n_best_size=config.n_best_size,
                             max_answer_length=config.max_answer_length, v2=config.version_2_with_negative,

@@ -17,6 +17,7 @@ def test_defaults_and_yaml_with_overrides(tmp_path):
     "raw, field",
     [
         ({"max_length": 128, "doc_stride": 128}, "doc_stride"),
+        ({"eval_max_length": 128, "eval_doc_stride": 200}, "eval_doc_stride"),
         ({"max_length": -5}, "max_length"),
         ({"max_answer_length": 0}, "max_answer_length"),
         ({"precision": "fp8"}, "precision"),
