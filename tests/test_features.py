@@ -57,7 +57,7 @@ def test_every_in_window_label_decodes_to_the_answer(train_examples, tokenizer):
     assert exact / n_inside > 0.98  # word-piece boundaries almost always match answer boundaries
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(max_length=st.integers(min_value=96, max_value=384), stride_frac=st.floats(min_value=0.0, max_value=0.6),
        offset=st.integers(min_value=0, max_value=3700))
 def test_labels_property(train_examples, tokenizer, max_length, stride_frac, offset):
