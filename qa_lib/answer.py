@@ -15,7 +15,7 @@ import numpy as np
 
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
-from qa_lib.postprocess import candidate_spans, offsets_array
+from qa_lib.postprocess import RaggedOffsets, candidate_spans
 from qa_lib.predict import predict_logits
 
 
@@ -64,14 +64,15 @@ class QuestionAnswerer:
     def _decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible):
         cls = np.asarray(features["cls_index"], dtype=np.int64)
         ex_of = np.asarray([int(e) for e in features["example_id"]], dtype=np.int64)
-        offsets = offsets_array(features, start.shape[1])
+        ragged = RaggedOffsets.of(features)
+        offsets = ragged.dense(start.shape[1])
         # Log-softmax per window over context tokens and CLS, as the old pipeline did.
         allowed = offsets[:, :, 0] >= 0
         allowed[np.arange(len(cls)), cls] = True
         log_s = _log_softmax(np.where(allowed, start, -np.inf))
         log_e = _log_softmax(np.where(allowed, end, -np.inf))
         k = max(top_k, 20)
-        feat, s_tok, e_tok, scores = candidate_spans(log_s, log_e, offsets, k, max_answer_len)
+        feat, s_tok, e_tok, scores = candidate_spans(log_s, log_e, ragged, k, max_answer_len)
         rows = np.arange(len(cls))
         null = log_s[rows, cls] + log_e[rows, cls]
         out: list[list[Answer]] = []

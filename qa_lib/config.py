@@ -72,6 +72,13 @@ class PipelineConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     lr_scheduler_type: str = "linear"
+    hidden_dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout between layers during fine-tuning (None: the model's own).")
+    attention_dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout on attention probabilities during fine-tuning (None: the "
+        "model's own). 0 lets attention use the fused kernel and skips the largest random masks.")
+    freeze_word_embeddings: bool = Field(
+        False, description="Keep the pretrained word-embedding table fixed during fine-tuning.")
     seed: int = 42
     precision: Precision = "auto"
     save_steps: int = Field(200, gt=0, description="Checkpoint interval, in optimizer steps.")

@@ -44,11 +44,23 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
-def load_qa_model(model: str):
-    from transformers import AutoModelForQuestionAnswering
+# Architectures name their dropout rates differently (BERT/RoBERTa/ELECTRA vs DistilBERT/XLNet).
+_HIDDEN_DROPOUT_KEYS = ("hidden_dropout_prob", "dropout")
+_ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
+
+def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dropout: float | None = None):
+    """A question-answering model; a dropout given here replaces the checkpoint's own rate."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    path = resolve_model(model)
     try:
-        return AutoModelForQuestionAnswering.from_pretrained(resolve_model(model))
+        config = AutoConfig.from_pretrained(path)
+        for rate, keys in ((hidden_dropout, _HIDDEN_DROPOUT_KEYS), (attention_dropout, _ATTENTION_DROPOUT_KEYS)):
+            for key in keys if rate is not None else ():
+                if hasattr(config, key):
+                    setattr(config, key, rate)
+        return AutoModelForQuestionAnswering.from_pretrained(path, config=config)
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"cannot load model {model!r}: {first}") from None

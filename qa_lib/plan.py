@@ -15,6 +15,7 @@ from qa_lib.store import model_fingerprint, source_fingerprint, stage_key, token
 TRAIN_PARAMS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "precision", "max_steps",
+    "hidden_dropout", "attention_dropout", "freeze_word_embeddings",
 )
 
 

@@ -15,18 +15,32 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import datasets
 import numpy as np
 
 
-@dataclass
 class Predictions:
-    answers: dict[str, str]
-    nbest: dict[str, list[dict]]
-    null_odds: dict[str, float] | None
+    """Answers per example id, SQuAD v2 null odds, and the n-best lists.
+
+    The n-best lists (dicts with text, score, logits, offsets, probability) are built on first
+    use: they cost more than choosing the answers, and only the `nbest_predictions.json` file
+    and callers that ask for them need them.
+    """
+
+    def __init__(self, answers: dict[str, str], null_odds: dict[str, float] | None,
+                 nbest: dict[str, list[dict]] | Callable[[], dict[str, list[dict]]]):
+        self.answers = answers
+        self.null_odds = null_odds
+        self._nbest = nbest
+
+    @property
+    def nbest(self) -> dict[str, list[dict]]:
+        if callable(self._nbest):
+            self._nbest = self._nbest()
+        return self._nbest
 
     def write(self, folder: str | Path) -> dict[str, str]:
         """Write the official files; return their paths."""
@@ -51,33 +65,65 @@ def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
     k = min(k, logits.shape[1])
     if k == logits.shape[1]:
         return np.argsort(-logits, axis=1, kind="stable")
-    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    width = logits.shape[1]
+    part = np.argpartition(logits, width - k, axis=1)[:, width - k:]
     part.sort(axis=1)  # index order first, so the stable sort below breaks ties by index
     vals = np.take_along_axis(logits, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
 
 
-def candidate_spans(start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray,
+class RaggedOffsets:
+    """Every feature's (start_char, end_char) pairs, flat as Arrow stores them.
+
+    -1 marks a token outside the context. Read straight from Arrow: converting ragged offset
+    lists to Python objects costs more than all of post-processing, and only the top-k tokens of
+    each window are ever looked up, so no padded (features x width) array is built for them.
+    """
+
+    def __init__(self, column):
+        column = column.combine_chunks()
+        self.lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        self.pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2).astype(np.int64)
+        self.row_start = np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
+
+    @classmethod
+    def of(cls, features: datasets.Dataset) -> RaggedOffsets:
+        return cls(_arrow(features, ["offset_mapping"]).column("offset_mapping"))
+
+    def at(self, feat: np.ndarray, tok: np.ndarray) -> np.ndarray:
+        """Offsets of token `tok` of feature `feat` (broadcast), shape (..., 2); -1 past a feature's end."""
+        feat, tok = np.broadcast_arrays(feat, tok)
+        inside = tok < self.lengths[feat]
+        if not len(self.pairs):
+            return np.full(feat.shape + (2,), -1, dtype=np.int64)
+        out = self.pairs[np.where(inside, self.row_start[feat] + tok, 0)]
+        out[~inside] = -1
+        return out
+
+    def dense(self, width: int) -> np.ndarray:
+        """(features, width, 2) offsets, -1 for non-context tokens and past each feature's end."""
+        out = np.full((len(self.lengths), width, 2), -1, dtype=np.int64)
+        rows = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        cols = np.arange(len(self.pairs)) - np.repeat(self.row_start, self.lengths)
+        out[rows, cols] = self.pairs
+        return out
+
+
+def candidate_spans(start_logits: np.ndarray, end_logits: np.ndarray, offsets: RaggedOffsets,
                     n_best_size: int, max_answer_length: int):
     """All valid (feature, start, end) spans with scores, flattened in loop order."""
     starts = _top_k(start_logits, n_best_size)  # (F, k)
     ends = _top_k(end_logits, n_best_size)  # (F, k)
-    f = np.arange(len(starts))[:, None, None]
-    s = starts[:, :, None]
-    e = ends[:, None, :]
-    in_context = offsets[:, :, 0] >= 0  # (F, L)
-    finite_s = np.isfinite(start_logits)
-    finite_e = np.isfinite(end_logits)
-    valid = (
-        in_context[f, s] & in_context[f, e] & finite_s[f, s] & finite_e[f, e]
-        & (e >= s) & (e - s + 1 <= max_answer_length)
-    )
-    scores = start_logits[f, s] + end_logits[f, e]
+    rows = np.arange(len(starts))[:, None]
+    s_val = np.take_along_axis(start_logits, starts, axis=1)
+    e_val = np.take_along_axis(end_logits, ends, axis=1)
+    s_ok = (offsets.at(rows, starts)[..., 0] >= 0) & np.isfinite(s_val)
+    e_ok = (offsets.at(rows, ends)[..., 0] >= 0) & np.isfinite(e_val)
+    s, e = starts[:, :, None], ends[:, None, :]
+    valid = s_ok[:, :, None] & e_ok[:, None, :] & (e >= s) & (e - s + 1 <= max_answer_length)
     feat, si, ei = np.nonzero(valid)
-    start_tok = starts[feat, si]
-    end_tok = ends[feat, ei]
-    return feat, start_tok, end_tok, scores[feat, si, ei]
+    return feat, starts[feat, si], ends[feat, ei], s_val[feat, si] + e_val[feat, ei]
 
 
 def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_logits: np.ndarray,
@@ -85,59 +131,77 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
                 version_2_with_negative: bool = False, null_score_diff_threshold: float = 0.0) -> Predictions:
     if len(features) != len(start_logits):
         raise ValueError(f"{len(features)} features but {len(start_logits)} rows of logits")
-    ex_cols = examples.select_columns(["id", "context"]).to_dict()
-    ex_ids, contexts = ex_cols["id"], ex_cols["context"]
+    ex_table = _arrow(examples, ["id", "context"])
+    ex_ids, contexts = ex_table.column("id").to_pylist(), ex_table.column("context").to_pylist()
+    n_ex = len(ex_ids)
     ex_index = {eid: i for i, eid in enumerate(ex_ids)}
-    feat_cols = features.select_columns(["example_id", "cls_index"]).to_dict()
-    offsets = offsets_array(features, start_logits.shape[1])
-    feat_example = np.array([ex_index[e] for e in feat_cols["example_id"]], dtype=np.int64)
+    feat_table = _arrow(features, ["example_id", "cls_index", "offset_mapping"])
+    offsets = RaggedOffsets(feat_table.column("offset_mapping"))
+    feat_example = np.array([ex_index[e] for e in feat_table.column("example_id").to_pylist()], dtype=np.int64)
 
     feat, s_tok, e_tok, scores = candidate_spans(start_logits, end_logits, offsets, n_best_size, max_answer_length)
-    cand_example = feat_example[feat]
-    # Group by example, best score first; lexsort is stable so ties keep loop order.
-    order = np.lexsort((-scores.astype(np.float64), cand_example))
-    cand_example, feat, s_tok, e_tok, scores = (a[order] for a in (cand_example, feat, s_tok, e_tok, scores))
-    bounds = np.searchsorted(cand_example, np.arange(len(ex_ids) + 1))
-    char_start = offsets[feat, s_tok, 0]
-    char_end = offsets[feat, e_tok, 1]
-
-    # Python scalars once, for the per-example loop below.
-    char_start_l, char_end_l, scores_l = char_start.tolist(), char_end.tolist(), scores.tolist()
-    start_l, end_l = start_logits[feat, s_tok].tolist(), end_logits[feat, e_tok].tolist()
+    # Group candidates by example; the stable sort keeps loop order (window, start rank, end rank)
+    # inside a group, so the first best-scoring candidate is the one a plain loop would keep.
+    grouped = np.argsort(feat_example[feat], kind="stable")
+    feat, s_tok, e_tok, scores = feat[grouped], s_tok[grouped], e_tok[grouped], scores[grouped]
+    bounds = np.searchsorted(feat_example[feat], np.arange(n_ex + 1))
+    has_span = bounds[1:] > bounds[:-1]
+    group_start = bounds[:-1][has_span]
+    best = np.zeros(0, dtype=np.int64)
+    if len(group_start):
+        group_max = np.maximum.reduceat(scores, group_start)
+        is_max = np.flatnonzero(scores == np.repeat(group_max, np.diff(np.append(group_start, len(scores)))))
+        best = is_max[np.searchsorted(is_max, group_start)]
+    with_span = np.flatnonzero(has_span).tolist()
+    char_start = offsets.at(feat[best], s_tok[best])[:, 0].tolist()
+    char_end = offsets.at(feat[best], e_tok[best])[:, 1].tolist()
+    best_text = {i: contexts[i][a:b] for i, a, b in zip(with_span, char_start, char_end)}
 
     null_scores = None
+    null_odds: dict[str, float] | None = None
     if version_2_with_negative:
-        cls = np.asarray(feat_cols["cls_index"], dtype=np.int64)
+        cls = feat_table.column("cls_index").to_numpy().astype(np.int64)
         rows = np.arange(len(features))
         feat_null = start_logits[rows, cls] + end_logits[rows, cls]
-        null_scores = np.full(len(ex_ids), np.inf, dtype=np.float32)
+        null_scores = np.full(n_ex, np.inf, dtype=np.float32)
         np.minimum.at(null_scores, feat_example, feat_null)
+        best_score = np.zeros(n_ex, dtype=np.float64)
+        best_score[has_span] = scores[best]
+        # float32 scores, float64 difference: what a loop over Python floats computes.
+        diff = (null_scores.astype(np.float64) - best_score).tolist()
+        null_odds = dict(zip(ex_ids, diff))
+        answers = {eid: "" if d > null_score_diff_threshold else best_text.get(i, "")
+                   for i, (eid, d) in enumerate(zip(ex_ids, diff))}
+    else:
+        answers = {eid: best_text.get(i, "") for i, eid in enumerate(ex_ids)}
 
-    answers: dict[str, str] = {}
-    nbest: dict[str, list[dict]] = {}
-    null_odds: dict[str, float] | None = {} if version_2_with_negative else None
-    for i, eid in enumerate(ex_ids):
-        lo, hi = bounds[i], min(bounds[i + 1], bounds[i] + n_best_size)
-        ctx = contexts[i]
-        entries = [
-            {"text": ctx[a:b], "score": sc, "start_logit": sl, "end_logit": el, "offsets": [a, b]}
-            for a, b, sc, sl, el in zip(char_start_l[lo:hi], char_end_l[lo:hi], scores_l[lo:hi],
-                                        start_l[lo:hi], end_l[lo:hi])
-        ]
-        best = entries[0] if entries else {"text": "", "score": 0.0}
-        if version_2_with_negative:
-            null = float(null_scores[i])
-            diff = null - best["score"]
-            null_odds[eid] = diff
-            answers[eid] = "" if diff > null_score_diff_threshold else best["text"]
-            entries.append({"text": "", "score": null, "start_logit": None, "end_logit": None, "offsets": [0, 0]})
-            entries.sort(key=lambda x: x["score"], reverse=True)
-            entries = entries[:n_best_size]
-        else:
-            answers[eid] = best["text"]
-        _add_probabilities(entries)
-        nbest[eid] = entries
-    return Predictions(answers=answers, nbest=nbest, null_odds=null_odds)
+    def build_nbest() -> dict[str, list[dict]]:
+        # Best score first within each example group; lexsort is stable, so ties keep loop order.
+        order = np.lexsort((-scores.astype(np.float64), feat_example[feat]))
+        f, st, et, sc = feat[order], s_tok[order], e_tok[order], scores[order]
+        char_start_l = offsets.at(f, st)[:, 0].tolist()
+        char_end_l = offsets.at(f, et)[:, 1].tolist()
+        scores_l = sc.tolist()
+        start_l, end_l = start_logits[f, st].tolist(), end_logits[f, et].tolist()
+        nbest: dict[str, list[dict]] = {}
+        for i, eid in enumerate(ex_ids):
+            lo, hi = bounds[i], min(bounds[i + 1], bounds[i] + n_best_size)
+            ctx = contexts[i]
+            entries = [
+                {"text": ctx[a:b], "score": sc, "start_logit": sl, "end_logit": el, "offsets": [a, b]}
+                for a, b, sc, sl, el in zip(char_start_l[lo:hi], char_end_l[lo:hi], scores_l[lo:hi],
+                                            start_l[lo:hi], end_l[lo:hi])
+            ]
+            if version_2_with_negative:
+                entries.append({"text": "", "score": float(null_scores[i]), "start_logit": None, "end_logit": None,
+                                "offsets": [0, 0]})
+                entries.sort(key=lambda x: x["score"], reverse=True)
+                entries = entries[:n_best_size]
+            _add_probabilities(entries)
+            nbest[eid] = entries
+        return nbest
+
+    return Predictions(answers=answers, null_odds=null_odds, nbest=build_nbest)
 
 
 def _add_probabilities(entries: list[dict]) -> None:
@@ -150,21 +214,11 @@ def _add_probabilities(entries: list[dict]) -> None:
         e["probability"] = w / total
 
 
-def offsets_array(features: datasets.Dataset, width: int) -> np.ndarray:
-    """(features, width, 2) int array of offsets, -1 where a token is not context or is padding.
-
-    Read straight from Arrow: converting ragged offset lists to Python objects costs more than
-    all of post-processing.
-    """
-    column = features.select_columns(["offset_mapping"]).with_format("arrow")[:]["offset_mapping"].combine_chunks()
-    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
-    pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
-    out = np.full((len(lengths), width, 2), -1, dtype=np.int64)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    cols = np.arange(len(pairs)) - np.repeat(starts, lengths)
-    out[rows, cols] = pairs
-    return out
+def _arrow(dataset: datasets.Dataset, columns: list[str]):
+    """Those columns as one pyarrow Table (respects any row selection on the dataset)."""
+    if getattr(dataset, "_indices", None) is None:  # no row selection: the backing table, no copies
+        return dataset.data.table.select(columns)
+    return dataset.select_columns(columns).with_format("arrow")[:]
 
 
 def reference_postprocess(examples, features, start_logits, end_logits, n_best_size=20, max_answer_length=30,

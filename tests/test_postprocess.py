@@ -76,3 +76,21 @@ def test_null_score_is_minimum_over_windows(dev_v2_examples, tokenizer):
     eid = examples[0]["id"]
     best = max(e["score"] for e in preds.nbest[eid] if e["start_logit"] is not None)
     assert preds.null_odds[eid] == pytest.approx(0.0 - best, abs=1e-5)
+
+
+def test_row_order_and_selection_do_not_matter(v2_setup):
+    """Shuffled features (an index mapping over the Arrow table) with their logits shuffled alike."""
+    examples, features = v2_setup
+    start, end = _random_logits(features, 11)
+    plain = postprocess(examples, features, start, end, 20, 30, True, 0.0)
+    perm = np.random.default_rng(0).permutation(len(features))
+    shuffled = postprocess(examples, features.select(perm), start[perm], end[perm], 20, 30, True, 0.0)
+    assert shuffled.answers == plain.answers and shuffled.null_odds == plain.null_odds
+
+
+def test_first_nbest_entry_is_the_answer(v2_setup):
+    examples, features = v2_setup
+    start, end = _random_logits(features, 12)
+    preds = postprocess(examples, features, start, end, 20, 30, False, 0.0)
+    for eid, entries in preds.nbest.items():
+        assert preds.answers[eid] == (entries[0]["text"] if entries else "")

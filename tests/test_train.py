@@ -66,3 +66,30 @@ def test_two_process_data_parallel_launch_on_cpu(tiny_model, train_examples, tmp
     from transformers import AutoModelForQuestionAnswering
 
     AutoModelForQuestionAnswering.from_pretrained(result["model_dir"])
+
+
+def test_dropout_overrides_and_frozen_word_embeddings(tiny_model, train_examples, tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=3, hidden_dropout=0.0, attention_dropout=0.05,
+                  freeze_word_embeddings=True)
+    result = fine_tune(cfg, feats, tmp_path)
+    saved = AutoConfig.from_pretrained(result.model_dir)
+    assert saved.hidden_dropout_prob == 0.0 and saved.attention_probs_dropout_prob == 0.05
+    before = AutoModelForQuestionAnswering.from_pretrained(str(tiny_model))
+    after = AutoModelForQuestionAnswering.from_pretrained(result.model_dir)
+    assert torch.equal(before.get_input_embeddings().weight, after.get_input_embeddings().weight)
+    assert not torch.equal(before.qa_outputs.weight, after.qa_outputs.weight)
+    assert not torch.equal(before.bert.encoder.layer[0].attention.self.query.weight,
+                           after.bert.encoder.layer[0].attention.self.query.weight)
+
+
+def test_model_keeps_its_own_dropout_when_not_overridden(tiny_model):
+    from qa_lib.modeling import load_qa_model
+
+    model = load_qa_model(str(tiny_model))
+    assert model.config.hidden_dropout_prob == 0.1  # BertConfig's default, untouched
+    assert load_qa_model(str(tiny_model), hidden_dropout=0.0).config.hidden_dropout_prob == 0.0
