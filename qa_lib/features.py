@@ -14,10 +14,14 @@ Nothing is padded here: the collator pads each batch to its own longest row.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import datasets
 import numpy as np
+
+from qa_lib.errors import DataError
 
 
 def _context_first(tokenizer) -> bool:
@@ -25,10 +29,90 @@ def _context_first(tokenizer) -> bool:
 
 
 def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_stride: int):
+    """Windows of every (question, context) pair, as a `BatchEncoding` with overflow rows.
+
+    The same windows, ids, type ids and offsets as calling the tokenizer on the pairs with
+    `return_overflowing_tokens=True`, but each distinct context is tokenized once: SQuAD asks
+    about five questions per context, and tokenizing the contexts is most of the work.
+    """
+    questions = [q.lstrip()  # many SQuAD questions start with spaces that only waste window tokens
+                 for q in batch["question"]]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "post_process"):
+        return _tokenize_pairs(tokenizer, questions, batch["context"], max_length, doc_stride)
+    from transformers import BatchEncoding
+
     ctx_first = _context_first(tokenizer)
-    # Many SQuAD questions start with spaces that only waste window tokens.
-    questions = [q.lstrip() for q in batch["question"]]
-    first, second = (batch["context"], questions) if ctx_first else (questions, batch["context"])
+    slot: dict[str, int] = {}
+    ctx_slot = [slot.setdefault(c, len(slot)) for c in batch["context"]]
+    with _BACKEND_LOCK, _backend_state(backend) as post_processor:
+        backend.no_truncation()
+        backend.no_padding()
+        # Without the post-processor, a lone sequence carries no sequence-id ranges of its own
+        # that would shadow the pair's when the two are put together below.
+        backend.post_processor = None
+        contexts = backend.encode_batch(list(slot), add_special_tokens=False)
+        question_encs = backend.encode_batch(questions, add_special_tokens=False)
+        backend.post_processor = post_processor
+        # The tokenizer's own pair path is encode(first) + encode(second) + post_process, which
+        # truncates into overlapping windows and adds the special tokens: the same steps here.
+        backend.enable_truncation(max_length, stride=doc_stride, strategy="only_first" if ctx_first else "only_second",
+                                  direction=tokenizer.truncation_side)
+        encodings, sample_map, type_ids = [], [], []
+        context_id = 0 if ctx_first else 1
+        for i, (question, c) in enumerate(zip(question_encs, ctx_slot)):
+            pair = (contexts[c], question) if ctx_first else (question, contexts[c])
+            try:
+                merged = backend.post_process(*pair, add_special_tokens=True)
+            except Exception as exc:  # noqa: BLE001 - the tokenizer's only failure here: no room left
+                raise DataError("features", [
+                    f"example {batch['id'][i] if 'id' in batch else i}: the question is {len(question.ids)} tokens, "
+                    f"which leaves no room for the context in a {max_length}-token window ({exc}); "
+                    "raise max_length or drop the question"]) from None
+            windows = [merged, *merged.overflowing]
+            encodings.extend(windows)
+            sample_map.extend([i] * len(windows))
+            type_ids.extend(_window_type_ids(windows, context_id))
+    data = {
+        "input_ids": [e.ids for e in encodings],
+        "token_type_ids": type_ids,
+        "attention_mask": [e.attention_mask for e in encodings],
+        "offset_mapping": [e.offsets for e in encodings],
+        "overflow_to_sample_mapping": sample_map,
+    }
+    if "token_type_ids" not in tokenizer.model_input_names:
+        del data["token_type_ids"]
+    return BatchEncoding(data, encoding=encodings)
+
+
+def _window_type_ids(windows, context_id: int) -> list[list[int]]:
+    """Type ids of each window, as the pair path gives them.
+
+    The post-processor sets the first window's type ids from its template, but overflow windows
+    keep the ids their tokens were encoded with, which the pair path encodes per sequence (0, 1)
+    and a context encoded alone has as 0. Every window has the first one's layout around a context
+    slice of its own length, so copy it.
+    """
+    first = windows[0]
+    ids = first.type_ids
+    if len(windows) == 1:
+        return [ids]
+    seq = first.sequence_ids
+    ctx = [j for j, s in enumerate(seq) if s == context_id]
+    if not ctx:
+        return [w.type_ids for w in windows]
+    lo, hi = ctx[0], ctx[-1] + 1
+    before, inside, after = ids[:lo], ids[lo], ids[hi:]
+    out = [ids]
+    for w in windows[1:]:
+        n_ctx = len(w.ids) - len(before) - len(after)
+        out.append(before + [inside] * n_ctx + after)
+    return out
+
+
+def _tokenize_pairs(tokenizer, questions: list[str], contexts: list[str], max_length: int, doc_stride: int):
+    ctx_first = _context_first(tokenizer)
+    first, second = (contexts, questions) if ctx_first else (questions, contexts)
     return tokenizer(
         first,
         second,
@@ -39,6 +123,28 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
         return_offsets_mapping=True,
         padding=False,
     )
+
+
+# The backend tokenizer's truncation, padding and post-processor are settings on a shared object; hold them
+# while a batch is tokenized, and put back what was there.
+_BACKEND_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _backend_state(backend):
+    truncation, padding, post_processor = backend.truncation, backend.padding, backend.post_processor
+    try:
+        yield post_processor
+    finally:
+        backend.post_processor = post_processor
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is None:
+            backend.no_padding()
+        else:
+            backend.enable_padding(**padding)
 
 
 def _context_span(seq_ids: list[int | None], context_id: int) -> tuple[int, int]:

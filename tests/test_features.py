@@ -121,3 +121,71 @@ def test_drop_answerless_windows_keeps_exactly_the_labelled_ones(train_examples,
     labelled = [(s, e) for s, e in zip(full["start_positions"], full["end_positions"]) if (s, e) != (0, 0)]
     assert len(kept) == len(labelled) < len(full)
     assert list(zip(kept["start_positions"], kept["end_positions"])) == labelled
+
+
+def _pair_call(tokenizer, examples, max_length, stride):
+    """The tokenizer's own pair path, as the tutorial calls it (the specification for `_tokenize`)."""
+    ctx_first = tokenizer.padding_side == "left"
+    questions = [q.lstrip() for q in examples["question"]]
+    first, second = (examples["context"], questions) if ctx_first else (questions, examples["context"])
+    return tokenizer(first, second, truncation="only_first" if ctx_first else "only_second", max_length=max_length,
+                     stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+
+
+def _same_windows(tokenizer, examples, max_length, stride):
+    from qa_lib.features import _tokenize
+
+    backend = tokenizer.backend_tokenizer
+    before = (backend.truncation, backend.padding, backend.post_processor.__getstate__())
+    ours = _tokenize(tokenizer, examples, max_length, stride)
+    assert (backend.truncation, backend.padding, backend.post_processor.__getstate__()) == before  # put back
+    theirs = _pair_call(tokenizer, examples, max_length, stride)
+    assert set(ours.keys()) == set(theirs.keys())
+    for key in theirs.keys():
+        a, b = ours[key], theirs[key]
+        if key == "offset_mapping":
+            a, b = [list(map(tuple, r)) for r in a], [list(map(tuple, r)) for r in b]
+        assert a == b, key
+    assert all(ours.sequence_ids(i) == theirs.sequence_ids(i) for i in range(len(theirs["input_ids"])))
+    return len(theirs["input_ids"])
+
+
+@pytest.mark.parametrize("max_length, stride", [(384, 128), (96, 32)])
+def test_each_context_tokenized_once_gives_the_pair_windows(train_examples, dev_v2_examples, tokenizer,
+                                                            max_length, stride):
+    """Contexts are tokenized once and joined to each question: windows identical to the pair call."""
+    n = _same_windows(tokenizer, train_examples[:600], max_length, stride)
+    assert n > 600  # long contexts were split into several windows
+    _same_windows(tokenizer, dev_v2_examples[:300], max_length, stride)
+
+
+def test_context_first_and_byte_level_tokenizers_give_the_pair_windows(tiny_model, train_examples, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from qa_lib.modeling import load_tokenizer
+    from tests.conftest import build_tiny_model
+
+    left = load_tokenizer(str(build_tiny_model(tmp_path / "left", padding_side="left")))
+    _same_windows(left, train_examples[:200], 96, 32)
+    # A RoBERTa-style byte-level BPE tokenizer: other special tokens, no type ids.
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    bpe.train_from_iterator(train_examples[:300]["context"],
+                            trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", pad_token="<pad>", unk_token="<unk>",
+                                   model_input_names=["input_ids", "attention_mask"])
+    assert _same_windows(fast, train_examples[:200], 128, 48) > 200
+
+
+def test_question_longer_than_the_window_is_a_clear_error(tokenizer):
+    from qa_lib.errors import DataError
+    from qa_lib.features import _tokenize
+
+    batch = {"id": ["q-long"], "question": ["what " * 100], "context": ["A short context. " * 20]}
+    with pytest.raises(DataError, match="example q-long: the question is 100 tokens"):
+        _tokenize(tokenizer, batch, 64, 16)
