@@ -101,8 +101,6 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     tokenizer = load_tokenizer(config.model)
     model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout)
     if config.freeze_word_embeddings:
-        # A third of a small model's weights, and the AdamW update of that table every step; the
-        # pretrained vectors are already good and the train set is too small to improve them.
         model.get_input_embeddings().weight.requires_grad_(False)
     args = training_arguments(config, str(checkpoint_dir), precision)
     trainer = Trainer(

@@ -11,7 +11,7 @@ def test_every_training_knob_is_a_config_field():
 def test_training_knobs_change_the_model_key_only(tiny_model):
     base = PipelineConfig(model=str(tiny_model), train_data={"path": "data/squad/train-v1.1.sample.json"})
     keys = train_keys(base)
-    for change in ({"hidden_dropout": 0.0}, {"attention_dropout": 0.0}, {"freeze_word_embeddings": True},
+    for change in ({"hidden_dropout": 0.1}, {"attention_dropout": None}, {"freeze_word_embeddings": False},
                    {"learning_rate": 1e-4}):
         other = train_keys(base.model_copy(update=change))
         assert other.features == keys.features and other.data == keys.data, change
