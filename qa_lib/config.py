@@ -67,7 +67,9 @@ class PipelineConfig(_Strict):
     learning_rate: float = Field(2e-4, gt=0)
     num_train_epochs: float = Field(2.5, gt=0)
     per_device_train_batch_size: int = Field(16, gt=0)
-    per_device_eval_batch_size: int = Field(64, gt=0)
+    # Prediction batches are length-sorted, so a small batch adds little padding; on 2 CPU cores 16 rows
+    # predicted Super_Bowl_50 in 16.8 s against 20.0 s for 64 (larger activations fall out of cache).
+    per_device_eval_batch_size: int = Field(16, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)

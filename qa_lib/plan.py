@@ -58,7 +58,7 @@ def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: s
     max_length, doc_stride = config.eval_window
     features = stage_key("features", data=data, kind="eval", tokenizer=tokenizer_identity,
                          max_length=max_length, doc_stride=doc_stride)
-    logits = stage_key("logits", features=features, model=model_identity)
+    logits = stage_key("logits", features=features, model=model_identity, precision=config.precision)
     predictions = stage_key("predictions", logits=logits, n_best_size=config.n_best_size,
                             max_answer_length=config.max_answer_length, v2=config.version_2_with_negative,
                             null_score_diff_threshold=config.null_score_diff_threshold)

@@ -86,10 +86,19 @@ class RaggedOffsets:
         self.lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
         self.pairs = column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2).astype(np.int64)
         self.row_start = np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
+        self.is_context = self.pairs[:, 0] >= 0
 
     @classmethod
     def of(cls, features: datasets.Dataset) -> RaggedOffsets:
         return cls(_arrow(features, ["offset_mapping"]).column("offset_mapping"))
+
+    def in_context(self, feat: np.ndarray, tok: np.ndarray) -> np.ndarray:
+        """Whether token `tok` of feature `feat` (broadcast) is a context token."""
+        feat, tok = np.broadcast_arrays(feat, tok)
+        inside = tok < self.lengths[feat]
+        if not len(self.pairs):
+            return np.zeros(feat.shape, dtype=bool)
+        return inside & self.is_context[np.where(inside, self.row_start[feat] + tok, 0)]
 
     def at(self, feat: np.ndarray, tok: np.ndarray) -> np.ndarray:
         """Offsets of token `tok` of feature `feat` (broadcast), shape (..., 2); -1 past a feature's end."""
@@ -110,20 +119,39 @@ class RaggedOffsets:
         return out
 
 
-def candidate_spans(start_logits: np.ndarray, end_logits: np.ndarray, offsets: RaggedOffsets,
-                    n_best_size: int, max_answer_length: int):
-    """All valid (feature, start, end) spans with scores, flattened in loop order."""
+def _top_pairs(start_logits: np.ndarray, end_logits: np.ndarray, offsets: RaggedOffsets, n_best_size: int,
+               max_answer_length: int):
+    """Each feature's top-k starts and ends, their logits, and which (start, end) pairs are valid."""
     starts = _top_k(start_logits, n_best_size)  # (F, k)
     ends = _top_k(end_logits, n_best_size)  # (F, k)
     rows = np.arange(len(starts))[:, None]
     s_val = np.take_along_axis(start_logits, starts, axis=1)
     e_val = np.take_along_axis(end_logits, ends, axis=1)
-    s_ok = (offsets.at(rows, starts)[..., 0] >= 0) & np.isfinite(s_val)
-    e_ok = (offsets.at(rows, ends)[..., 0] >= 0) & np.isfinite(e_val)
+    s_ok = offsets.in_context(rows, starts) & np.isfinite(s_val)
+    e_ok = offsets.in_context(rows, ends) & np.isfinite(e_val)
     s, e = starts[:, :, None], ends[:, None, :]
     valid = s_ok[:, :, None] & e_ok[:, None, :] & (e >= s) & (e - s + 1 <= max_answer_length)
+    return starts, ends, s_val, e_val, valid
+
+
+def candidate_spans(start_logits: np.ndarray, end_logits: np.ndarray, offsets: RaggedOffsets,
+                    n_best_size: int, max_answer_length: int):
+    """All valid (feature, start, end) spans with scores, flattened in loop order."""
+    starts, ends, s_val, e_val, valid = _top_pairs(start_logits, end_logits, offsets, n_best_size, max_answer_length)
     feat, si, ei = np.nonzero(valid)
     return feat, starts[feat, si], ends[feat, ei], s_val[feat, si] + e_val[feat, ei]
+
+
+def _first_max_per_group(values: np.ndarray, bounds: np.ndarray):
+    """For each non-empty group values[bounds[i]:bounds[i+1]]: its max and the index of its first max."""
+    nonempty = bounds[1:] > bounds[:-1]
+    group_start = bounds[:-1][nonempty]
+    if not len(group_start):
+        return nonempty, np.zeros(0, values.dtype), np.zeros(0, np.int64)
+    group_max = np.maximum.reduceat(values, group_start)
+    sizes = np.diff(np.append(group_start, bounds[-1]))
+    is_max = np.flatnonzero(values[: bounds[-1]] == np.repeat(group_max, sizes))
+    return nonempty, group_max, is_max[np.searchsorted(is_max, group_start)]
 
 
 def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_logits: np.ndarray,
@@ -139,23 +167,25 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
     offsets = RaggedOffsets(feat_table.column("offset_mapping"))
     feat_example = np.array([ex_index[e] for e in feat_table.column("example_id").to_pylist()], dtype=np.int64)
 
-    feat, s_tok, e_tok, scores = candidate_spans(start_logits, end_logits, offsets, n_best_size, max_answer_length)
-    # Group candidates by example; the stable sort keeps loop order (window, start rank, end rank)
-    # inside a group, so the first best-scoring candidate is the one a plain loop would keep.
-    grouped = np.argsort(feat_example[feat], kind="stable")
-    feat, s_tok, e_tok, scores = feat[grouped], s_tok[grouped], e_tok[grouped], scores[grouped]
-    bounds = np.searchsorted(feat_example[feat], np.arange(n_ex + 1))
-    has_span = bounds[1:] > bounds[:-1]
-    group_start = bounds[:-1][has_span]
-    best = np.zeros(0, dtype=np.int64)
-    if len(group_start):
-        group_max = np.maximum.reduceat(scores, group_start)
-        is_max = np.flatnonzero(scores == np.repeat(group_max, np.diff(np.append(group_start, len(scores)))))
-        best = is_max[np.searchsorted(is_max, group_start)]
-    with_span = np.flatnonzero(has_span).tolist()
-    char_start = offsets.at(feat[best], s_tok[best])[:, 0].tolist()
-    char_end = offsets.at(feat[best], e_tok[best])[:, 1].tolist()
-    best_text = {i: contexts[i][a:b] for i, a, b in zip(with_span, char_start, char_end)}
+    starts, ends, s_val, e_val, valid = _top_pairs(start_logits, end_logits, offsets, n_best_size, max_answer_length)
+    k = starts.shape[1]
+    # Each window's best pair: argmax takes the first of equal scores, i.e. loop order (start rank, end rank).
+    pair_scores = np.where(valid, s_val[:, :, None] + e_val[:, None, :], -np.inf).reshape(len(valid), -1)
+    pair_best = pair_scores.argmax(axis=1) if pair_scores.size else np.zeros(len(valid), dtype=np.int64)
+    window_score = pair_scores[np.arange(len(valid)), pair_best] if pair_scores.size else np.full(len(valid), -np.inf)
+    # Then each example's best window, the first in feature order among equals, as a plain loop keeps.
+    by_example = np.argsort(feat_example, kind="stable")
+    bounds = np.searchsorted(feat_example[by_example], np.arange(n_ex + 1))
+    nonempty, ex_score, first = _first_max_per_group(window_score[by_example], bounds)
+    found = np.isfinite(ex_score)
+    has_span = np.zeros(n_ex, dtype=bool)
+    has_span[np.flatnonzero(nonempty)[found]] = True
+    best_feat = by_example[first[found]]
+    best_pair = pair_best[best_feat]
+    s_tok, e_tok = starts[best_feat, best_pair // k], ends[best_feat, best_pair % k]
+    char_start = offsets.at(best_feat, s_tok)[:, 0].tolist()
+    char_end = offsets.at(best_feat, e_tok)[:, 1].tolist()
+    best_text = {i: contexts[i][a:b] for i, a, b in zip(np.flatnonzero(has_span).tolist(), char_start, char_end)}
 
     null_scores = None
     null_odds: dict[str, float] | None = None
@@ -166,7 +196,7 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
         null_scores = np.full(n_ex, np.inf, dtype=np.float32)
         np.minimum.at(null_scores, feat_example, feat_null)
         best_score = np.zeros(n_ex, dtype=np.float64)
-        best_score[has_span] = scores[best]
+        best_score[has_span] = ex_score[found]
         # float32 scores, float64 difference: what a loop over Python floats computes.
         diff = (null_scores.astype(np.float64) - best_score).tolist()
         null_odds = dict(zip(ex_ids, diff))
@@ -176,9 +206,12 @@ def postprocess(examples: datasets.Dataset, features: datasets.Dataset, start_lo
         answers = {eid: best_text.get(i, "") for i, eid in enumerate(ex_ids)}
 
     def build_nbest() -> dict[str, list[dict]]:
+        feat, si, ei = np.nonzero(valid)  # every valid span, in loop order
+        scores = s_val[feat, si] + e_val[feat, ei]
         # Best score first within each example group; lexsort is stable, so ties keep loop order.
         order = np.lexsort((-scores.astype(np.float64), feat_example[feat]))
-        f, st, et, sc = feat[order], s_tok[order], e_tok[order], scores[order]
+        f, st, et, sc = feat[order], starts[feat, si][order], ends[feat, ei][order], scores[order]
+        bounds = np.searchsorted(feat_example[f], np.arange(n_ex + 1))
         char_start_l = offsets.at(f, st)[:, 0].tolist()
         char_end_l = offsets.at(f, et)[:, 1].tolist()
         scores_l = sc.tolist()

@@ -18,3 +18,13 @@ def test_training_knobs_change_the_model_key_only(tiny_model):
         assert other.model != keys.model, change
     windows = train_keys(base.model_copy(update={"doc_stride": 32}))
     assert windows.features != keys.features and windows.model != keys.model
+
+
+def test_precision_changes_logits_but_not_features(tiny_model):
+    """Evaluating one model in bf16 and in fp32 gives different logits: they must not share a cache key."""
+    from qa_lib.plan import eval_keys
+
+    base = PipelineConfig(model=str(tiny_model), eval_data={"path": "data/squad/dev-v1.1.super_bowl_50.json"})
+    fp32 = eval_keys(base, "model-x", "tok-x")
+    bf16 = eval_keys(base.model_copy(update={"precision": "bf16"}), "model-x", "tok-x")
+    assert bf16.features == fp32.features and bf16.logits != fp32.logits

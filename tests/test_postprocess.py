@@ -42,6 +42,19 @@ def test_vectorized_matches_reference_loop(v2_setup, seed, n_best, max_len, v2, 
         assert any(a == "" for a in fast.answers.values()) and any(a for a in fast.answers.values())
 
 
+@pytest.mark.parametrize("v2", [False, True])
+def test_ties_resolve_in_loop_order(v2_setup, v2):
+    """Integer logits make many spans score alike: the first in (window, start rank, end rank) order
+    wins, as in the plain loop. n_best covers every token, so the top-k cut-off itself has no ties."""
+    examples, features = v2_setup
+    start, end = _random_logits(features, 21, scale=1.5)
+    start, end = np.round(start), np.round(end)
+    fast = postprocess(examples, features, start, end, 1000, 30, v2, 0.0)
+    slow = reference_postprocess(examples, features, start, end, 1000, 30, v2, 0.0)
+    assert fast.answers == slow
+    assert fast.answers == postprocess(examples, features, start, end, 1000, 30, v2, 0.0).answers
+
+
 def test_nbest_and_null_odds(v2_setup, tmp_path):
     examples, features = v2_setup
     start, end = _random_logits(features, 7)
