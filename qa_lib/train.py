@@ -10,7 +10,10 @@ environment, and only rank 0 writes the final folder.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +51,30 @@ def resolve_precision(precision: str) -> str:
 
 
 def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in `checkpoint_dir`, or None.
 
+    The Trainer writes `trainer_state.json` last; a run killed while saving leaves a newer folder
+    without it (or with half of it). Such folders are removed, so that resuming takes the last
+    good checkpoint instead of failing on the broken one.
+    """
     path = Path(checkpoint_dir)
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
+    if not path.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in path.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for _, folder in reversed(found):
+        if _complete(folder):
+            return str(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str):

@@ -41,6 +41,29 @@ def test_resume_after_interrupted_training(tiny_model, train_examples, tmp_path)
     assert (tmp_path / "model" / "tokenizer.json").exists()
 
 
+def test_resume_skips_a_checkpoint_cut_off_while_saving(tiny_model, train_examples, tmp_path):
+    """A run killed while writing checkpoint-6 leaves it without (or with half of) trainer_state.json,
+    which the Trainer writes last: resuming takes checkpoint-4 and clears the broken folder."""
+    import shutil
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=8)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(cfg, feats, tmp_path, callbacks=[_Interrupt(5)])
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(ckpts / "checkpoint-4", ckpts / "checkpoint-6")
+    state = (ckpts / "checkpoint-6" / "trainer_state.json").read_text()
+    (ckpts / "checkpoint-6" / "trainer_state.json").write_text(state[: len(state) // 2])
+    shutil.copytree(ckpts / "checkpoint-4", ckpts / "checkpoint-7")
+    (ckpts / "checkpoint-7" / "trainer_state.json").unlink()
+    assert last_checkpoint(ckpts).endswith("checkpoint-4")
+    assert not (ckpts / "checkpoint-6").exists() and not (ckpts / "checkpoint-7").exists()
+    result = fine_tune(cfg, feats, tmp_path)
+    assert result.resumed_from.endswith("checkpoint-4")
+    assert max(h["step"] for h in result.log_history if "loss" in h) == 8
+
+
 def test_precision_auto_is_fp32_on_cpu():
     import torch
 
