@@ -16,3 +16,13 @@ def test_quick_bench_runs_and_prints_every_figure(tmp_path):
     figures = __import__("json").loads((tmp_path / "b.json").read_text())
     assert figures["race_tutorial"]["steps"] == 2 and figures["race_ours"]["steps"] == 4
     assert figures["race_ours"]["checks"], "the finish line was never checked"
+
+
+def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
+    """The accelerator benchmark is prepared for sessions lent a GPU; here it must at least run."""
+    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
+                          str(tmp_path / "g.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| all-MiniLM-L6-v2 (default) | fp32 |" in out.stdout
+    fig = __import__("json").loads((tmp_path / "g.json").read_text())["models"]["all-MiniLM-L6-v2 (default)"]
+    assert fig["features"] == 8 and fig["tokens"] > 8 and 0 < fig["mfu"] < 1

@@ -107,3 +107,10 @@ def test_first_nbest_entry_is_the_answer(v2_setup):
     preds = postprocess(examples, features, start, end, 20, 30, False, 0.0)
     for eid, entries in preds.nbest.items():
         assert preds.answers[eid] == (entries[0]["text"] if entries else "")
+
+
+def test_features_of_unknown_examples_are_refused(v2_setup):
+    examples, features = v2_setup
+    start, end = _random_logits(features, 13)
+    with pytest.raises(ValueError, match=repr(features[0]["example_id"])):
+        postprocess(examples.select(range(1, len(examples))), features, start, end)
