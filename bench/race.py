@@ -82,10 +82,13 @@ def ours_end_to_end(config_path: str, overrides: list[str], dev, target_f1: floa
                                  config.drop_answerless)
     dev_feats = build_eval_features(dev, tokenizer, *config.eval_window)
 
-    def evaluate(model) -> float:
+    def metrics(model) -> dict:
         start, end = predict_logits(model, dev_feats, config.per_device_eval_batch_size, progress=False)
         preds = postprocess(dev, dev_feats, start, end, config.n_best_size, config.max_answer_length)
-        return score(dev, preds.answers)["f1"]
+        return score(dev, preds.answers)
+
+    def evaluate(model) -> float:
+        return metrics(model)["f1"]
 
     line = _FinishLine(evaluate, target_f1, check_steps)
     result = fine_tune(config, feats, config.output_dir, callbacks=[line])
@@ -93,13 +96,14 @@ def ours_end_to_end(config_path: str, overrides: list[str], dev, target_f1: floa
     train_end = time.perf_counter()
     from qa_lib.modeling import load_qa_model
 
-    final = evaluate(load_qa_model(result.model_dir))
+    final = metrics(load_qa_model(result.model_dir))
     out = {
         "total_s": time.perf_counter() - t0 - checks_s,
         "train_s": result.train_runtime_s - checks_s,
         "train_wall_s": train_end - t0 - checks_s,
         "steps": max((h.get("step", 0) for h in result.log_history), default=0),
-        "f1": final,
+        "f1": final["f1"],
+        "exact_match": final["exact_match"],
         "checks": [{k: v for k, v in c.items() if k != "at"} for c in line.checks],
     }
     if line.reached is not None:
