@@ -17,6 +17,10 @@ from qa_lib.errors import ConfigError
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+# The Trainer's schedules that need no extra arguments; checked here so that a typo fails at load,
+# not after the features are built.
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt"]
 
 
 class _Strict(BaseModel):
@@ -73,7 +77,7 @@ class PipelineConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    lr_scheduler_type: str = "linear"
+    lr_scheduler_type: Scheduler = "linear"
     # Short fine-tuning runs gain little from dropout, and on the CPU its random masks cost about a
     # third of each step (the attention one is batch x heads x length^2): spend that on epochs.
     hidden_dropout: float | None = Field(

@@ -32,6 +32,7 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
     start = np.full((n, width), -np.inf, dtype=np.float32)
     end = np.full((n, width), -np.inf, dtype=np.float32)
     order = np.argsort(-lengths, kind="stable")
+    pad_id = getattr(model.config, "pad_token_id", None) or 0
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     batches = range(0, n, batch_size)
     for lo in tqdm(batches, desc="predict", unit="batch", disable=not progress):
@@ -40,7 +41,9 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         seq = int(lengths[idx].max())
         batch = {}
         for col in columns:
-            pad = 0
+            # The collator pads input ids with the pad token in training; do the same here (some
+            # models derive positions or lengths from it).
+            pad = pad_id if col == "input_ids" else 0
             arr = np.full((len(idx), seq), pad, dtype=np.int64)
             for r, values in enumerate(rows[col]):
                 arr[r, : len(values)] = values

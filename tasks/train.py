@@ -66,7 +66,8 @@ def fine_tune(config: PipelineConfig, features: dict, store_root: str, stage: st
             logger.info("model %s was trained by a concurrent run; reusing it", key)
             return json.loads((final / "train_result.json").read_text())
         work = store.work_dir(stage, key)
-        (work / "events.log").open("a").write(f"{time.time()} train-start\n")
+        with (work / "events.log").open("a") as log:
+            log.write(f"{time.time()} train-start\n")
         nproc = process_count()
         if nproc > 1:
             logger.info("launching data-parallel training on %d processes", nproc)

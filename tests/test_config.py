@@ -21,6 +21,7 @@ def test_defaults_and_yaml_with_overrides(tmp_path):
         ({"max_length": -5}, "max_length"),
         ({"max_answer_length": 0}, "max_answer_length"),
         ({"precision": "fp8"}, "precision"),
+        ({"lr_scheduler_type": "cosin"}, "lr_scheduler_type"),
         ({"learning_rate": "fast"}, "learning_rate"),
         ({"lerning_rate": 1e-4}, "lerning_rate"),
         ({"train_data": {"path": "x", "limit": -1}}, "train_data.limit"),
