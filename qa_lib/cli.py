@@ -23,15 +23,33 @@ def _score(args) -> int:
         na_probs = json.loads(Path(args.na_prob_file).read_text(encoding="utf-8")) if args.na_prob_file else None
     except (OSError, json.JSONDecodeError) as exc:
         raise QAPipelineError(f"cannot read input: {exc}") from None
+    _check_score_inputs(args, doc, preds, na_probs)
     v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
-    if v2:
-        out = squad_v2(doc["data"], preds, na_probs, args.na_prob_thresh)
-        print(json.dumps(out, indent=2))
-    else:
-        if doc.get("version") != "1.1":
-            print(f"Evaluation expects v-1.1, but got dataset with v-{doc.get('version')}", file=sys.stderr)
-        print(json.dumps(squad_v1(doc["data"], preds)))
+    try:
+        if v2:
+            out = squad_v2(doc["data"], preds, na_probs, args.na_prob_thresh)
+        else:
+            if doc.get("version") != "1.1":
+                print(f"Evaluation expects v-1.1, but got dataset with v-{doc.get('version')}", file=sys.stderr)
+            out = squad_v1(doc["data"], preds)
+    except ValueError as exc:
+        where = args.na_prob_file if str(exc).startswith("null odds") else args.pred_file
+        raise QAPipelineError(f"{where}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
+    # The official scripts print v2.0 results indented and v1.1 results on one line.
+    print(json.dumps(out, indent=2) if v2 else json.dumps(out))
     return 0
+
+
+def _check_score_inputs(args, doc, preds, na_probs) -> None:
+    if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
+        raise QAPipelineError(f"{args.data_file}: not an official SQuAD file (no top-level 'data' list)")
+    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
+        raise QAPipelineError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
+    if na_probs is not None and (not isinstance(na_probs, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in na_probs.values())):
+        raise QAPipelineError(f"{args.na_prob_file}: null odds must be a JSON object of question id -> number")
 
 
 def _answer(args) -> int:

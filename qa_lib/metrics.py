@@ -177,6 +177,11 @@ def squad_v2(dataset: list[dict[str, Any]], preds: dict[str, str], na_probs: dic
     has_ans_qids = [k for k, v in has_ans.items() if v]
     no_ans_qids = [k for k, v in has_ans.items() if not v]
     exact_raw, f1_raw = _raw_scores(dataset, preds)
+    if len(exact_raw) < len(has_ans):
+        # The official script fails here with a KeyError: it cannot score a partial file either.
+        missing = next(k for k in has_ans if k not in exact_raw)
+        raise ValueError(f"no prediction for {len(has_ans) - len(exact_raw)} of {len(has_ans)} question(s), "
+                         f"e.g. {missing}; SQuAD v2.0 scoring needs one for every question")
     exact_thresh = _apply_threshold(exact_raw, na_probs, has_ans, na_prob_thresh)
     f1_thresh = _apply_threshold(f1_raw, na_probs, has_ans, na_prob_thresh)
     out = _eval_dict(exact_thresh, f1_thresh)

@@ -93,3 +93,24 @@ def test_score_cli_matches_library(tmp_path, capsys):
     (tmp_path / "na.json").write_text(json.dumps(na))
     assert main(["score", str(DEV_V2), str(tmp_path / "p2.json"), "--na-prob-file", str(tmp_path / "na.json")]) == 0
     assert capsys.readouterr().out.strip() == json.dumps(squad_v2(doc2["data"], preds2, na), indent=2)
+
+
+def test_score_cli_names_the_bad_file(tmp_path, capsys):
+    """A partial v2 file, missing null odds or a file of the wrong shape: one message naming the file."""
+    from qa_lib.cli import main
+    from tests.conftest import DEV_V2
+
+    ids = [q["id"] for a in json.loads(DEV_V2.read_text())["data"] for p in a["paragraphs"] for q in p["qas"]]
+    partial, full, na = tmp_path / "partial.json", tmp_path / "full.json", tmp_path / "na.json"
+    partial.write_text(json.dumps({k: "" for k in ids[:-2]}))
+    full.write_text(json.dumps({k: "" for k in ids}))
+    na.write_text(json.dumps({k: 0.5 for k in ids[1:]}))
+    cases = [
+        (["score", str(DEV_V2), str(partial)], f"{partial}: no prediction for 2 of {len(ids)} question(s), e.g. {ids[-2]}"),
+        (["score", str(DEV_V2), str(full), "--na-prob-file", str(na)], f"{na}: null odds missing for 1 question(s), e.g. {ids[0]}"),
+        (["score", str(DEV_V2), str(na)], f"{na}: predictions must be a JSON object"),
+        (["score", str(full), str(full)], f"{full}: not an official SQuAD file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
