@@ -88,15 +88,28 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
         raise DataError(str(path), [f"corrupt or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
     if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
         return None
+    if doc["data"] and all(isinstance(r, dict) and "paragraphs" not in r and "question" in r for r in doc["data"]):
+        # Flat records under "data" (what `Dataset.to_json(..., lines=False)`-style exports write).
+        try:
+            return datasets.Dataset.from_list(doc["data"])
+        except Exception as exc:  # noqa: BLE001 - mixed record shapes
+            raise DataError(str(path), [f"cannot read the records under 'data': {_first_line(exc)}"]) from None
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     problems = []
     for a, article in enumerate(doc["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            problems.append(f"data[{a}]: an article needs a 'paragraphs' list")
+            continue
         title = article.get("title", "")
-        for p, para in enumerate(article.get("paragraphs") or []):
-            if "context" not in para or "qas" not in para:
-                problems.append(f"data[{a}].paragraphs[{p}]: missing 'context' or 'qas'")
+        for p, para in enumerate(article["paragraphs"]):
+            if not isinstance(para, dict) or not isinstance(para.get("context"), str) \
+                    or not isinstance(para.get("qas"), list):
+                problems.append(f"data[{a}].paragraphs[{p}]: needs a 'context' string and a 'qas' list")
                 continue
             for q, qa in enumerate(para["qas"]):
+                if not isinstance(qa, dict):
+                    problems.append(f"data[{a}].paragraphs[{p}].qas[{q}]: not an object")
+                    continue
                 where = qa.get("id", f"data[{a}].paragraphs[{p}].qas[{q}]")
                 if "id" not in qa or "question" not in qa:
                     problems.append(f"{where}: missing 'id' or 'question'")

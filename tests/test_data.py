@@ -122,3 +122,30 @@ def test_squad_json_with_bad_answer_record(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(DataError, match=qid):
         load_examples(str(path))
+
+
+def test_flat_records_under_data(tmp_path, dev_v1_examples):
+    """`{"data": [records]}`: flat records in one JSON document, not SQuAD's nested articles."""
+    path = tmp_path / "records.json"
+    rows = [dict(ex) for ex in dev_v1_examples.select(range(15))]
+    path.write_text(json.dumps({"version": "1.1", "data": rows}))
+    ds = load_examples(str(path))
+    assert ds["id"] == dev_v1_examples["id"][:15]
+    assert ds["answers"] == dev_v1_examples["answers"][:15]
+
+
+def test_squad_json_structure_problems_are_located(tmp_path):
+    """A malformed article, paragraph or question is reported where it is, never silently skipped."""
+    doc = json.loads(DEV_V1.read_text())
+    paragraphs = doc["data"][0]["paragraphs"]
+    del paragraphs[1]["context"]
+    paragraphs[2]["qas"][0] = "not a question"
+    doc["data"].append({"title": "no paragraphs"})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError) as info:
+        load_examples(str(path))
+    msg = str(info.value)
+    assert "data[0].paragraphs[1]: needs a 'context' string and a 'qas' list" in msg
+    assert "data[0].paragraphs[2].qas[0]: not an object" in msg
+    assert "data[1]: an article needs a 'paragraphs' list" in msg
