@@ -14,14 +14,16 @@ from tasks.policy import cached
 
 
 def evaluate_stages(config: PipelineConfig, model_dir: str, model_identity: str, tokenizer_identity: str,
-                    store: Store, timings: dict[str, float]) -> tuple[dict, dict]:
+                    store: Store, timings: dict[str, float], data: dict | None = None) -> tuple[dict, dict]:
+    """`data`: the eval examples if the caller loaded them already (train_qa does, before training)."""
     root = str(store.root)
     keys = eval_keys(config, model_identity, tokenizer_identity)
 
-    t = time.perf_counter()
-    data = cached(load_dataset, store, "data", keys.data)(
-        config.eval_data, config.version_2_with_negative, "validation", root, "data", keys.data)
-    timings["load eval data"] = time.perf_counter() - t
+    if data is None:
+        t = time.perf_counter()
+        data = cached(load_dataset, store, "data", keys.data)(
+            config.eval_data, config.version_2_with_negative, "validation", root, "data", keys.data)
+        timings["load eval data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     features = cached(build_features, store, "features", keys.features)(

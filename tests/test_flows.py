@@ -16,7 +16,7 @@ from prefect import flow
 from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.errors import DataError
-from tests.conftest import ROOT, TRAIN_V1
+from tests.conftest import DEV_V2, ROOT, TRAIN_V1
 from tests.flow_helpers import artifacts, task_runs, task_states, tiny_config
 
 STAGES = ["load-dataset", "build-features", "fine-tune", "predict", "post-process", "compute-metrics"]
@@ -122,6 +122,22 @@ def test_validation_error_fails_at_once_without_retry(prefect_server, tiny_model
     assert runs["load-dataset"].run_count == 1 and runs["load-dataset"].state.is_failed()
     assert qa["id"] in runs["load-dataset"].state.message
     assert "fine-tune" not in runs and "build-features" not in runs
+
+
+def test_bad_eval_data_fails_before_training(prefect_server, tiny_model, tmp_path):
+    doc = json.loads(DEV_V2.read_text())
+    qa = next(q for q in doc["data"][0]["paragraphs"][0]["qas"] if q["answers"])
+    qa["answers"][0]["answer_start"] += 3
+    bad = tmp_path / "bad-dev.json"
+    bad.write_text(json.dumps(doc))
+    cfg = tiny_config(tiny_model, tmp_path / "out", eval_data={"path": str(bad)})
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=qa["id"]):
+        state.result()
+    names = [r.name.rsplit("-", 1)[0] for r in task_runs(state.state_details.flow_run_id)]
+    assert names.count("load-dataset") == 2
+    assert "build-features" not in names and "fine-tune" not in names
 
 
 def test_transient_failure_is_retried(prefect_server, tiny_model, tmp_path, monkeypatch):
