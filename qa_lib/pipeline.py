@@ -16,7 +16,7 @@ from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
 from qa_lib.predict import predict_logits
 from qa_lib.train import fine_tune, resolve_precision
-from qa_lib.validate import check_model_source, validate_examples
+from qa_lib.validate import check_model_source, check_output_dir, validate_examples
 
 
 def evaluate_model(config: PipelineConfig, model_dir: str, out_dir: str | Path, eval_examples=None) -> dict[str, Any]:
@@ -39,6 +39,7 @@ def train_and_evaluate(config: PipelineConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     check_model_source(config.model)
+    check_output_dir(config.output_dir)
     train = load_examples(config.train_data, default_split="train")
     validate_examples(train, config.version_2_with_negative, config.train_data.path)
     eval_examples = None

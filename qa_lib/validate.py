@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 
-from qa_lib.errors import DataError, ModelError
+from qa_lib.errors import ConfigError, DataError, ModelError
 
 
 def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> list[str]:
@@ -72,3 +72,16 @@ def check_model_source(model: str) -> None:
         vocab_size = json.loads(config_file.read_text()).get("vocab_size")
         if vocab_size and len(tokenizer) > vocab_size:
             raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Fail before training, not after it, when the results could not be written."""
+    import tempfile
+
+    path = Path(output_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write to {output_dir}: {exc.strerror or exc}") from None

@@ -4,7 +4,7 @@ from prefect import task
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
-from qa_lib.validate import check_model_source
+from qa_lib.validate import check_model_source, check_output_dir
 from tasks.policy import retry_unless_deterministic
 
 
@@ -16,3 +16,4 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None) 
     if config.eval_data is None and not training:
         raise ConfigError("eval_data: required to evaluate (set eval_data.path)")
     check_model_source(model or config.model)
+    check_output_dir(config.output_dir)

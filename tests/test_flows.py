@@ -140,6 +140,17 @@ def test_bad_eval_data_fails_before_training(prefect_server, tiny_model, tmp_pat
     assert "build-features" not in names and "fine-tune" not in names
 
 
+def test_unwritable_output_dir_fails_in_preflight(prefect_server, tiny_model, tmp_path):
+    from qa_lib.errors import ConfigError
+
+    (tmp_path / "a-file").write_text("")
+    cfg = tiny_config(tiny_model, tmp_path / "a-file" / "out")
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    with pytest.raises(ConfigError, match="output_dir: cannot write"):
+        state.result()
+    assert [r.name.rsplit("-", 1)[0] for r in task_runs(state.state_details.flow_run_id)] == ["preflight"]
+
+
 def test_transient_failure_is_retried(prefect_server, tiny_model, tmp_path, monkeypatch):
     import tasks.data
 

@@ -83,3 +83,15 @@ def test_model_without_tokenizer_vocabulary(tmp_path, tiny_model):
 def test_unknown_hub_model():
     with pytest.raises(ModelError, match="no-such-org/no-such-model"):
         check_model_source("no-such-org/no-such-model")
+
+
+def test_output_dir_that_cannot_be_written(tmp_path):
+    from qa_lib.errors import ConfigError
+    from qa_lib.validate import check_output_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=f"output_dir: cannot write to {blocker}/run"):
+        check_output_dir(str(blocker / "run"))
+    check_output_dir(str(tmp_path / "new" / "run"))
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
