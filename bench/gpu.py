@@ -12,6 +12,11 @@ MFU counts useful model FLOPs only: per feature of T real tokens, 6·N·T for th
 
 On the CPU (`--quick`) it runs in fp32 with tiny sizes so that the tests can check it works; its
 MFU is then against `--peak-tflops` if given, else left out.
+
+`--model-files DIR` names a copy of the default model's folder; if it holds no weights (the
+device machines take at most 64 MiB, the weights are 91 MB), the same architecture is built with
+random weights: throughput and MFU depend on the shapes, not on the values. `bench/gpu_kit.sh`
+prepares that folder and the wheels a bare GPU machine lacks.
 """
 
 from __future__ import annotations
@@ -56,6 +61,20 @@ def bert_base_sized(tokenizer_dir: str, out: Path) -> str:
     return str(out)
 
 
+def default_model(model_files: str | None, out: Path) -> tuple[str, str]:
+    """The default model's folder, and whether its weights are the pretrained ones."""
+    from qa_lib.modeling import resolve_model
+
+    folder = Path(model_files or resolve_model(MODEL))
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+        return str(folder), "pretrained"
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return str(out), "random init, same architecture"
+
+
 def train_flops(model_dir: str, lengths: list[int]) -> float:
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
@@ -95,7 +114,7 @@ def main(argv=None) -> int:
 
     from qa_lib.data import load_examples
     from qa_lib.features import build_train_features
-    from qa_lib.modeling import load_tokenizer, resolve_model
+    from qa_lib.modeling import load_tokenizer
 
     p = argparse.ArgumentParser(prog="python -m bench.gpu")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps timed per model (one epoch of a sample)")
@@ -103,25 +122,28 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, TFLOP/s")
+    p.add_argument("--model-files", default=None, help="the default model's folder (default: the bundled "
+                   "package's); without weights in it, its architecture is trained from random weights")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs (CPU)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.batch, args.max_length, args.doc_stride = 2, 4, 128, 48
 
-    tok = load_tokenizer(MODEL)
+    tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-"))
+    minilm, weights = default_model(args.model_files, tmp / "minilm")
+    tok = load_tokenizer(minilm)
     train = load_examples(str(ROOT / "data/squad/train-v1.1.sample.json"))
     if args.quick:
         train = train.select(range(40))
     feats = build_train_features(train, tok, args.max_length, args.doc_stride)
-    tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-"))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = peak_tflops(args.peak_tflops)
     out: dict = {"device": device, "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
                  "batch": args.batch, "max_length": args.max_length, "models": {}}
-    models = {"all-MiniLM-L6-v2 (default)": resolve_model(MODEL)}
+    models = {f"all-MiniLM-L6-v2 (default; {weights})": minilm}
     if not args.quick:
-        models["BERT-base-sized, random init"] = bert_base_sized(resolve_model(MODEL), tmp / "bert-base")
+        models["BERT-base-sized, random init"] = bert_base_sized(minilm, tmp / "bert-base")
     for name, model_dir in models.items():
         fig = measure(model_dir, feats, args.steps, args.batch, tmp / name.split()[0], 2 if args.quick else 10)
         if peak:

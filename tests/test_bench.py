@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -18,11 +20,23 @@ def test_quick_bench_runs_and_prints_every_figure(tmp_path):
     assert figures["race_ours"]["checks"], "the finish line was never checked"
 
 
-def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
-    """The accelerator benchmark is prepared for sessions lent a GPU; here it must at least run."""
+@pytest.mark.parametrize("weights", ["pretrained", "random init, same architecture"])
+def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
+    """The accelerator benchmark is prepared for sessions lent a GPU; here it must at least run, with
+    the bundled weights and with only the model's config and tokenizer (what travels to a GPU machine)."""
+    import shutil
+
+    from qa_lib.modeling import resolve_model
+
+    extra = []
+    if weights != "pretrained":
+        files = tmp_path / "minilm"
+        shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
+        extra = ["--model-files", str(files)]
     out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
-                          str(tmp_path / "g.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "g.json"), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| all-MiniLM-L6-v2 (default) | fp32 |" in out.stdout
-    fig = __import__("json").loads((tmp_path / "g.json").read_text())["models"]["all-MiniLM-L6-v2 (default)"]
+    name = f"all-MiniLM-L6-v2 (default; {weights})"
+    assert f"| {name} | fp32 |" in out.stdout
+    fig = __import__("json").loads((tmp_path / "g.json").read_text())["models"][name]
     assert fig["features"] == 8 and fig["tokens"] > 8 and 0 < fig["mfu"] < 1
