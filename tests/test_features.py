@@ -189,3 +189,13 @@ def test_question_longer_than_the_window_is_a_clear_error(tokenizer):
     batch = {"id": ["q-long"], "question": ["what " * 100], "context": ["A short context. " * 20]}
     with pytest.raises(DataError, match="example q-long: the question is 100 tokens"):
         _tokenize(tokenizer, batch, 64, 16)
+
+
+def test_num_proc_gives_the_same_features(train_examples, dev_v2_examples, tokenizer):
+    """`num_proc` splits the map over worker processes (the tokenizer is pickled into each)."""
+    train = train_examples.select(range(300))
+    one = build_train_features(train, tokenizer, 160, 48, None, True)
+    two = build_train_features(train, tokenizer, 160, 48, 2, True)
+    assert len(one) > len(train) * 0.9 and one[:] == two[:]
+    dev = dev_v2_examples.select(range(200))
+    assert build_eval_features(dev, tokenizer, 128, 32)[:] == build_eval_features(dev, tokenizer, 128, 32, 2)[:]
