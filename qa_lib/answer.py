@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import datasets
 import numpy as np
 
+from qa_lib.errors import DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
@@ -47,13 +48,27 @@ class QuestionAnswerer:
         questions = [question] if single else list(question)
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)
         if len(questions) != len(contexts):
-            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+            raise DataError("answer", [f"{len(questions)} questions but {len(contexts)} contexts"])
+        # As the transformers question-answering pipeline did: an empty input is an error, not a guess.
+        empty = [f"{name} {i} is empty" for i, (q, c) in enumerate(zip(questions, contexts))
+                 for name, text in (("question", q), ("context", c)) if not (text or "").strip()]
+        if empty:
+            raise DataError("answer", empty)
+        if not questions:
+            return []
         examples = datasets.Dataset.from_dict({
             "id": [str(i) for i in range(len(questions))],
             "question": questions,
             "context": contexts,
         })
-        features = build_eval_features(examples, self.tokenizer, self.max_length, self.doc_stride)
+        # A call answers a handful of questions: the map's progress bar would only be noise.
+        was_enabled = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            features = build_eval_features(examples, self.tokenizer, self.max_length, self.doc_stride)
+        finally:
+            if was_enabled:
+                datasets.enable_progress_bars()
         start, end = predict_logits(self.model, features, self.batch_size, progress=False)
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
         if single:

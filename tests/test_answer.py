@@ -50,3 +50,16 @@ def test_answer_cli(trained_tiny, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"answer", "score", "start", "end"}
     assert ctx[out["start"] : out["end"]] == out["answer"]
+
+
+def test_empty_inputs(trained_tiny):
+    from qa_lib.errors import DataError
+
+    qa = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32)
+    with pytest.raises(DataError, match="question 0 is empty"):
+        qa("  ", "The Broncos won.")
+    with pytest.raises(DataError, match="context 1 is empty"):
+        qa(["Who won?", "Who lost?"], ["The Broncos won.", ""])
+    with pytest.raises(DataError, match="2 questions but 1 contexts"):
+        qa(["Who won?", "Who lost?"], ["The Broncos won."])
+    assert qa([], []) == []
