@@ -37,8 +37,11 @@ def _score(args) -> int:
         raise QAPipelineError(f"{where}: {exc}") from None
     except (KeyError, TypeError) as exc:
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
-    # The official scripts print v2.0 results indented and v1.1 results on one line.
-    print(json.dumps(out, indent=2) if v2 else json.dumps(out))
+    if args.out_file:
+        Path(args.out_file).write_text(json.dumps(out))
+    else:
+        # The official scripts print v2.0 results indented and v1.1 results on one line.
+        print(json.dumps(out, indent=2) if v2 else json.dumps(out))
     return 0
 
 
@@ -130,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="official SQuAD v1.1/v2.0 scores of a predictions file")
     s.add_argument("data_file")
     s.add_argument("pred_file")
-    s.add_argument("--na-prob-file", default=None)
-    s.add_argument("--na-prob-thresh", type=float, default=1.0)
+    # The official scripts' option names (-n, -t, -o) so that it drops into their place.
+    s.add_argument("--na-prob-file", "-n", default=None, help="v2: JSON of question id -> null odds")
+    s.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
+                   help="v2: predict no answer when the null odds exceed this (default 1.0)")
+    s.add_argument("--out-file", "-o", default=None, help="write the JSON here instead of printing it")
     s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
     s.set_defaults(func=_score)
 

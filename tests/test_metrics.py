@@ -93,6 +93,13 @@ def test_score_cli_matches_library(tmp_path, capsys):
     (tmp_path / "na.json").write_text(json.dumps(na))
     assert main(["score", str(DEV_V2), str(tmp_path / "p2.json"), "--na-prob-file", str(tmp_path / "na.json")]) == 0
     assert capsys.readouterr().out.strip() == json.dumps(squad_v2(doc2["data"], preds2, na), indent=2)
+    # The official v2.0 script's short options, and its --out-file (one line of JSON, nothing printed).
+    out = tmp_path / "eval.json"
+    assert main(["score", str(DEV_V2), str(tmp_path / "p2.json"), "-n", str(tmp_path / "na.json"), "-t", "0.5",
+                 "-o", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert out.read_text() == json.dumps(squad_v2(doc2["data"], preds2, na, na_prob_thresh=0.5))
+    assert json.loads(out.read_text())["exact"] != squad_v2(doc2["data"], preds2, na)["exact"]  # -t took effect
 
 
 def test_score_cli_names_the_bad_file(tmp_path, capsys):
