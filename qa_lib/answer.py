@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import datasets
 import numpy as np
 
-from qa_lib.errors import DataError
+from qa_lib.errors import ConfigError, DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
@@ -44,6 +44,8 @@ class QuestionAnswerer:
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
                  max_answer_len: int = 15, handle_impossible_answer: bool = False):
+        if top_k < 1 or max_answer_len < 1:
+            raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
         single = isinstance(question, str)
         questions = [question] if single else list(question)
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)

@@ -63,3 +63,7 @@ def test_empty_inputs(trained_tiny):
     with pytest.raises(DataError, match="2 questions but 1 contexts"):
         qa(["Who won?", "Who lost?"], ["The Broncos won."])
     assert qa([], []) == []
+    from qa_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="top_k"):
+        qa("Who won?", "The Broncos won.", top_k=0)
