@@ -78,6 +78,7 @@ def _complete(checkpoint: Path) -> bool:
 
 
 def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str):
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -102,6 +103,8 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         logging_steps=config.logging_steps,
         report_to="none",
         dataloader_num_workers=0,
+        # Pinned memory only speeds copies to a GPU; on the CPU torch warns about it every epoch.
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=os.environ.get("QA_PIPELINE_NO_PROGRESS") == "1",
     )
 
@@ -113,7 +116,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
     the newest one.
     """
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     from qa_lib.modeling import load_qa_model, load_tokenizer
 
@@ -122,6 +125,9 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     model_dir = output_dir / "model"
     precision = resolve_precision(config.precision)
     tokenizer = load_tokenizer(config.model)
+    # The QA head is new, drawn from the global RNG while the model loads: seed it here, since the
+    # Trainer only seeds once it is built, and the same config must give the same model.
+    set_seed(config.seed)
     model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)

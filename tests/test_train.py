@@ -116,3 +116,27 @@ def test_model_keeps_its_own_dropout_when_not_overridden(tiny_model):
     model = load_qa_model(str(tiny_model))
     assert model.config.hidden_dropout_prob == 0.1  # BertConfig's default, untouched
     assert load_qa_model(str(tiny_model), hidden_dropout=0.0).config.hidden_dropout_prob == 0.0
+
+
+def test_same_seed_same_model_whatever_the_global_rng(tmp_path, train_examples):
+    """A base model without a QA head gets a fresh one at load: it must come from `seed`, not from
+    whatever the process drew before (runs of one config differed by up to 0.3 F1 without this)."""
+    import torch
+    from transformers import BertConfig, BertModel
+    from safetensors.torch import load_file
+
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    base = tmp_path / "base"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    weights = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)
+        out = tmp_path / f"run{run}"
+        result = fine_tune(_config(base, out, max_steps=2, save_steps=100), feats, out)
+        weights.append(load_file(f"{result.model_dir}/model.safetensors"))
+    assert weights[0].keys() == weights[1].keys() and any("qa_outputs" in k for k in weights[0])
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
