@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from qa_lib.config import DEFAULT_MODEL
 from qa_lib.errors import ModelError
+
+_log = logging.getLogger(__name__)
 
 _BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled:all-MiniLM-L6-v2"}
 
@@ -53,9 +56,16 @@ _HIDDEN_DROPOUT_KEYS = ("hidden_dropout_prob", "dropout")
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
-def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dropout: float | None = None):
-    """A question-answering model; a dropout given here replaces the checkpoint's own rate."""
+def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dropout: float | None = None,
+                  new_head_expected: bool = False):
+    """A question-answering model; a dropout given here replaces the checkpoint's own rate.
+
+    Fine-tuning starts from a base model, whose QA head is new (`new_head_expected`): that is said
+    in one log line instead of transformers' load-report table. A model loaded to answer or
+    evaluate without a trained head gets a warning: its answers would be noise.
+    """
     from transformers import AutoConfig, AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model(model)
     try:
@@ -64,7 +74,20 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
             for key in keys if rate is not None else ():
                 if hasattr(config, key):
                     setattr(config, key, rate)
-        return AutoModelForQuestionAnswering.from_pretrained(path, config=config)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            qa_model, info = AutoModelForQuestionAnswering.from_pretrained(path, config=config, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     except Exception as exc:  # noqa: BLE001
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"cannot load model {model!r}: {first}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        if new_head_expected:
+            _log.info("%s: new weights for %s (a base model gets its QA head here)", model, ", ".join(missing))
+        else:
+            _log.warning("%s: no trained weights for %s; its answers are noise until it is fine-tuned",
+                         model, ", ".join(missing))
+    return qa_model

@@ -133,8 +133,14 @@ def _top_pairs(start_logits: np.ndarray, end_logits: np.ndarray, offsets: Ragged
     e_val = np.take_along_axis(end_logits, ends, axis=1)
     s_ok = offsets.in_context(rows, starts) & np.isfinite(s_val)
     e_ok = offsets.in_context(rows, ends) & np.isfinite(e_val)
-    s, e = starts[:, :, None], ends[:, None, :]
-    valid = s_ok[:, :, None] & e_ok[:, None, :] & (e >= s) & (e - s + 1 <= max_answer_length)
+    # end - start in [0, max_answer_length) as one unsigned compare on small ints (a negative
+    # difference wraps to a large one): the (F, k, k) grid is the biggest array built here.
+    small = np.int16 if start_logits.shape[1] < 2**15 else np.int64
+    span = ends.astype(small)[:, None, :] - starts.astype(small)[:, :, None]
+    limit = min(max_answer_length, np.iinfo(small).max)
+    valid = span.view(np.dtype(small).str.replace("i", "u")) < limit
+    valid &= s_ok[:, :, None]
+    valid &= e_ok[:, None, :]
     return starts, ends, s_val, e_val, valid
 
 

@@ -128,7 +128,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     # The QA head is new, drawn from the global RNG while the model loads: seed it here, since the
     # Trainer only seeds once it is built, and the same config must give the same model.
     set_seed(config.seed)
-    model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout)
+    model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     args = training_arguments(config, str(checkpoint_dir), precision)

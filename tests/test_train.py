@@ -140,3 +140,27 @@ def test_same_seed_same_model_whatever_the_global_rng(tmp_path, train_examples):
     assert weights[0].keys() == weights[1].keys() and any("qa_outputs" in k for k in weights[0])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_load_report_is_one_line_and_warns_on_an_untrained_head(tmp_path, tiny_model, caplog, capfd):
+    """A base model's new QA head is expected when fine-tuning (one info line), a warning when the
+    model is loaded to answer; transformers' load-report table is not printed either way."""
+    import logging
+
+    from transformers import BertConfig, BertModel
+
+    from qa_lib.modeling import load_qa_model
+
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    base = tmp_path / "base"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(base)
+    with caplog.at_level(logging.INFO, logger="qa_lib.modeling"):
+        load_qa_model(str(base), new_head_expected=True)
+        load_qa_model(str(base))
+        load_qa_model(str(tiny_model))  # a trained QA model: nothing to say
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "qa_lib.modeling"]
+    assert len(levels) == 2
+    assert levels[0][0] == "INFO" and "qa_outputs.bias, qa_outputs.weight" in levels[0][1]
+    assert levels[1][0] == "WARNING" and "answers are noise" in levels[1][1]
+    assert "LOAD REPORT" not in capfd.readouterr().err
