@@ -122,14 +122,9 @@ def test_same_seed_same_model_whatever_the_global_rng(tmp_path, train_examples):
     """A base model without a QA head gets a fresh one at load: it must come from `seed`, not from
     whatever the process drew before (runs of one config differed by up to 0.3 F1 without this)."""
     import torch
-    from transformers import BertConfig, BertModel
     from safetensors.torch import load_file
 
-    tok = load_tokenizer("all-MiniLM-L6-v2")
-    base = tmp_path / "base"
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(base)
-    tok.save_pretrained(base)
+    base, tok = _base_model(tmp_path / "base")
     feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
     weights = []
     for run, noise in enumerate((1, 2)):
@@ -147,14 +142,9 @@ def test_load_report_is_one_line_and_warns_on_an_untrained_head(tmp_path, tiny_m
     model is loaded to answer; transformers' load-report table is not printed either way."""
     import logging
 
-    from transformers import BertConfig, BertModel
-
     from qa_lib.modeling import load_qa_model
 
-    tok = load_tokenizer("all-MiniLM-L6-v2")
-    base = tmp_path / "base"
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(base)
+    base, _ = _base_model(tmp_path / "base")
     with caplog.at_level(logging.INFO, logger="qa_lib.modeling"):
         load_qa_model(str(base), new_head_expected=True)
         load_qa_model(str(base))
@@ -164,3 +154,14 @@ def test_load_report_is_one_line_and_warns_on_an_untrained_head(tmp_path, tiny_m
     assert levels[0][0] == "INFO" and "qa_outputs.bias, qa_outputs.weight" in levels[0][1]
     assert levels[1][0] == "WARNING" and "answers are noise" in levels[1][1]
     assert "LOAD REPORT" not in capfd.readouterr().err
+
+
+def _base_model(folder):
+    """A tiny BERT *without* a QA head (as a pretrained base model is), with the real tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok
