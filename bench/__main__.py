@@ -85,7 +85,8 @@ def bench_training(tut_feats, our_feats, tut_steps, our_steps, tmp, out):
     from qa_lib.train import fine_tune
 
     args = tutorial.training_args(str(tmp / "tut"), max_steps=tut_steps)
-    trainer = Trainer(load_qa_model(MODEL), args, train_dataset=tut_feats, data_collator=default_data_collator)
+    trainer = Trainer(load_qa_model(MODEL, new_head_expected=True), args, train_dataset=tut_feats,
+                      data_collator=default_data_collator)
     with measure(out, "tutorial_train_wall_s"):
         out["tutorial_train_s"] = trainer.train().metrics["train_runtime"]
     out["tutorial_train_features"] = tut_steps * 16
@@ -109,7 +110,7 @@ def bench_predict_postprocess(examples, tokenizer, out):
     from qa_lib.postprocess import postprocess
     from qa_lib.predict import predict_logits
 
-    model = load_qa_model(MODEL)
+    model = load_qa_model(MODEL, new_head_expected=True)
     tut_feats = examples.map(tutorial.prepare_validation_features, batched=True, remove_columns=examples.column_names,
                              fn_kwargs={"tokenizer": tokenizer})
     our_feats = build_eval_features(examples, tokenizer, tutorial.MAX_LENGTH, tutorial.DOC_STRIDE)

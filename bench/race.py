@@ -28,7 +28,8 @@ def tutorial_end_to_end(train, dev, tokenizer, model_name: str, tmp: Path, max_s
     t0 = time.perf_counter()
     feats = train.map(tutorial.prepare_train_features, batched=True, remove_columns=train.column_names,
                       fn_kwargs={"tokenizer": tokenizer}, load_from_cache_file=False)
-    trainer = Trainer(load_qa_model(model_name), tutorial.training_args(str(tmp / "tutorial"), max_steps=max_steps),
+    trainer = Trainer(load_qa_model(model_name, new_head_expected=True),
+                      tutorial.training_args(str(tmp / "tutorial"), max_steps=max_steps),
                       train_dataset=feats, data_collator=default_data_collator)
     t_train = time.perf_counter()
     trainer.train()

@@ -38,10 +38,11 @@ def tutorial_recipe(steps_to_time: int, full: bool, out: dict) -> None:
     out["tutorial_features"] = len(feats)
     out["tutorial_steps_per_epoch"] = steps_per_epoch
     tmp = tempfile.mkdtemp()
-    warm = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2"), tutorial.training_args(tmp, max_steps=3),
+    warm = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2", new_head_expected=True),
+                   tutorial.training_args(tmp, max_steps=3),
                    train_dataset=feats, data_collator=default_data_collator)
     warm.train()
-    trainer = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2"),
+    trainer = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2", new_head_expected=True),
                       tutorial.training_args(tmp, max_steps=-1 if full else steps_to_time),
                       train_dataset=feats, data_collator=default_data_collator)
     t = time.perf_counter()

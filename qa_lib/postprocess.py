@@ -135,10 +135,9 @@ def _top_pairs(start_logits: np.ndarray, end_logits: np.ndarray, offsets: Ragged
     e_ok = offsets.in_context(rows, ends) & np.isfinite(e_val)
     # end - start in [0, max_answer_length) as one unsigned compare on small ints (a negative
     # difference wraps to a large one): the (F, k, k) grid is the biggest array built here.
-    small = np.int16 if start_logits.shape[1] < 2**15 else np.int64
-    span = ends.astype(small)[:, None, :] - starts.astype(small)[:, :, None]
-    limit = min(max_answer_length, np.iinfo(small).max)
-    valid = span.view(np.dtype(small).str.replace("i", "u")) < limit
+    signed, unsigned = (np.int16, np.uint16) if start_logits.shape[1] < 2**15 else (np.int64, np.uint64)
+    span = ends.astype(signed)[:, None, :] - starts.astype(signed)[:, :, None]
+    valid = span.view(unsigned) < min(max_answer_length, np.iinfo(signed).max)
     valid &= s_ok[:, :, None]
     valid &= e_ok[:, None, :]
     return starts, ends, s_val, e_val, valid
