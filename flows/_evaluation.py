@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from qa_lib.config import PipelineConfig
-from qa_lib.plan import eval_keys
+from qa_lib.plan import data_key, eval_keys
 from qa_lib.store import Store
 from tasks.data import load_dataset
 from tasks.evaluate import compute_metrics, post_process, predict
@@ -13,17 +13,21 @@ from tasks.features import build_features
 from tasks.policy import cached
 
 
-def evaluate_stages(config: PipelineConfig, model_dir: str, model_identity: str, tokenizer_identity: str,
-                    store: Store, timings: dict[str, float], data: dict | None = None) -> tuple[dict, dict]:
-    """`data`: the eval examples if the caller loaded them already (train_qa does, before training)."""
+def load_eval_data(config: PipelineConfig, store: Store, timings: dict[str, float]) -> dict:
+    """Load and validate the eval data; flows call it before any expensive stage."""
+    key = data_key(config.eval_data, config.version_2_with_negative)
+    t = time.perf_counter()
+    data = cached(load_dataset, store, "data", key)(
+        config.eval_data, config.version_2_with_negative, "validation", str(store.root), "data", key)
+    timings["load eval data"] = time.perf_counter() - t
+    return data
+
+
+def evaluate_stages(config: PipelineConfig, data: dict, model_dir: str, model_identity: str,
+                    tokenizer_identity: str, store: Store, timings: dict[str, float]) -> tuple[dict, dict]:
+    """`data`: the eval examples from `load_eval_data`."""
     root = str(store.root)
     keys = eval_keys(config, model_identity, tokenizer_identity)
-
-    if data is None:
-        t = time.perf_counter()
-        data = cached(load_dataset, store, "data", keys.data)(
-            config.eval_data, config.version_2_with_negative, "validation", root, "data", keys.data)
-        timings["load eval data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     features = cached(build_features, store, "features", keys.features)(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows._evaluation import evaluate_stages
+from flows._evaluation import evaluate_stages, load_eval_data
 from qa_lib.config import PipelineConfig
 from qa_lib.modeling import resolve_model
 from qa_lib.store import Store, model_fingerprint, tokenizer_fingerprint
@@ -26,7 +26,8 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
     preflight(config, training=False, model=model)
     model_dir = resolve_model(model)
     timings["preflight"] = time.perf_counter() - t
-    metrics, evaluation = evaluate_stages(config, model_dir, model_fingerprint(model_dir),
+    data = load_eval_data(config, store, timings)
+    metrics, evaluation = evaluate_stages(config, data, model_dir, model_fingerprint(model_dir),
                                           tokenizer_fingerprint(model_dir), store, timings)
     summary = {"model": model, "predictions_dir": evaluation["predictions"]["dir"],
                "eval_data": config.eval_data.path, "eval_data_key": evaluation["eval_data_key"],

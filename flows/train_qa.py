@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows._evaluation import evaluate_stages
+from flows._evaluation import evaluate_stages, load_eval_data
 from qa_lib.config import PipelineConfig
-from qa_lib.plan import data_key, train_keys
+from qa_lib.plan import train_keys
 from qa_lib.store import Store, tokenizer_fingerprint
 from tasks.data import load_dataset
 from tasks.features import build_features
@@ -38,13 +38,7 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     timings["load train data"] = time.perf_counter() - t
 
     # Eval data is loaded and validated now, not after training: a bad eval file fails in seconds.
-    eval_data = None
-    if config.eval_data is not None:
-        t = time.perf_counter()
-        eval_key = data_key(config.eval_data, config.version_2_with_negative)
-        eval_data = cached(load_dataset, store, "data", eval_key)(
-            config.eval_data, config.version_2_with_negative, "validation", root, "data", eval_key)
-        timings["load eval data"] = time.perf_counter() - t
+    eval_data = load_eval_data(config, store, timings) if config.eval_data is not None else None
 
     t = time.perf_counter()
     features = cached(build_features, store, "features", keys.features)(
@@ -58,8 +52,8 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
 
     metrics, evaluation = {}, {}
     if config.eval_data is not None:
-        metrics, evaluation = evaluate_stages(config, trained["model_dir"], keys.model,
-                                              tokenizer_fingerprint(config.model), store, timings, eval_data)
+        metrics, evaluation = evaluate_stages(config, eval_data, trained["model_dir"], keys.model,
+                                              tokenizer_fingerprint(config.model), store, timings)
 
     t = time.perf_counter()
     predictions_dir = evaluation["predictions"]["dir"] if evaluation else None
