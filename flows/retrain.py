@@ -1,4 +1,4 @@
-"""retrain: train → evaluate → compare with the champion on the same eval set → promote if better."""
+"""retrain: train → evaluate → compare with the champion on the same eval set → promote if better → Hub."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
-from tasks.publish_remote import check_target, promote, publish, read_champion, record_not_promoted
+from tasks.publish_remote import (check_hub, check_target, promote, publish, push_to_hub, read_champion,
+                                  record_not_promoted)
 
 
 @flow(name="retrain")
@@ -19,6 +20,8 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     if not config.publish_target or config.eval_data is None:
         raise ConfigError("retrain needs publish_target and eval_data (the fixed eval set of the gate)")
     check_target(config.publish_target)  # fail before training on a bad bucket or path
+    if config.hub_repo_id:
+        check_hub(config.hub_repo_id)  # and on a missing, rejected or read-only Hub token
 
     trained = train_qa(config=config, store_root=store_root)
     metric = config.promote_metric
@@ -49,4 +52,6 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     create_markdown_artifact(f"# Promoted\n\nrun `{run_id}` at `{location}`: {metric} = {challenger:.4f}",
                              key="promotion-decision")
     logger.info("promoted run %s (%s %.3f)", run_id, metric, challenger)
-    return {"promoted": True, "location": location, **trained}
+    hub_commit = (push_to_hub(config.publish_target, pointer, config.hub_repo_id, config.hub_private)
+                  if config.hub_repo_id else None)
+    return {"promoted": True, "location": location, "hub_commit": hub_commit, **trained}

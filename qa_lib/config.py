@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qa_lib.errors import ConfigError
 
@@ -101,6 +101,19 @@ class PipelineConfig(_Strict):
     publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
     promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = "f1"
     promote_margin: float = Field(0.0, description="Promote only if better than the champion by this much.")
+    hub_repo_id: str | None = Field(
+        None, description="Also push each promoted champion to this Hugging Face Hub model repo (org/name); "
+        "token from HF_TOKEN or the Prefect Secret block 'hf-token', checked before training.")
+    hub_private: bool = Field(True, description="Create the Hub repo as private if it does not exist yet.")
+
+    @field_validator("hub_repo_id")
+    @classmethod
+    def _hub_repo_id(cls, value: str | None) -> str | None:
+        if value is not None:
+            from huggingface_hub.utils import validate_repo_id
+
+            validate_repo_id(value)  # its HFValidationError is a ValueError: reported with the field named
+        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> PipelineConfig:

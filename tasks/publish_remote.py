@@ -1,10 +1,11 @@
-"""Publish a run to a target (folder or S3) and promote it past the champion gate."""
+"""Publish a run to a target (folder or S3), promote it past the champion gate, mirror it to the Hub."""
 
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from qa_lib.publish import hub
 from qa_lib.publish.run import open_target, publish_run
 from tasks.policy import RETRY, retry_unless_deterministic
 
@@ -12,6 +13,11 @@ from tasks.policy import RETRY, retry_unless_deterministic
 @task(name="check-publish-target", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
 def check_target(uri: str) -> None:
     open_target(uri).check()
+
+
+@task(name="check-hub-access", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
+def check_hub(repo_id: str) -> None:
+    hub.check_access(repo_id)
 
 
 @task(name="read-champion", retry_condition_fn=retry_unless_deterministic, **RETRY)
@@ -38,3 +44,15 @@ def record_not_promoted(metric: str, challenger: float, champion: float, margin:
         f"# Not promoted\n\n| | {metric} |\n| --- | --- |\n| challenger | {challenger:.4f} |\n"
         f"| champion | {champion:.4f} |\n| required margin | {margin} |\n",
         key="promotion-decision", description="challenger did not beat the champion")
+
+
+@task(name="push-to-hub", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def push_to_hub(uri: str, pointer: dict, repo_id: str, private: bool) -> str:
+    """Mirror the champion to the Hub: the model folder the target holds (for S3, downloaded and verified
+    against its manifest), card included."""
+    model_dir = open_target(uri).local_model(pointer)
+    url = hub.push_model(model_dir, repo_id, private=private,
+                         commit_message=f"qa-pipeline: champion run {pointer['run_id']}")
+    create_link_artifact(url, link_text=f"{repo_id} (run {pointer['run_id']})", key="hub-push",
+                         description="the promoted model on the Hugging Face Hub")
+    return url

@@ -25,6 +25,8 @@ def test_defaults_and_yaml_with_overrides(tmp_path):
         ({"learning_rate": "fast"}, "learning_rate"),
         ({"lerning_rate": 1e-4}, "lerning_rate"),
         ({"train_data": {"path": "x", "limit": -1}}, "train_data.limit"),
+        ({"hub_repo_id": "my org/model"}, "hub_repo_id"),
+        ({"hub_repo_id": "org/team/model"}, "hub_repo_id"),
     ],
 )
 def test_impossible_values_name_the_field(raw, field):

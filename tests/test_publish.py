@@ -28,21 +28,75 @@ def test_folder_publish_manifest_and_card(tiny_model, tmp_path):
     assert card["exact_match"] == 41.5 and card["f1"] == 52.25 and card["dataset"] == "squad"
 
 
-def test_push_to_hub_stops_at_the_network_with_a_clear_error(tiny_model, tmp_path, monkeypatch):
-    target = FolderTarget(tmp_path / "pub")
-    loc = publish_run(target, str(tiny_model), {"f1": 1.0, "exact_match": 0.5}, {}, {}, "r1", "d", False)
+TOKEN = "hf_secret_token_value"
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The Hub stand-in on loopback, with HF_ENDPOINT and HF_TOKEN pointing at it and offline mode off."""
+    import huggingface_hub.constants
+
+    from tests.hub_stand_in import HubStandIn
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # `make test` sets HF_HUB_OFFLINE=1
+    with HubStandIn(TOKEN) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        yield server
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_push_to_hub_uploads_the_model_folder_as_one_commit(hub, tiny_model, tmp_path):
+    loc = publish_run(FolderTarget(tmp_path / "pub"), str(tiny_model), {"f1": 61.0, "exact_match": 52.5}, {}, {},
+                      "r1", "dev-v1.1.json", False)
+    url = push_model(f"{loc}/model", "org/qa-model")
+    repo = hub.repos["org/qa-model"]
+    assert url == f"{hub.url}/org/qa-model/commit/{repo['commits'][0]['oid']}"
+    assert repo["private"] is True and len(repo["commits"]) == 1
+    assert repo["files"] == _files(tmp_path / "pub/runs/r1/model")  # byte for byte, card included
+    assert b"value: 61.0000" in repo["files"]["README.md"]
+    push_model(f"{loc}/model", "org/qa-model")  # an existing repo is reused, not an error
+    assert len(repo["commits"]) == 2
+
+
+def test_hub_errors_are_clear_and_never_show_the_token(hub, tiny_model, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from qa_lib.publish.hub import check_access
+
+    loc = publish_run(FolderTarget(tmp_path / "pub"), str(tiny_model), {"f1": 1.0, "exact_match": 0.5}, {}, {},
+                      "r1", "d", False)
+    assert check_access("org/qa-model") == "qa-bot"
+    failures = []
+    with pytest.raises(QAPipelineError, match="the token was rejected") as info:
+        push_model(f"{loc}/model", "org/qa-model", token="hf_wrong_token_value")
+    failures.append(info.value)
+    hub.role = "read"
+    with pytest.raises(QAPipelineError, match="read-only") as info:
+        check_access("org/qa-model")
+    failures.append(info.value)
+    with pytest.raises(QAPipelineError, match="not a valid Hub repo id"):
+        push_model(f"{loc}/model", "org/bad name")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(QAPipelineError, match="no Hugging Face token"):
+        check_access("org/qa-model")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once released: nothing listens there
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(QAPipelineError, match="no Hugging Face token"):
-        push_model(f"{loc}/model", "org/qa-model", token=None)
-    with pytest.raises(QAPipelineError) as info:
-        push_model(f"{loc}/model", "org/qa-model", token="hf_secret_token_value")
-    assert "push to the Hub (org/qa-model) failed" in str(info.value)
-    assert "hf_secret_token_value" not in str(info.value)
+    # Unreachable is transient: a ConnectionError, which the Prefect task retries.
+    with pytest.raises(ConnectionError, match=r"push to the Hub \(org/qa-model\) failed: Hub unreachable") as info:
+        push_model(f"{loc}/model", "org/qa-model", token=TOKEN)
+    failures.append(info.value)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(QAPipelineError, match="HF_HUB_OFFLINE is set") as info:
+        check_access("org/qa-model", token=TOKEN)
+    failures.append(info.value)
+    assert not any(TOKEN in str(f) or "hf_wrong_token_value" in str(f) for f in failures)
+    assert "org/qa-model" not in hub.repos  # nothing was half-pushed by the failures
 
 
 def test_retrain_gate(prefect_server, tiny_model, tmp_path):
@@ -76,3 +130,37 @@ def test_retrain_checks_the_target_before_training(prefect_server, tiny_model, t
     with pytest.raises(StorageError, match="malformed S3 URI"):
         state.result()
     assert "fine-tune" not in task_states(state.state_details.flow_run_id)
+
+
+def test_retrain_pushes_the_promoted_champion_to_the_hub(prefect_server, hub, tiny_model, tmp_path):
+    from flows.retrain import retrain
+    from tests.flow_helpers import artifacts, tiny_config
+
+    pub = tmp_path / "pub"
+    cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(pub), hub_repo_id="org/qa-champion")
+    state = retrain(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    result = state.result()
+    pointer = json.loads((pub / "champion.json").read_text())
+    repo = hub.repos["org/qa-champion"]
+    assert result["promoted"] is True and result["hub_commit"].endswith(repo["commits"][0]["oid"])
+    assert repo["files"] == _files(pub / "runs" / pointer["run_id"] / "model")
+    assert pointer["run_id"] in repo["commits"][0]["summary"]
+    assert result["hub_commit"] in artifacts(state.state_details.flow_run_id)["hub-push"].data
+    # Not promoted: nothing pushed.
+    again = retrain(config=cfg.model_copy(update={"promote_margin": 1.0}), store_root=str(tmp_path / "store"))
+    assert again["promoted"] is False and len(repo["commits"]) == 1
+
+
+def test_retrain_checks_the_hub_token_before_training(prefect_server, hub, tiny_model, tmp_path, monkeypatch):
+    from flows.retrain import retrain
+    from tests.flow_helpers import task_states, tiny_config
+
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_value")
+    cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(tmp_path / "pub"), hub_repo_id="org/qa")
+    state = retrain(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(QAPipelineError, match="the token was rejected"):
+        state.result()
+    states = task_states(state.state_details.flow_run_id)
+    assert states["check-hub-access"] == ["Failed"]  # deterministic: not retried
+    assert "fine-tune" not in states and "hf_wrong_token_value" not in state.message

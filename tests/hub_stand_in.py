@@ -1,0 +1,101 @@
+"""A loopback stand-in for the part of the Hugging Face Hub's REST API that a push uses.
+
+The Hub cannot be reached here and has no local edition, so this answers the five calls that
+`huggingface_hub` makes for a token check and an `upload_folder` of small files: whoami-v2,
+repos/create, validate-yaml, preupload (every file "regular", so no LFS or Xet transfer) and
+commit (NDJSON, base64 contents). `huggingface_hub` itself builds and sends every request; the
+stand-in checks the bearer token and keeps what each commit wrote, so a test can compare it
+byte for byte with what was meant to be published.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class HubStandIn:
+    def __init__(self, token: str, role: str = "write", user: str = "qa-bot"):
+        self.token, self.role, self.user = token, role, user
+        self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "files": {path: bytes}, "commits": [...]}
+        self.requests: list[str] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorized(self) -> bool:
+                if self.headers.get("Authorization") == f"Bearer {hub.token}":
+                    return True
+                self._reply(401, {"error": "Invalid credentials in Authorization header"})
+                return False
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+            def do_GET(self):
+                hub.requests.append(f"GET {self.path}")
+                if self.path.startswith("/api/whoami-v2") and self._authorized():
+                    self._reply(200, {"type": "user", "name": hub.user, "auth": {"accessToken": {"role": hub.role}}})
+                elif not self.path.startswith("/api/whoami-v2"):
+                    self._reply(404, {"error": "not found"})
+
+            def do_POST(self):
+                hub.requests.append(f"POST {self.path}")
+                body = self._body()
+                if not self._authorized():
+                    return
+                path = self.path.split("?")[0]
+                if path == "/api/repos/create":
+                    req = json.loads(body)
+                    repo = f"{req.get('organization') or hub.user}/{req['name']}"
+                    if repo in hub.repos:
+                        return self._reply(409, {"error": "You already created this model repo", "url": repo})
+                    hub.repos[repo] = {"private": req.get("visibility") == "private", "files": {}, "commits": []}
+                    return self._reply(200, {"url": f"{hub.url}/{repo}", "name": repo})
+                if path == "/api/validate-yaml":
+                    return self._reply(200, {})
+                if path.startswith("/api/models/") and "/preupload/" in path:
+                    files = json.loads(body)["files"]
+                    return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                       for f in files]})
+                if path.startswith("/api/models/") and "/commit/" in path:
+                    repo = path[len("/api/models/"):].split("/commit/")[0]
+                    if repo not in hub.repos:
+                        return self._reply(404, {"error": "Repository not found"})
+                    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+                    header = next(x["value"] for x in lines if x["key"] == "header")
+                    files = {x["value"]["path"]: base64.b64decode(x["value"]["content"])
+                             for x in lines if x["key"] == "file"}
+                    hub.repos[repo]["files"].update(files)
+                    oid = f"{len(hub.repos[repo]['commits']) + 1:040x}"
+                    hub.repos[repo]["commits"].append({"oid": oid, "summary": header["summary"], "files": sorted(files)})
+                    return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid,
+                                             "pullRequestUrl": None})
+                self._reply(404, {"error": f"not served by the stand-in: {path}"})
+
+        return Handler
