@@ -1,4 +1,4 @@
-"""`qa-pipeline train | evaluate | score | answer | deploy`.
+"""`qa-pipeline train | evaluate | retrain | score | answer | deploy`.
 
 Errors the user can fix are printed as one message (exit code 2), not a traceback.
 """
@@ -96,6 +96,22 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _retrain(args) -> int:
+    config = _load_config(args)
+    from flows.retrain import retrain
+
+    result = retrain(config=config, store_root=args.store)
+    _print_summary(result)
+    if result["promoted"]:
+        print(f"promoted: {result['location']}")
+        if result.get("hub_commit"):
+            print(f"hub: {result['hub_commit']}")
+    else:
+        print(f"not promoted: {config.promote_metric} {result['challenger']:.2f} vs champion {result['champion']:.2f} "
+              f"(margin {config.promote_margin})")
+    return 0
+
+
 def _deploy(args) -> int:
     from deployments.register import register
 
@@ -129,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
     e.add_argument("--store", default=None)
     e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("retrain", help="run the retrain flow once: train, gate against the champion, promote, push")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*")
+    r.add_argument("--store", default=None)
+    r.set_defaults(func=_retrain)
 
     s = sub.add_parser("score", help="official SQuAD v1.1/v2.0 scores of a predictions file")
     s.add_argument("data_file")

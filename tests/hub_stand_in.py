@@ -5,7 +5,8 @@ The Hub cannot be reached here and has no local edition, so this answers the fiv
 repos/create, validate-yaml, preupload (every file "regular", so no LFS or Xet transfer) and
 commit (NDJSON, base64 contents). `huggingface_hub` itself builds and sends every request; the
 stand-in checks the bearer token and keeps what each commit wrote, so a test can compare it
-byte for byte with what was meant to be published.
+byte for byte with what was meant to be published. `fail_next` makes the next requests fail with
+the given statuses (429, 503, ...), as a busy Hub would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class HubStandIn:
         self.token, self.role, self.user = token, role, user
         self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "files": {path: bytes}, "commits": [...]}
         self.requests: list[str] = []
+        self.fail_next: list[int] = []  # statuses to answer the next requests with, one each
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -49,6 +51,9 @@ class HubStandIn:
                 self.wfile.write(data)
 
             def _authorized(self) -> bool:
+                if hub.fail_next:
+                    self._reply(hub.fail_next.pop(0), {"error": "stand-in told to fail this request"})
+                    return False
                 if self.headers.get("Authorization") == f"Bearer {hub.token}":
                     return True
                 self._reply(401, {"error": "Invalid credentials in Authorization header"})

@@ -78,6 +78,9 @@ def test_hub_errors_are_clear_and_never_show_the_token(hub, tiny_model, tmp_path
     with pytest.raises(QAPipelineError, match="read-only") as info:
         check_access("org/qa-model")
     failures.append(info.value)
+    hub.fail_next = [429]  # rate limited: transient, so retryable
+    with pytest.raises(ConnectionError, match="HTTP 429"):
+        check_access("org/qa-model")
     with pytest.raises(QAPipelineError, match="not a valid Hub repo id"):
         push_model(f"{loc}/model", "org/bad name")
     monkeypatch.delenv("HF_TOKEN")
@@ -134,12 +137,15 @@ def test_retrain_checks_the_target_before_training(prefect_server, tiny_model, t
 
 def test_retrain_pushes_the_promoted_champion_to_the_hub(prefect_server, hub, tiny_model, tmp_path):
     from flows.retrain import retrain
-    from tests.flow_helpers import artifacts, tiny_config
+    from tests.flow_helpers import artifacts, task_runs, tiny_config
 
     pub = tmp_path / "pub"
     cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(pub), hub_repo_id="org/qa-champion")
+    hub.fail_next = [503]  # the Hub is busy at the first token check: the task retries
     state = retrain(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
     result = state.result()
+    check = [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("check-hub-access")]
+    assert [(r.state.name, r.run_count) for r in check] == [("Completed", 2)]
     pointer = json.loads((pub / "champion.json").read_text())
     repo = hub.repos["org/qa-champion"]
     assert result["promoted"] is True and result["hub_commit"].endswith(repo["commits"][0]["oid"])

@@ -69,7 +69,7 @@ def _explain(exc: Exception, action: str) -> Exception:
         return QAPipelineError(f"{action}: HF_HUB_OFFLINE is set, so the Hub may not be called; unset it "
                                "or leave hub_repo_id empty")
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, HfHubHTTPError) and status is not None and status < 500:
+    if isinstance(exc, HfHubHTTPError) and status is not None and status < 500 and status != 429:  # 429: wait, retry
         reason = {401: "the token was rejected", 403: "the token may not write there"}.get(status, f"HTTP {status}")
         return QAPipelineError(f"{action} failed: {reason}")
     # The HTTP client differs between huggingface_hub releases (requests, httpx, httpx2); its connection
