@@ -43,16 +43,29 @@ def test_vectorized_matches_reference_loop(v2_setup, seed, n_best, max_len, v2, 
 
 
 @pytest.mark.parametrize("v2", [False, True])
-def test_ties_resolve_in_loop_order(v2_setup, v2):
+@pytest.mark.parametrize("n_best", [1000, 5])
+def test_ties_resolve_in_loop_order(v2_setup, v2, n_best):
     """Integer logits make many spans score alike: the first in (window, start rank, end rank) order
-    wins, as in the plain loop. n_best covers every token, so the top-k cut-off itself has no ties."""
+    wins, as in the plain loop. With n_best 5 the top-k cut-off itself falls among equal logits,
+    and the k kept are the first k of a stable sort, as the loop takes them."""
     examples, features = v2_setup
     start, end = _random_logits(features, 21, scale=1.5)
     start, end = np.round(start), np.round(end)
-    fast = postprocess(examples, features, start, end, 1000, 30, v2, 0.0)
-    slow = reference_postprocess(examples, features, start, end, 1000, 30, v2, 0.0)
+    fast = postprocess(examples, features, start, end, n_best, 30, v2, 0.0)
+    slow = reference_postprocess(examples, features, start, end, n_best, 30, v2, 0.0)
     assert fast.answers == slow
-    assert fast.answers == postprocess(examples, features, start, end, 1000, 30, v2, 0.0).answers
+    assert fast.answers == postprocess(examples, features, start, end, n_best, 30, v2, 0.0).answers
+
+
+def test_nan_logits_are_skipped_as_in_the_loop(v2_setup):
+    examples, features = v2_setup
+    start, end = _random_logits(features, 33)
+    rng = np.random.default_rng(33)
+    rows = rng.choice(len(features), 40, replace=False)
+    start[rows, rng.integers(1, 30, 40)] = np.nan
+    end[rows[:20], rng.integers(1, 30, 20)] = np.nan
+    fast = postprocess(examples, features, start, end, 5, 30)
+    assert fast.answers == reference_postprocess(examples, features, start, end, 5, 30)
 
 
 def test_nbest_and_null_odds(v2_setup, tmp_path):
