@@ -62,7 +62,20 @@ def test_push_to_hub_uploads_the_model_folder_as_one_commit(hub, tiny_model, tmp
     assert len(repo["commits"]) == 2
 
 
-def test_hub_errors_are_clear_and_never_show_the_token(hub, tiny_model, tmp_path, monkeypatch):
+def test_hub_token_from_a_prefect_secret_block(prefect_server, hub, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from qa_lib.publish.hub import check_access
+
+    monkeypatch.delenv("HF_TOKEN")
+    Secret(value=TOKEN).save("hf-token", overwrite=True)
+    try:
+        assert check_access("org/qa-model") == "qa-bot"  # the stand-in accepts only TOKEN
+    finally:
+        Secret.delete("hf-token")
+
+
+def test_hub_errors_are_clear_and_never_show_the_token(prefect_server, hub, tiny_model, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     from qa_lib.publish.hub import check_access
