@@ -110,9 +110,10 @@ class PipelineConfig(_Strict):
     @classmethod
     def _hub_repo_id(cls, value: str | None) -> str | None:
         if value is not None:
-            from huggingface_hub.utils import validate_repo_id
+            from qa_lib.publish.hub import repo_id_problem
 
-            validate_repo_id(value)  # its HFValidationError is a ValueError: reported with the field named
+            if problem := repo_id_problem(value):
+                raise ValueError(problem)  # reported with the field named
         return value
 
     @model_validator(mode="after")

@@ -64,10 +64,10 @@ class HubStandIn:
 
             def do_GET(self):
                 hub.requests.append(f"GET {self.path}")
-                if self.path.startswith("/api/whoami-v2") and self._authorized():
+                if not self.path.startswith("/api/whoami-v2"):
+                    return self._reply(404, {"error": f"not served by the stand-in: {self.path}"})
+                if self._authorized():
                     self._reply(200, {"type": "user", "name": hub.user, "auth": {"accessToken": {"role": hub.role}}})
-                elif not self.path.startswith("/api/whoami-v2"):
-                    self._reply(404, {"error": "not found"})
 
             def do_POST(self):
                 hub.requests.append(f"POST {self.path}")

@@ -28,14 +28,22 @@ def hub_token(secret_block: str = "hf-token") -> str | None:
         return None
 
 
-def check_repo_id(repo_id: str) -> str:
-    """`org/name` as the Hub accepts it, or a `ConfigError` saying why not."""
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why the Hub would refuse `repo_id` (huggingface_hub's own rule), or None."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ConfigError(f"hub_repo_id {repo_id!r} is not a valid Hub repo id: {exc}") from None
+        return str(exc)
+    return None
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`org/name` as the Hub accepts it, or a `ConfigError` saying why not."""
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise ConfigError(f"hub_repo_id {repo_id!r} is not a valid Hub repo id: {problem}")
     return repo_id
 
 
