@@ -124,9 +124,13 @@ def main(argv=None) -> int:
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, TFLOP/s")
     p.add_argument("--model-files", default=None, help="the default model's folder (default: the bundled "
                    "package's); without weights in it, its architecture is trained from random weights")
+    p.add_argument("--no-cudnn-attention", action="store_true",
+                   help="turn off PyTorch's cuDNN attention backend (SDPA then picks flash or memory-efficient)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs (CPU)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.quick:
         args.steps, args.batch, args.max_length, args.doc_stride = 2, 4, 128, 48
 
@@ -140,7 +144,8 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = peak_tflops(args.peak_tflops)
     out: dict = {"device": device, "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                 "batch": args.batch, "max_length": args.max_length, "models": {}}
+                 "batch": args.batch, "max_length": args.max_length,
+                 "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "models": {}}
     models = {f"all-MiniLM-L6-v2 (default; {weights})": minilm}
     if not args.quick:
         models["BERT-base-sized, random init"] = bert_base_sized(minilm, tmp / "bert-base")
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
         if peak:
             fig["mfu"] = fig["model_flops"] / fig["train_runtime_s"] / (peak * 1e12)
         out["models"][name] = fig
-    print(f"device: {device}; batch {args.batch}, max_length {args.max_length}, length-grouped dynamic padding")
+    print(f"device: {device}; batch {args.batch}, max_length {args.max_length}, length-grouped dynamic padding"
+          f"{'' if out['cudnn_attention'] else ', cuDNN attention off'}")
     print("| model | precision | features/s | tokens/s | model TFLOP/s | MFU |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, f in out["models"].items():

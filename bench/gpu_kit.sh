@@ -1,35 +1,51 @@
 #!/usr/bin/env bash
 # Prepares `.whl/` for `python -m bench.gpu` on a lent GPU machine (the `device` tool), run here first.
 #
-# Those machines are bare and offline: their python3 has torch, transformers, tokenizers,
-# huggingface-hub, pyarrow, pandas, numpy, pyyaml, tqdm and accelerate, but not datasets or
-# pydantic, and an older transformers than ours. A call carries at most 64 MiB, and the default
-# model's weights alone are 91 MB, so only its config and tokenizer travel (bench.gpu then trains
-# the same architecture from random weights: speed depends on shapes, not values).
+# Those machines are bare and offline: their python3 (3.12) has torch, tokenizers, huggingface-hub,
+# pandas, numpy, pyyaml, tqdm and accelerate, but not datasets or pydantic, an older transformers
+# than ours, and a pyarrow of unknown version (datasets needs >= 24). A call carries at most
+# 64 MiB: the wheels, pyarrow's alone 55 MB, do not fit, so they are unpacked here, pyarrow's
+# unused parts (Flight, its tests and C++ headers) dropped, and the rest packed as one
+# `.whl/site.tar.xz` (about 35 MB). The default model's weights (91 MB) do not fit either, so only
+# its config and tokenizer travel: bench.gpu then trains the same architecture from random
+# weights, as speed depends on shapes, not values.
 #
-# Then, in one device call (carry: [".whl"], timeout_s: 540):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit;
-#   nvidia-smi -L; PYTHONUNBUFFERED=1 python3 -m bench.gpu --model-files .whl/minilm \
-#     --json $OUT/gpu.json 2>&1 | tee $OUT/log
-# If datasets refuses the machine's pyarrow (it needs >= 24), add a pyarrow wheel (about 45 MB).
+# Then, in one device call (carry: [".whl"], timeout_s: about 300), as run for BENCHMARKS.md:
+#   mkdir -p /tmp/site && tar xJf .whl/site.tar.xz -C /tmp/site || exit 3;
+#   python3 -c 'import pyarrow as p,sys; print("machine pyarrow", p.__version__);
+#     sys.exit(int(p.__version__.split(".")[0]) < 24)' \
+#     && rm -rf /tmp/site/pyarrow /tmp/site/pyarrow-*.dist-info;   # the machine's own, if new enough
+#   export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; nvidia-smi -L;
+#   python3 -m bench.gpu --model-files .whl/minilm --json $OUT/gpu.json 2>&1 | tee $OUT/log
+# (add `--batch 128 --steps 25`, or `--no-cudnn-attention`; `python3 -m bench.gpu_profile
+# --model-files .whl/minilm` breaks a step down). The H200 of 2026-11-27 had pyarrow 25.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_PY=${VENV_PY:-.venv/bin/python}
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-rm -rf .whl && mkdir -p .whl
+rm -rf .whl && mkdir -p .whl/wheels
 
 version() { "$VENV_PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
-# The versions the tests ran with here; their own pure-python needs that the machine lacks.
+# The versions the tests ran with here, and those of their needs that the machine lacks or may
+# hold too old (transformers checks regex's version on import; datasets caps fsspec).
 specs=(
   "datasets==$(version datasets)" "transformers==$(version transformers)"
   "pydantic==$(version pydantic)" "pydantic-core==$(version pydantic-core)"
-  "dill==$(version dill)" "multiprocess==$(version multiprocess)"
+  "dill==$(version dill)" "multiprocess==$(version multiprocess)" "pyarrow==$(version pyarrow)"
+  "fsspec==$(version fsspec)" "regex==$(version regex)" "xxhash==$(version xxhash)"
   "annotated-types" "typing-inspection" "typing-extensions"
 )
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${specs[@]}"
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl/wheels "${specs[@]}"
+
+site=$(mktemp -d)
+for w in .whl/wheels/*.whl; do unzip -q -o "$w" -d "$site"; done
+# Nothing here imports Flight; lib.so links substrait, acero and dataset, so those stay.
+rm -rf "$site"/pyarrow/{tests,include} "$site"/pyarrow/libarrow_flight* "$site"/pyarrow/_flight*
+find "$site" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete
+tar -C "$site" -cf - . | xz -T0 -6 > .whl/site.tar.xz
+rm -rf "$site" .whl/wheels
 
 model_dir=$("$VENV_PY" -c "from qa_lib.modeling import resolve_model; print(resolve_model('all-MiniLM-L6-v2'))")
 mkdir -p .whl/minilm
@@ -37,4 +53,4 @@ for f in config.json tokenizer.json tokenizer_config.json vocab.txt special_toke
   [ -f "$model_dir/$f" ] && cp "$model_dir/$f" .whl/minilm/
 done
 du -sh .whl
-ls .whl
+ls .whl .whl/minilm

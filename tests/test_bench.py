@@ -33,10 +33,31 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
         files = tmp_path / "minilm"
         shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
         extra = ["--model-files", str(files)]
+    if weights != "pretrained":
+        extra.append("--no-cudnn-attention")  # a no-op on the CPU, but it must be recorded
     out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
                           str(tmp_path / "g.json"), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     name = f"all-MiniLM-L6-v2 (default; {weights})"
     assert f"| {name} | fp32 |" in out.stdout
-    fig = __import__("json").loads((tmp_path / "g.json").read_text())["models"][name]
+    result = __import__("json").loads((tmp_path / "g.json").read_text())
+    fig = result["models"][name]
     assert fig["features"] == 8 and fig["tokens"] > 8 and 0 < fig["mfu"] < 1
+    assert result["cudnn_attention"] is (weights == "pretrained")
+    assert ("cuDNN attention off" in out.stdout) is (weights != "pretrained")
+
+
+def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path):
+    """`bench.gpu_profile` times each TrainingArguments variant, a plain loop and a profiled run."""
+    from bench.gpu_profile import VARIANTS
+
+    out = subprocess.run([sys.executable, "-m", "bench.gpu_profile", "--quick", "--json", str(tmp_path / "p.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = __import__("json").loads((tmp_path / "p.json").read_text())
+    assert list(result["variants"]) == list(VARIANTS)
+    for name, fig in result["variants"].items():
+        assert fig["ms_per_step"] > 0 and fig["train_runtime_s"] > 0, name
+    assert result["plain_loop"]["steps"] >= 2 and result["plain_loop"]["ms_per_step"] > 0
+    assert result["profiled"]["ms_per_step"] > 0
+    assert "Self CPU time total" in out.stdout  # the profiler's table, what the tool is for
