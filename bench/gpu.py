@@ -86,21 +86,34 @@ def train_flops(model_dir: str, lengths: list[int]) -> float:
     return float(sum(6 * n_params * t + 12 * layers * width * t * t for t in lengths))
 
 
-def measure(model_dir: str, features, steps: int, batch: int, tmp: Path, warm_steps: int) -> dict:
+def bench_config(model_dir: str, batch: int, **kw):
+    """The training config every GPU measurement uses: no checkpoint or log step inside the run."""
     from qa_lib.config import PipelineConfig
+
+    return PipelineConfig(model=model_dir, per_device_train_batch_size=batch, save_steps=10**6,
+                          logging_steps=10**6, learning_rate=1e-4, **kw)
+
+
+def bundled_train_features(tokenizer, max_length: int, doc_stride: int, quick: bool):
+    """Train features of the bundled SQuAD v1.1 sample (its first 40 questions when `quick`)."""
+    from qa_lib.data import load_examples
+    from qa_lib.features import build_train_features
+
+    train = load_examples(str(ROOT / "data/squad/train-v1.1.sample.json"))
+    if quick:
+        train = train.select(range(40))
+    return build_train_features(train, tokenizer, max_length, doc_stride)
+
+
+def measure(model_dir: str, features, steps: int, batch: int, tmp: Path, warm_steps: int) -> dict:
     from qa_lib.train import fine_tune
 
-    def config(**kw):
-        raw = dict(model=model_dir, per_device_train_batch_size=batch, save_steps=10**6, logging_steps=10**6,
-                   learning_rate=1e-4, **kw)
-        return PipelineConfig(**raw)
-
     warm = features.select(range(min(len(features), warm_steps * batch)))
-    fine_tune(config(max_steps=warm_steps), warm, tmp / "warm")
+    fine_tune(bench_config(model_dir, batch, max_steps=warm_steps), warm, tmp / "warm")
     sample = features.shuffle(seed=0).select(range(min(len(features), steps * batch)))
     lengths = [len(x) for x in sample["input_ids"]]
     t = time.perf_counter()
-    result = fine_tune(config(num_train_epochs=1), sample, tmp / "run")
+    result = fine_tune(bench_config(model_dir, batch, num_train_epochs=1), sample, tmp / "run")
     wall = time.perf_counter() - t
     return {"features": len(sample), "tokens": sum(lengths), "train_runtime_s": result.train_runtime_s,
             "wall_s": wall, "precision": result.precision,
@@ -112,8 +125,6 @@ def measure(model_dir: str, features, steps: int, batch: int, tmp: Path, warm_st
 def main(argv=None) -> int:
     import torch
 
-    from qa_lib.data import load_examples
-    from qa_lib.features import build_train_features
     from qa_lib.modeling import load_tokenizer
 
     p = argparse.ArgumentParser(prog="python -m bench.gpu")
@@ -136,11 +147,7 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-"))
     minilm, weights = default_model(args.model_files, tmp / "minilm")
-    tok = load_tokenizer(minilm)
-    train = load_examples(str(ROOT / "data/squad/train-v1.1.sample.json"))
-    if args.quick:
-        train = train.select(range(40))
-    feats = build_train_features(train, tok, args.max_length, args.doc_stride)
+    feats = bundled_train_features(load_tokenizer(minilm), args.max_length, args.doc_stride, args.quick)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = peak_tflops(args.peak_tflops)
     out: dict = {"device": device, "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,

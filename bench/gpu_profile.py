@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.gpu import ROOT, bert_base_sized, default_model  # noqa: E402
+from bench.gpu import bench_config, bert_base_sized, bundled_train_features, default_model  # noqa: E402
 
 # One TrainingArguments change at a time from what `qa_lib.train` ships; "_no_cudnn_sdp" instead
 # turns off PyTorch's cuDNN attention backend, leaving SDPA to pick flash or memory-efficient.
@@ -39,7 +39,6 @@ def run_variant(model_dir, sample, batch, steps, overrides, out: Path, profile: 
     import torch
 
     import qa_lib.train as train
-    from qa_lib.config import PipelineConfig
 
     original = train.training_arguments
 
@@ -54,8 +53,7 @@ def run_variant(model_dir, sample, batch, steps, overrides, out: Path, profile: 
     cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
     torch.backends.cuda.enable_cudnn_sdp(not overrides.get("_no_cudnn_sdp") and cudnn_sdp)
     try:
-        config = PipelineConfig(model=model_dir, per_device_train_batch_size=batch, max_steps=steps,
-                                save_steps=10**6, logging_steps=10**6, learning_rate=1e-4)
+        config = bench_config(model_dir, batch, max_steps=steps)
         stats0 = torch.cuda.memory_stats() if torch.cuda.is_available() else {}
         prof = None
         if profile:
@@ -124,8 +122,6 @@ def main(argv=None) -> int:
     import torch
     from transformers import DataCollatorWithPadding
 
-    from qa_lib.data import load_examples
-    from qa_lib.features import build_train_features
     from qa_lib.modeling import load_tokenizer
 
     p = argparse.ArgumentParser(prog="python -m bench.gpu_profile")
@@ -144,10 +140,7 @@ def main(argv=None) -> int:
     minilm, _ = default_model(args.model_files, tmp / "minilm")
     model_dir = minilm if args.model == "minilm" or args.quick else bert_base_sized(minilm, tmp / "bert-base")
     tok = load_tokenizer(model_dir)
-    train = load_examples(str(ROOT / "data/squad/train-v1.1.sample.json"))
-    if args.quick:
-        train = train.select(range(40))
-    feats = build_train_features(train, tok, max_length, stride).shuffle(seed=0)
+    feats = bundled_train_features(tok, max_length, stride, args.quick).shuffle(seed=0)
     sample = feats.select(range(min(len(feats), args.steps * args.batch)))
     out: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                  "model": args.model, "batch": args.batch, "steps": args.steps, "variants": {}}
