@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import datasets
 import numpy as np
 
+from qa_lib.batching import Padding
 from qa_lib.errors import ConfigError, DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
@@ -71,7 +72,8 @@ class QuestionAnswerer:
         finally:
             if was_enabled:
                 datasets.enable_progress_bars()
-        start, end = predict_logits(self.model, features, self.batch_size, progress=False)
+        start, end = predict_logits(self.model, features, self.batch_size, progress=False,
+                                    padding=Padding.of(self.tokenizer))
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
         if single:
             return results[0][0] if top_k == 1 else results[0]

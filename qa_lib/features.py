@@ -7,7 +7,9 @@ context goes first and is the sequence that gets truncated.
 Train features carry `start_positions` / `end_positions`, pointing at the CLS token when the
 answer is not wholly inside the window (or there is none). Eval features carry `example_id`,
 `cls_index` and `offset_mapping`, where offsets of non-context tokens are (-1, -1) so that
-post-processing can mask them with array operations.
+post-processing can mask them with array operations. Context offsets are trimmed to the
+characters that are not whitespace (`_context_offsets`), so an answer cut at them never starts or ends
+with a space, whatever the tokenizer's offset convention.
 
 Nothing is padded here: the collator pads each batch to its own longest row.
 """
@@ -213,11 +215,59 @@ def _eval_batch(batch, tokenizer, max_length: int, doc_stride: int):
     sample_map = enc.pop("overflow_to_sample_mapping")
     enc["example_id"] = [batch["id"][j] for j in sample_map]
     enc["cls_index"] = [_cls_index(ids, tokenizer) for ids in enc["input_ids"]]
-    enc["offset_mapping"] = [
-        [list(o) if s == context_id else [-1, -1] for o, s in zip(offsets, enc.sequence_ids(i))]
-        for i, offsets in enumerate(enc["offset_mapping"])
-    ]
+    enc["offset_mapping"] = _context_offsets(enc, sample_map, batch["context"], context_id)
     return enc
+
+
+def _context_offsets(enc, sample_map: list[int], contexts: list[str], context_id: int):
+    """Every window's offsets as one Arrow column: context tokens' offsets trimmed to the characters
+    that are not whitespace, (-1, -1) for other tokens and for context tokens with no such character.
+
+    SentencePiece-style tokenizers (a Metaspace pre-tokenizer: DeBERTa-v3, XLM-R) give a word's
+    token the space before it, and byte-level BPE has tokens that are only spaces or zero wide:
+    an answer cut at such offsets starts with a space or is empty. Trimmed, a span's characters
+    are exactly the answer's, and a token with nothing left can be neither end of an answer.
+
+    One pass of array operations over the whole batch, handed to Arrow as arrays: offsets are the
+    biggest column, and lists of lists of Python ints cost more to build than to compute.
+    """
+    offsets = enc["offset_mapping"]
+    lengths = np.fromiter(map(len, offsets), dtype=np.int64, count=len(offsets))
+    flat = np.array([o for row in offsets for o in row], dtype=np.int64).reshape(-1, 2)
+    row_start = np.concatenate(([0], np.cumsum(lengths)))
+    spans = np.array([_context_span(enc.sequence_ids(i), context_id) for i in range(len(offsets))],
+                     dtype=np.int64).reshape(-1, 2)
+    position = np.arange(len(flat)) - np.repeat(row_start[:-1], lengths)
+    is_context = (position >= np.repeat(spans[:, 0], lengths)) & (position <= np.repeat(spans[:, 1], lengths))
+    # Each distinct context at its own base in one character axis, one apart, so that the search
+    # for a token's nearest solid (not whitespace) character never lands in a neighbour's range.
+    base_of: dict[int, int] = {}
+    solid_parts, next_base = [], 0
+    for j in sample_map:
+        if j not in base_of:
+            base_of[j] = next_base
+            solid_parts.append(_solid_positions(contexts[j]) + next_base)
+            next_base += len(contexts[j]) + 1
+    solid = np.concatenate(solid_parts) if solid_parts else np.zeros(0, dtype=np.int64)
+    base = np.repeat(np.fromiter((base_of[j] for j in sample_map), dtype=np.int64, count=len(sample_map)), lengths)
+    out = np.full_like(flat, -1)
+    if len(solid):
+        first = np.searchsorted(solid, flat[:, 0] + base, side="left")  # first solid character at or after the start
+        last = np.searchsorted(solid, flat[:, 1] + base, side="left") - 1  # last one before the end
+        starts = solid[np.minimum(first, len(solid) - 1)] - base
+        ends = solid[np.maximum(last, 0)] + 1 - base
+        keep = is_context & (first < len(solid)) & (last >= 0) & (starts < ends)
+        out[keep, 0], out[keep, 1] = starts[keep], ends[keep]
+    # One (length, 2) array per window: datasets writes a list of arrays to Arrow without Python ints.
+    return np.split(out, row_start[1:-1])
+
+
+def _solid_positions(context: str) -> np.ndarray:
+    """Indices of the characters of `context` that are not whitespace."""
+    if context.isascii():
+        text = np.frombuffer(context.encode("ascii"), dtype=np.uint8)
+        return np.flatnonzero((text != 32) & ((text < 9) | (text > 13)))
+    return np.flatnonzero(~np.fromiter(map(str.isspace, context), dtype=bool, count=len(context)))
 
 
 def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int, doc_stride: int,
@@ -245,10 +295,3 @@ def build_eval_features(examples: datasets.Dataset, tokenizer, max_length: int, 
         num_proc=num_proc,
         desc="eval features",
     )
-
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_input_columns(features: datasets.Dataset) -> list[str]:
-    return [c for c in MODEL_INPUTS if c in features.column_names]

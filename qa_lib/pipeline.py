@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qa_lib.batching import Padding
 from qa_lib.config import PipelineConfig
 from qa_lib.data import load_examples
 from qa_lib.features import build_eval_features, build_train_features
@@ -26,7 +27,7 @@ def evaluate_model(config: PipelineConfig, model_dir: str, out_dir: str | Path, 
     tokenizer = load_tokenizer(model_dir)
     features = build_eval_features(eval_examples, tokenizer, *config.eval_window, config.num_proc)
     start, end = predict_logits(load_qa_model(model_dir), features, config.per_device_eval_batch_size,
-                                resolve_precision(config.precision))
+                                resolve_precision(config.precision), padding=Padding.of(tokenizer))
     preds = postprocess(eval_examples, features, start, end, config.n_best_size, config.max_answer_length,
                         config.version_2_with_negative, config.null_score_diff_threshold)
     preds.write(out_dir)

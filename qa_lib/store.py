@@ -22,8 +22,8 @@ _QA_LIB = Path(__file__).resolve().parent
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "data": ("data.py", "validate.py"),
     "features": ("features.py",),
-    "model": ("train.py", "modeling.py"),
-    "logits": ("predict.py", "features.py"),
+    "model": ("train.py", "modeling.py", "batching.py"),
+    "logits": ("predict.py", "features.py", "batching.py"),
     "predictions": ("postprocess.py",),
     "metrics": ("metrics.py",),
 }

@@ -116,35 +116,16 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
     the newest one.
     """
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
-
-    from qa_lib.modeling import load_qa_model, load_tokenizer
-
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     model_dir = output_dir / "model"
     precision = resolve_precision(config.precision)
-    tokenizer = load_tokenizer(config.model)
-    # The QA head is new, drawn from the global RNG while the model loads: seed it here, since the
-    # Trainer only seeds once it is built, and the same config must give the same model.
-    set_seed(config.seed)
-    model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
-    if config.freeze_word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    args = training_arguments(config, str(checkpoint_dir), precision)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_features,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    trainer = build_trainer(config, train_features, checkpoint_dir, precision, callbacks)
     resume = last_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         trainer.save_model(str(model_dir))
-        tokenizer.save_pretrained(str(model_dir))
+        trainer.processing_class.save_pretrained(str(model_dir))
     return TrainResult(
         model_dir=str(model_dir),
         log_history=list(trainer.state.log_history),
@@ -152,4 +133,30 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
         precision=precision,
         train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
         train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)),
+    )
+
+
+def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, checkpoint_dir: str | Path,
+                  precision: str, callbacks: list | None = None):
+    """The Trainer `fine_tune` runs: the config's model with a new QA head, batches padded by the
+    rule prediction uses too (`batching.Padding`)."""
+    from transformers import Trainer, set_seed
+
+    from qa_lib.batching import Padding, QACollator
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    # The QA head is new, drawn from the global RNG while the model loads: seed it here, since the
+    # Trainer only seeds once it is built, and the same config must give the same model.
+    set_seed(config.seed)
+    model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
+    if config.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return Trainer(
+        model=model,
+        args=training_arguments(config, str(checkpoint_dir), precision),
+        train_dataset=train_features,
+        data_collator=QACollator(Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )

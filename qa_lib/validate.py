@@ -61,17 +61,43 @@ def check_model_source(model: str) -> None:
             raise ModelError(f"model folder not found: {model}")
         if not (path / "config.json").exists():
             raise ModelError(f"{model}: not a model folder (no config.json)")
+    check_qa_architecture(model, resolved)
     tokenizer = load_tokenizer(resolved)
     # transformers 5 quietly builds a tokenizer of special tokens only when vocabulary files are
     # missing; training on it would "work" and learn nothing.
     if len(tokenizer) < 100:
-        raise ModelError(f"{model}: the tokenizer has only {len(tokenizer)} tokens; its vocabulary files "
-                         "(tokenizer.json / vocab.txt) are missing")
+        raise ModelError(f"{model}: the tokenizer has only {len(tokenizer)} tokens; its vocabulary files are "
+                         f"missing ({tokenizer_files_expected(tokenizer)})")
     config_file = path / "config.json"
     if config_file.exists():
         vocab_size = json.loads(config_file.read_text()).get("vocab_size")
         if vocab_size and len(tokenizer) > vocab_size:
             raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
+
+
+def check_qa_architecture(model: str, resolved: str) -> None:
+    """A model whose architecture transformers cannot give a question-answering head, refused by name."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(resolved)
+    except Exception as exc:  # noqa: BLE001 - an unknown model_type, an unreadable config.json
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"cannot load the configuration of model {model!r}: {first}") from None
+    if config.model_type not in MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES:
+        raise ModelError(f"{model}: a {config.model_type!r} model has no question-answering head in transformers "
+                         "(AutoModelForQuestionAnswering takes e.g. bert, roberta, xlm-roberta, deberta-v2, "
+                         "electra, xlnet, modernbert)")
+
+
+def tokenizer_files_expected(tokenizer) -> str:
+    """The files a tokenizer of this class loads from, as a user would look for them."""
+    files = dict(getattr(tokenizer, "vocab_files_names", None) or {})
+    fast = files.pop("tokenizer_file", "tokenizer.json")
+    slow = " + ".join(files.values())
+    name = type(tokenizer).__name__
+    return f"{name} expects {fast}" + (f", or {slow}" if slow else "")
 
 
 def check_output_dir(output_dir: str) -> None:

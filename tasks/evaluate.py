@@ -8,7 +8,8 @@ from prefect import task
 
 from qa_lib.config import PipelineConfig
 from qa_lib.metrics import score
-from qa_lib.modeling import load_qa_model
+from qa_lib.batching import Padding
+from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
 from qa_lib.predict import predict_logits
 from qa_lib.store import Store
@@ -21,7 +22,8 @@ def predict(model_dir: str, features: dict, batch_size: int, precision: str, sto
             stage: str, key: str) -> dict:
     store = Store(store_root)
     feats = datasets.load_from_disk(features["path"])
-    start, end = predict_logits(load_qa_model(model_dir), feats, batch_size, resolve_precision(precision))
+    start, end = predict_logits(load_qa_model(model_dir), feats, batch_size, resolve_precision(precision),
+                                padding=Padding.of(load_tokenizer(model_dir)))
     with store.writing(stage, key) as tmp:
         np.savez(tmp / "logits.npz", start=start, end=end)
     return {"path": str(store.path(stage, key) / "logits.npz"), "key": key}

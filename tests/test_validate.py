@@ -95,3 +95,52 @@ def test_output_dir_that_cannot_be_written(tmp_path):
         check_output_dir(str(blocker / "run"))
     check_output_dir(str(tmp_path / "new" / "run"))
     assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+
+
+def test_architecture_without_a_qa_head_is_refused_by_name(tmp_path, tiny_model):
+    import shutil
+
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model / name, folder / name)
+    with pytest.raises(ModelError, match=f"{folder}: a 'vit' model has no question-answering head"):
+        check_model_source(str(folder))
+
+
+@pytest.mark.parametrize("family, expected", [
+    ("roberta-bpe", "RobertaTokenizer expects tokenizer.json, or vocab.json \\+ merges.txt"),
+    ("xlnet-left", "XLNetTokenizer expects tokenizer.json, or spiece.model"),
+])
+def test_tokenizer_files_missing_names_what_the_class_needs(tmp_path, family, expected):
+    """The message names this tokenizer class's files, not BERT's."""
+    from tests.conftest import SQUAD
+    from tests.families import build_family
+
+    folder = build_family(family, tmp_path / family, SQUAD)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match=f"vocabulary files are missing \\({expected}\\)"):
+        check_model_source(str(folder))
+
+
+def test_model_is_checked_before_any_data_is_read(prefect_server, tmp_path, tiny_model, capsys):
+    """Preflight refuses the model first: the missing data file is never reached."""
+    import shutil
+
+    import yaml
+    from transformers import ViTConfig, ViTModel
+
+    from qa_lib.cli import main
+
+    folder = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    shutil.copy(tiny_model / "tokenizer.json", folder / "tokenizer.json")
+    config = tmp_path / "vit.yaml"
+    config.write_text(yaml.safe_dump({"model": str(folder), "output_dir": str(tmp_path / "out"),
+                                      "train_data": {"path": str(tmp_path / "missing.json")},
+                                      "eval_data": {"path": str(tmp_path / "missing.json")}}))
+    assert main(["train", str(config), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "a 'vit' model has no question-answering head" in err and "missing.json" not in err

@@ -1,0 +1,70 @@
+"""One padding rule for training and prediction: rows padded on the right.
+
+Features are stored unpadded; each batch is padded to its own longest row here, by the training
+collator and by prediction alike, so a feature's token i is column i of the batch in both and
+the start/end labels (and the eval offsets) need no shifting.
+
+Right, whatever the tokenizer's `padding_side` says. A left-padding tokenizer (XLNet style) only
+decides the order of question and context (see `features`): padding on the left would move every
+token's absolute position by however much padding the batch needs, so the same feature would get
+other logits in another batch; the models whose tokenizers pad left use relative positions, for
+which the side makes no difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+# Columns the model takes, in the order they are passed; labels are copied as they are.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LABELS = ("start_positions", "end_positions")
+
+
+@dataclass(frozen=True)
+class Padding:
+    pad_token_id: int = 0
+    pad_token_type_id: int = 0
+    multiple_of: int | None = None  # tensor cores like widths in multiples of 8 in half precision
+
+    @classmethod
+    def of(cls, tokenizer, multiple_of: int | None = None) -> Padding:
+        pad_id = tokenizer.pad_token_id
+        return cls(pad_token_id=0 if pad_id is None else int(pad_id),
+                   pad_token_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0), multiple_of=multiple_of)
+
+    def width(self, longest: int) -> int:
+        m = self.multiple_of
+        return longest if not m else -(-longest // m) * m
+
+    def value(self, column: str) -> int:
+        return {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id}.get(column, 0)
+
+    def pad(self, column: str, rows: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:
+        """(rows, width) int64, each row left-aligned; `width` defaults to the longest row's."""
+        width = self.width(max((len(r) for r in rows), default=0)) if width is None else width
+        out = np.full((len(rows), width), self.value(column), dtype=np.int64)
+        for i, values in enumerate(rows):
+            out[i, : len(values)] = values
+        return out
+
+
+class QACollator:
+    """The Trainer's collator: model inputs padded by `Padding`, labels as they are (right padding
+    leaves every token where the labels say it is)."""
+
+    def __init__(self, padding: Padding):
+        self.padding = padding
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        columns = [c for c in MODEL_INPUTS if c in features[0]]
+        width = self.padding.width(max(len(f["input_ids"]) for f in features))
+        batch = {c: torch.from_numpy(self.padding.pad(c, [f[c] for f in features], width)) for c in columns}
+        for label in LABELS:
+            if label in features[0]:
+                batch[label] = torch.tensor([int(f[label]) for f in features], dtype=torch.long)
+        return batch

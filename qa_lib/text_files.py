@@ -1,0 +1,73 @@
+"""Checks on a local text file before a reader sees it: encoding, JSON lines, CSV shape.
+
+`datasets`' JSON and CSV builders report a broken file as their own internals ("An error occurred
+while generating the dataset", `StopIteration`), with no line number, and a decode error's text
+carries the file's bytes. These checks name the file, the line or byte offset and what is wrong,
+and never quote the file's contents.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from qa_lib.errors import DataError
+
+# Byte-order marks of encodings that are not UTF-8, named so the user knows what to convert from.
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text; a `DataError` with the byte offset if it is not UTF-8 (a UTF-8 BOM is allowed)."""
+    data = path.read_bytes()
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise DataError(str(path), [f"not UTF-8: the file starts with a {name} byte-order mark; "
+                                        "save it as UTF-8"])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(str(path), [f"not UTF-8: undecodable byte at offset {exc.start} (line {line}); "
+                                    "save the file as UTF-8 (Latin-1 and UTF-16 are not read)"]) from None
+
+
+def check_json_lines(path: Path, text: str) -> None:
+    """Every non-blank line is one JSON object; the first broken line is named."""
+    records = 0
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), [f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})"]) from None
+        if not isinstance(value, dict):
+            raise DataError(str(path), [f"line {n}: a JSON {type(value).__name__}, not an object (one record per line)"])
+        records += 1
+    if records == 0:
+        raise DataError(str(path), ["empty file: no JSON records"])
+
+
+def check_csv(path: Path, text: str) -> None:
+    """A header and at least one row, each row with the header's number of fields."""
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(rows, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise DataError(str(path), ["empty file: no header and no rows"])
+        count = 0
+        for row in rows:
+            if not row:
+                continue
+            count += 1
+            if len(row) != len(header):
+                raise DataError(str(path), [f"line {rows.line_num}: {len(row)} fields, but the header has "
+                                            f"{len(header)}"])
+    except csv.Error as exc:
+        raise DataError(str(path), [f"line {rows.line_num}: malformed CSV ({exc})"]) from None
+    if count == 0:
+        raise DataError(str(path), ["header only: no rows"])
