@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from qa_lib.errors import QAPipelineError
@@ -17,10 +18,12 @@ from qa_lib.errors import QAPipelineError
 def _score(args) -> int:
     from qa_lib.metrics import is_v2_dataset, squad_v1, squad_v2
 
+    from qa_lib.text_files import read_utf8
+
     try:
-        doc = json.loads(Path(args.data_file).read_text(encoding="utf-8"))
-        preds = json.loads(Path(args.pred_file).read_text(encoding="utf-8"))
-        na_probs = json.loads(Path(args.na_prob_file).read_text(encoding="utf-8")) if args.na_prob_file else None
+        doc = json.loads(read_utf8(Path(args.data_file)))
+        preds = json.loads(read_utf8(Path(args.pred_file)))
+        na_probs = json.loads(read_utf8(Path(args.na_prob_file))) if args.na_prob_file else None
     except (OSError, json.JSONDecodeError) as exc:
         raise QAPipelineError(f"cannot read input: {exc}") from None
     _check_score_inputs(args, doc, preds, na_probs)
@@ -130,29 +133,34 @@ def _print_summary(summary: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qa-pipeline", description="Fine-tune and evaluate extractive QA models.")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite a --verbose given before it.
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="on failure, print the whole message and the traceback (default: one line)")
+    p = argparse.ArgumentParser(prog="qa-pipeline", description="Fine-tune and evaluate extractive QA models.",
+                                parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="run the train_qa flow: data → features → fine-tune → predict → metrics")
+    t = sub.add_parser("train", parents=[common], help="run the train_qa flow: data → features → fine-tune → predict → metrics")
     t.add_argument("config", help="YAML config file")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
     t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="run the evaluate_qa flow on a trained model")
+    e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
     e.add_argument("config")
     e.add_argument("overrides", nargs="*")
     e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
     e.add_argument("--store", default=None)
     e.set_defaults(func=_evaluate)
 
-    r = sub.add_parser("retrain", help="run the retrain flow once: train, gate against the champion, promote, push")
+    r = sub.add_parser("retrain", parents=[common], help="run the retrain flow once: train, gate against the champion, promote, push")
     r.add_argument("config")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--store", default=None)
     r.set_defaults(func=_retrain)
 
-    s = sub.add_parser("score", help="official SQuAD v1.1/v2.0 scores of a predictions file")
+    s = sub.add_parser("score", parents=[common], help="official SQuAD v1.1/v2.0 scores of a predictions file")
     s.add_argument("data_file")
     s.add_argument("pred_file")
     # The official scripts' option names (-n, -t, -o) so that it drops into their place.
@@ -163,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
     s.set_defaults(func=_score)
 
-    a = sub.add_parser("answer", help="answer a question about a context with a trained model")
+    a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
     a.add_argument("--model", required=True)
     a.add_argument("--question", required=True)
     a.add_argument("--context", required=True)
@@ -172,19 +180,48 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--handle-impossible-answer", action="store_true")
     a.set_defaults(func=_answer)
 
-    d = sub.add_parser("deploy", help="register the Prefect deployments with the configured server")
+    d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")
     d.add_argument("--work-pool", default="gpu")
     d.set_defaults(func=_deploy)
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options and `key=value` overrides in any order, as users type them."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    if args.command in ("train", "evaluate", "retrain") and not verbose:
+        _prefect_defaults()
+        from flows.console import quiet_expected_tracebacks
+
+        quiet_expected_tracebacks()
     try:
         return args.func(args)
     except QAPipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line; the full message (every problem found) and the traceback under --verbose.
+        message = str(exc) if verbose else str(exc).splitlines()[0]
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - not the user's input: one line, the details on request
+        if verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback; the Prefect "
+              "log has it too)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

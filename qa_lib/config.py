@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qa_lib.errors import ConfigError
+from qa_lib.text_files import read_utf8
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -35,7 +36,8 @@ class DataSource(_Strict):
     SQuAD JSON file, a flat JSONL/CSV/Parquet file, or an `s3://` URI.
     """
 
-    path: str
+    path: str = Field(description="SQuAD JSON, JSONL/CSV/Parquet file, dataset folder, Hub dataset name "
+                      "(squad, squad_v2) or s3://bucket/key.")
     split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation).")
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -47,8 +49,9 @@ class DataSource(_Strict):
 
 class PipelineConfig(_Strict):
     model: str = Field(DEFAULT_MODEL, description="Local model folder or Hub id.")
-    train_data: DataSource | None = None
-    eval_data: DataSource | None = None
+    train_data: DataSource | None = Field(None, description="Training examples (required to train).")
+    eval_data: DataSource | None = Field(
+        None, description="Evaluation examples: scored after training, and the set the champion gate compares on.")
     version_2_with_negative: bool = Field(False, description="SQuAD v2: some questions have no answer.")
 
     # Windows
@@ -63,21 +66,23 @@ class PipelineConfig(_Strict):
         True, description="SQuAD v1 training: skip windows that do not contain the answer (ignored for v2).")
 
     # Post-processing
-    n_best_size: int = Field(20, gt=0)
+    n_best_size: int = Field(20, gt=0, description="Start and end candidates per window considered for the "
+                             "answer, and the length of each n-best list.")
     max_answer_length: int = Field(30, gt=0, description="Longest answer, in tokens.")
-    null_score_diff_threshold: float = 0.0
+    null_score_diff_threshold: float = Field(
+        0.0, description="SQuAD v2: answer 'no answer' when the null score beats the best span by more than this.")
 
     # Training
-    learning_rate: float = Field(2e-4, gt=0)
-    num_train_epochs: float = Field(2.5, gt=0)
-    per_device_train_batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, description="Peak AdamW learning rate.")
+    num_train_epochs: float = Field(2.5, gt=0, description="Passes over the training features (fractions allowed).")
+    per_device_train_batch_size: int = Field(16, gt=0, description="Training features per step on each device.")
     # Prediction batches are length-sorted, so a small batch adds little padding; on 2 CPU cores 16 rows
     # predicted Super_Bowl_50 in 16.8 s against 20.0 s for 64 (larger activations fall out of cache).
-    per_device_eval_batch_size: int = Field(16, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    lr_scheduler_type: Scheduler = "linear"
+    per_device_eval_batch_size: int = Field(16, gt=0, description="Prediction batch size on each device.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Batches summed into one optimizer step.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    lr_scheduler_type: Scheduler = Field("linear", description="Learning-rate schedule after warm-up.")
     # Short fine-tuning runs gain little from dropout, and on the CPU its random masks cost about a
     # third of each step (the attention one is batch x heads x length^2): spend that on epochs.
     hidden_dropout: float | None = Field(
@@ -88,18 +93,20 @@ class PipelineConfig(_Strict):
     freeze_word_embeddings: bool = Field(
         True, description="Keep the pretrained word-embedding table fixed during fine-tuning: a third "
         "of a small model's weights, and the AdamW update of that table every step.")
-    seed: int = 42
-    precision: Precision = "auto"
+    seed: int = Field(42, description="Seeds the new QA head, data order and dropout: same config, same model.")
+    precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "
+                                 "on the CPU.")
     save_steps: int = Field(200, gt=0, description="Checkpoint interval, in optimizer steps.")
-    save_total_limit: int = Field(2, gt=0)
-    logging_steps: int = Field(20, gt=0)
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
+    logging_steps: int = Field(20, gt=0, description="Loss logged (and the progress artifact updated) every N steps.")
     max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
 
     output_dir: str = Field("runs/default", description="Where the trained model and results go.")
 
     # Publishing (retrain flow)
     publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
-    promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = "f1"
+    promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = Field(
+        "f1", description="Metric the champion gate compares (retrain).")
     promote_margin: float = Field(0.0, description="Promote only if better than the champion by this much.")
     hub_repo_id: str | None = Field(
         None, description="Also push each promoted champion to this Hugging Face Hub model repo (org/name); "
@@ -125,6 +132,9 @@ class PipelineConfig(_Strict):
         if self.eval_window[1] >= self.eval_window[0]:
             raise ValueError(f"eval_doc_stride ({self.eval_window[1]}) must be smaller than "
                              f"eval_max_length ({self.eval_window[0]})")
+        if self.max_answer_length > self.eval_window[0]:
+            raise ValueError(f"max_answer_length ({self.max_answer_length}) is longer than the evaluation window "
+                             f"(eval_max_length {self.eval_window[0]} tokens): no answer can be that long")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 or positive, got {self.max_steps}")
         return self
@@ -142,7 +152,7 @@ class PipelineConfig(_Strict):
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(read_utf8(path)) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
@@ -151,6 +161,11 @@ class PipelineConfig(_Strict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         apply_overrides(raw, overrides or [])
         return cls.parse(raw, where=str(path))
+
+    @classmethod
+    def coerce(cls, value: PipelineConfig | dict[str, Any], where: str = "the run's config parameter") -> PipelineConfig:
+        """A config as a flow receives it: already one, or the JSON a deployment run was given."""
+        return value if isinstance(value, cls) else cls.parse(dict(value or {}), where=where)
 
     @classmethod
     def parse(cls, raw: dict[str, Any], where: str = "config") -> PipelineConfig:
@@ -177,9 +192,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def _explain(exc: ValidationError, where: str) -> str:
-    lines = [f"invalid configuration in {where}:"]
+    """One line naming the field (the first of several, with the rest listed below it)."""
+    problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {field}: {msg}")
-    return "\n".join(lines)
+        problems.append(f"{field}: {msg}")
+    if len(problems) == 1:
+        return f"invalid configuration in {where}: {problems[0]}"
+    return (f"invalid configuration in {where}: {len(problems)} problems, the first: {problems[0]}\n  "
+            + "\n  ".join(problems))

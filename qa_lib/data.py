@@ -20,6 +20,7 @@ import datasets
 
 from qa_lib.config import DataSource
 from qa_lib.errors import DataError
+from qa_lib.text_files import check_csv, check_json_lines, read_utf8
 
 COLUMNS = ("id", "title", "context", "question", "answers")
 
@@ -71,6 +72,10 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
             return squad
     if suffix not in _FLAT_SUFFIXES:
         raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet)"])
+    if suffix in (".json", ".jsonl"):
+        check_json_lines(path, read_utf8(path))
+    elif suffix == ".csv":
+        check_csv(path, read_utf8(path))
     try:
         return datasets.load_dataset(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
@@ -79,7 +84,9 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
 
 def _read_squad_json(path: Path) -> datasets.Dataset | None:
     """Flatten official nested SQuAD JSON; None if the file is JSON but not in that shape."""
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
+    if not text.strip():
+        raise DataError(str(path), ["empty file"])
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

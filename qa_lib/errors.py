@@ -15,9 +15,14 @@ class DataError(QAPipelineError):
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(f"{source}: {problems[0]}")
+            return
+        # The first line stands alone (the CLI prints only it); the list follows for the log.
         shown = problems[:20]
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(shown) + more)
+        super().__init__(f"{source}: {len(problems)} problems, the first: {problems[0]}\n  " + "\n  ".join(shown)
+                         + more)
 
 
 class ModelError(QAPipelineError):

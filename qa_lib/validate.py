@@ -37,8 +37,14 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> 
                 problems.append(f"{ex_id}: empty answer text")
             elif start < 0 or context[start : start + len(text)] != text:
                 found = context[max(start, 0) : max(start, 0) + len(text)]
-                problems.append(f"{ex_id}: answer {text!r} not found at answer_start {start} (context has {found!r})")
+                problems.append(f"{ex_id}: answer {_clip(text)} not found at answer_start {start} "
+                                f"(context has {_clip(found)})")
     return problems
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """A quoted excerpt short enough for one log line, however long the data is."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool, source: str) -> None:
@@ -89,6 +95,61 @@ def check_qa_architecture(model: str, resolved: str) -> None:
         raise ModelError(f"{model}: a {config.model_type!r} model has no question-answering head in transformers "
                          "(AutoModelForQuestionAnswering takes e.g. bert, roberta, xlm-roberta, deberta-v2, "
                          "electra, xlnet, modernbert)")
+
+
+# Models that number positions from pad_token_id + 1 (fairseq's convention): 514 embeddings, 512 tokens.
+_POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                        "roberta-prelayernorm", "xmod", "data2vec-text", "ibert", "mpnet", "luke"}
+
+
+def max_window(model: str) -> int | None:
+    """The longest window `model` can take, from its position embeddings (None: relative positions, no limit)."""
+    from transformers import AutoConfig
+
+    from qa_lib.modeling import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model))
+    positions = getattr(config, "max_position_embeddings", None)
+    relative = getattr(config, "position_biased_input", True) is False or config.model_type in ("xlnet",)
+    if not positions or relative:
+        return None
+    if config.model_type in _POSITIONS_AFTER_PAD:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
+def check_windows_fit(model: str, windows: dict[str, int]) -> None:
+    """Each window (name → tokens) fits the model's position embeddings; named and refused before any data."""
+    limit = max_window(model)
+    for name, length in windows.items():
+        if limit is not None and length > limit:
+            raise ConfigError(f"{name} ({length}) is longer than model {model} can take ({limit} positions)")
+
+
+def check_trained_head(model: str) -> None:
+    """Refuse to evaluate a model folder whose weights hold no question-answering head: a base model
+    would get a random head, and its scores would be noise reported as if they meant something."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    from qa_lib.modeling import resolve_model
+
+    folder = Path(resolve_model(model))
+    weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not weights:
+        return  # a Hub id or .bin weights: the model loader warns instead
+    with torch.device("meta"):  # shapes only: no memory, no time
+        qa_model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(folder))
+    prefix = qa_model.base_model_prefix + "."
+    head = [k for k in qa_model.state_dict() if not k.startswith(prefix)]
+    stored: set[str] = set()
+    for file in weights:
+        with safe_open(str(file), "pt") as f:
+            stored.update(f.keys())
+    if head and not any(k in stored for k in head):
+        raise ModelError(f"{model}: its weights hold no question-answering head ({', '.join(head)}); it is a base "
+                         "model, and its answers would be noise: fine-tune it first (qa-pipeline train)")
 
 
 def tokenizer_files_expected(tokenizer) -> str:

@@ -4,7 +4,8 @@ from prefect import task
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
-from qa_lib.validate import check_model_source, check_output_dir
+from qa_lib.train import resolve_precision
+from qa_lib.validate import check_model_source, check_output_dir, check_trained_head, check_windows_fit
 from tasks.policy import retry_unless_deterministic
 
 
@@ -16,4 +17,11 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None) 
     if config.eval_data is None and not training:
         raise ConfigError("eval_data: required to evaluate (set eval_data.path)")
     check_model_source(model or config.model)
+    windows = {"eval_max_length": config.eval_window[0]}
+    if training:
+        windows["max_length"] = config.max_length
+    else:
+        check_trained_head(model or config.model)
+    check_windows_fit(model or config.model, windows)
+    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)

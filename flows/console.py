@@ -1,0 +1,49 @@
+"""What a failed run prints in a terminal.
+
+Prefect's console handler prints the whole traceback of every failed task and flow (60 to 80
+lines) before the one line the user can act on. For the failures we raise on purpose (a
+`QAPipelineError`: bad config, data or model) the traceback says nothing more than the
+message, so the console shows the message alone; the traceback still goes to the Prefect log
+(the API handler formats its own copy) and to the terminal under `--verbose`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qa_lib.errors import QAPipelineError
+
+
+def _expected(exc_info) -> bool:
+    exc = exc_info[1] if exc_info else None
+    while exc is not None:
+        if isinstance(exc, QAPipelineError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def quiet_expected_tracebacks() -> None:
+    """Console handlers print expected failures without their traceback (idempotent).
+
+    Patched on the handler class, not on today's handler objects: Prefect reconfigures logging
+    (new handlers) when a flow run or the ephemeral server starts.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    original = PrefectConsoleHandler.format
+    if getattr(original, "_qa_quiet", False):
+        return
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not _expected(record.exc_info):
+            return original(self, record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None  # the record is shared with the API handler: put it back
+        try:
+            return original(self, record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+    format._qa_quiet = True  # type: ignore[attr-defined]
+    PrefectConsoleHandler.format = format  # type: ignore[method-assign]

@@ -1,0 +1,175 @@
+"""A corpus of bad inputs through the CLI as a user runs it, against a real Prefect server.
+
+Each must end with exit code 2 and one `error:` line that names the problem and the file (or
+field) it is in, before any training; no traceback, no retry, and none of the input's bytes in
+anything printed. The cases are run by one driver process (one interpreter start for all of
+them), which marks where each begins on both streams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from tests.conftest import DEV_V1, ROOT, TRAIN_V1
+
+# Planted in every bad file: it must never appear in what the CLI or Prefect prints.
+PAYLOAD = "PAYLOAD-7f3a-do-not-echo"
+
+
+def _squad_with_payload(n_questions: int = 3) -> dict:
+    doc = json.loads(TRAIN_V1.read_text())
+    para = doc["data"][0]["paragraphs"][0]
+    para["context"] = para["context"] + f" {PAYLOAD} café"
+    para["qas"] = para["qas"][:n_questions]
+    return {"version": "1.1", "data": [{"title": "t", "paragraphs": [para]}]}
+
+
+def _flat_rows() -> list[dict]:
+    doc = _squad_with_payload()
+    para = doc["data"][0]["paragraphs"][0]
+    return [{"id": qa["id"], "context": para["context"], "question": qa["question"],
+             "answer_text": qa["answers"][0]["text"], "answer_start": qa["answers"][0]["answer_start"]}
+            for qa in para["qas"]]
+
+
+def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
+    """(case, CLI arguments, what the error line must say)."""
+    squad_text = json.dumps(_squad_with_payload(), ensure_ascii=False)
+    files = {
+        "latin1.json": squad_text.encode("latin-1"),
+        "utf16.json": squad_text.encode("utf-16"),
+        "truncated.json": squad_text.encode()[: len(squad_text) // 2],
+        "empty.json": b"",
+        "broken.jsonl": ("\n".join(json.dumps(r) for r in _flat_rows()[:2]) + "\n{\"id\": \"x\", " + PAYLOAD
+                         + "\n").encode(),
+        "empty.jsonl": b"\n\n",
+        "latin1.jsonl": "\n".join(json.dumps(r, ensure_ascii=False) for r in _flat_rows()).encode("latin-1"),
+        "header-only.csv": b"id,context,question,answer_text,answer_start\n",
+        "empty.csv": b"",
+        "ragged.csv": ("id,context,question,answer_text,answer_start\n"
+                       f"a,{PAYLOAD},q,{PAYLOAD},0\nb,{PAYLOAD},q\n").encode(),
+    }
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    mismatch = _squad_with_payload()
+    mismatch["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 3
+    (tmp / "mismatch.json").write_text(json.dumps(mismatch))
+    bad_id = mismatch["data"][0]["paragraphs"][0]["qas"][0]["id"]
+
+    def config(name, **raw):
+        raw = {"model": str(tiny_model), "output_dir": str(tmp / "out" / name),
+               "train_data": {"path": str(TRAIN_V1), "limit": 8}, "eval_data": {"path": str(DEV_V1), "limit": 8},
+               "max_steps": 1, **raw}
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return str(path)
+
+    def train_on(name, **columns):
+        source = {"path": str(tmp / name), **({"columns": columns} if columns else {})}
+        return ["train", config(name.replace(".", "-"), train_data=source)]
+
+    cases = [
+        ("Latin-1 SQuAD JSON", train_on("latin1.json"), ["latin1.json", "not UTF-8", "offset"]),
+        ("UTF-16 SQuAD JSON", train_on("utf16.json"), ["utf16.json", "UTF-16 byte-order mark"]),
+        ("truncated JSON", train_on("truncated.json"), ["truncated.json", "corrupt or truncated JSON at line 1"]),
+        ("empty JSON", train_on("empty.json"), ["empty.json", "empty file"]),
+        ("broken JSON line", train_on("broken.jsonl"), ["broken.jsonl", "line 3: not valid JSON"]),
+        ("empty JSONL", train_on("empty.jsonl"), ["empty.jsonl", "empty file"]),
+        ("Latin-1 JSONL", train_on("latin1.jsonl"), ["latin1.jsonl", "not UTF-8", "line 1"]),
+        ("CSV header only", train_on("header-only.csv"), ["header-only.csv", "header only"]),
+        ("empty CSV", train_on("empty.csv"), ["empty.csv", "empty file"]),
+        ("ragged CSV", train_on("ragged.csv"), ["ragged.csv", "line 3: 3 fields, but the header has 5"]),
+        ("answer not at its start", train_on("mismatch.json"), ["mismatch.json", bad_id, "not found at answer_start"]),
+        ("Latin-1 eval file", ["evaluate", config("eval-latin1", eval_data={"path": str(tmp / "latin1.json")}),
+                               "--model", str(tiny_model)], ["latin1.json", "not UTF-8"]),
+        ("stride not below the window", ["train", config("stride"), "doc_stride=500"],
+         ["doc_stride (500) must be smaller than max_length"]),
+        ("window longer than the model", ["train", config("long"), "max_length=600"],
+         ["max_length (600) is longer than model", "512 positions"]),
+        ("fp16 without a GPU", ["train", config("fp16"), "precision=fp16"], ["precision: fp16 needs a CUDA GPU"]),
+        ("evaluate a base model", ["evaluate", config("base"), "--model", "all-MiniLM-L6-v2"],
+         ["all-MiniLM-L6-v2", "no question-answering head (qa_outputs.weight, qa_outputs.bias)"]),
+        ("answer longer than the window", ["train", config("answer-len"), "max_answer_length=100000"],
+         ["max_answer_length (100000) is longer than the evaluation window"]),
+        ("unknown key", ["train", config("typo"), "lerning_rate=0.1"], ["lerning_rate", "Extra inputs"]),
+        ("missing model folder", ["train", config("nomodel", model=str(tmp / "no-model"))],
+         ["model folder not found", "no-model"]),
+        ("Latin-1 predictions to score", ["score", str(DEV_V1), str(tmp / "latin1.json")],
+         ["latin1.json", "not UTF-8"]),
+    ]
+    return cases
+
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    from qa_lib.cli import main
+    for case, argv in json.load(open(sys.argv[1])):
+        for stream in (sys.stdout, sys.stderr):
+            print(f"=== CASE {case}", file=stream, flush=True)
+        try:
+            rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code
+        for stream in (sys.stdout, sys.stderr):
+            print(f"=== RC {rc}", file=stream, flush=True)
+""")
+
+
+def _split(text: str) -> dict[str, str]:
+    out, case = {}, None
+    for line in text.splitlines():
+        if line.startswith("=== CASE "):
+            case = line.removeprefix("=== CASE ")
+            out[case] = ""
+        elif case is not None:
+            out[case] += line + "\n"
+    return out
+
+
+def test_every_bad_input_is_one_named_line_exit_2_no_traceback_no_retry(prefect_server, tiny_model, tmp_path):
+    cases = _corpus(tmp_path, tiny_model)
+    plan = tmp_path / "cases.json"
+    plan.write_text(json.dumps([(name, argv) for name, argv, _ in cases]))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server.url, "PYTHONPATH": str(ROOT),
+           "QA_PIPELINE_STORE": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(plan)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    stdout, stderr = _split(proc.stdout), _split(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, _, expected in cases:
+        out, err = stdout.get(name, ""), stderr.get(name, "")
+        both = out + err
+        assert "=== RC 2" in out, (name, both[-3000:])
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, (name, err[-3000:])
+        for text in expected:
+            assert text in errors[0], (name, errors[0])
+        assert "Traceback" not in both, (name, both[-3000:])
+        assert "AwaitingRetry" not in both and "Retrying" not in both, (name, both[-3000:])
+        assert PAYLOAD not in both and "café" not in both, (name, both[-3000:])
+        assert "Task run 'fine-tune" not in both and "Task run 'build-features" not in both, (name, "work started")
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "c.yaml", "--model", "m", "--store", "S", "n_best_size=7"],
+    ["evaluate", "c.yaml", "--model", "m", "n_best_size=7", "--store", "S"],
+    ["evaluate", "c.yaml", "n_best_size=7", "--model", "m", "--store", "S"],
+    ["--verbose", "evaluate", "--model", "m", "c.yaml", "--store", "S", "n_best_size=7"],
+])
+def test_options_and_overrides_in_any_order(argv):
+    from qa_lib.cli import parse_args
+
+    args = parse_args(argv)
+    assert (args.config, args.overrides, args.store, args.model) == ("c.yaml", ["n_best_size=7"], "S", "m")
+    assert getattr(args, "verbose", False) == (argv[0] == "--verbose")
+    with pytest.raises(SystemExit):
+        parse_args(["evaluate", "c.yaml", "--model", "m", "--no-such-option"])
+    with pytest.raises(SystemExit):
+        parse_args(["score", "d.json", "p.json", "n_best_size=7"])  # score takes no overrides
