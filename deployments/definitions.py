@@ -7,6 +7,10 @@ Environment knobs (read at registration time):
   QA_RETRAIN_TZ      its timezone (default "UTC")
   QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1)
   QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
+
+A deployment runs with the parameters it was registered with, so `retrain` (which publishes)
+is registered only with an eval set, and with `runs/registry` under the project as its
+`publish_target` when the config names none.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ DEPLOYMENTS = [
      "description": "Evaluate a trained model (folder or s3:// champion) on an eval set."},
     {"name": "retrain", "entrypoint": "flows/retrain.py:retrain",
      "description": "Nightly retrain with a champion/challenger gate.",
-     "nightly": True, "on_data_landed": True, "concurrency_limit": 1},
+     "nightly": True, "on_data_landed": True, "concurrency_limit": 1, "publishes": True},
 ]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from deployments.definitions import DATA_LANDED_EVENT, DEPLOYMENTS, settings
 from qa_lib.config import PipelineConfig
+from qa_lib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,21 @@ def job_variables(gpus: int, image: str | None) -> dict:
     return variables
 
 
+DEFAULT_REGISTRY = ROOT / "runs" / "registry"
+
+
+def deployment_config(spec: dict, config: PipelineConfig, where: str) -> PipelineConfig:
+    """The config a deployment is registered with: one that can run as registered, every night."""
+    if not spec.get("publishes"):
+        return config
+    if config.eval_data is None:
+        raise ConfigError(f"deploy: {spec['name']} (nightly and on new data) needs eval_data, the fixed set its "
+                          f"champion gate compares on; set it in {where}")
+    if config.publish_target:
+        return config
+    return config.model_copy(update={"publish_target": str(DEFAULT_REGISTRY)})
+
+
 def register(work_pool: str | None = None, config_path: str | None = None) -> list[str]:
     from prefect import flow as prefect_flow
     from prefect.events import DeploymentEventTrigger
@@ -27,11 +43,14 @@ def register(work_pool: str | None = None, config_path: str | None = None) -> li
 
     opts = settings()
     pool = work_pool or opts["work_pool"]
-    config = PipelineConfig.from_yaml(ROOT / (config_path or opts["config"]))
+    config_file = ROOT / (config_path or opts["config"])
+    config = PipelineConfig.from_yaml(config_file)
+    # Checked for every deployment before any is registered: all or nothing.
+    configs = {spec["name"]: deployment_config(spec, config, str(config_file)) for spec in DEPLOYMENTS}
     names = []
     for spec in DEPLOYMENTS:
         flow = prefect_flow.from_source(source=str(ROOT), entrypoint=spec["entrypoint"])
-        params = {"config": config.model_dump(mode="json")}
+        params = {"config": configs[spec["name"]].model_dump(mode="json")}
         kwargs: dict = {}
         if spec.get("nightly"):
             kwargs["schedules"] = [Cron(opts["cron"], timezone=opts["timezone"])]
@@ -49,5 +68,6 @@ def register(work_pool: str | None = None, config_path: str | None = None) -> li
             job_variables=job_variables(opts["gpus"], opts["image"]), build=False, push=False,
             print_next_steps=False, ignore_warnings=True, **kwargs,
         )
-        names.append(f"{flow.name}/{spec['name']} ({deployment_id})")
+        target = configs[spec["name"]].publish_target if spec.get("publishes") else None
+        names.append(f"{flow.name}/{spec['name']} ({deployment_id})" + (f", publishing to {target}" if target else ""))
     return names

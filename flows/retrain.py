@@ -10,12 +10,24 @@ from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
+from qa_lib.progress import configure_progress
+from qa_lib.publish.local import PointerChanged
 from tasks.publish_remote import (check_hub, check_target, promote, publish, push_to_hub, read_champion,
                                   record_not_promoted)
 
 
-@flow(name="retrain")
+# Parameters are validated in the flow (PipelineConfig.coerce), so that a cross-field mistake made in
+# the UI form fails the run with the config's own one-line message, not Prefect's wrapped one.
+@flow(name="retrain", validate_parameters=False)
 def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = None) -> dict:
+    """Train a challenger, gate it against the champion on the same eval set, promote the better.
+
+    Args:
+        config: The pipeline configuration; needs publish_target and eval_data.
+        store_root: Content-addressed store (default: $QA_PIPELINE_STORE, else .qa-store).
+    """
+    config = PipelineConfig.coerce(config)
+    configure_progress()
     logger = get_run_logger()
     if not config.publish_target or config.eval_data is None:
         raise ConfigError("retrain needs publish_target and eval_data (the fixed eval set of the gate)")
@@ -26,32 +38,50 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     trained = train_qa(config=config, store_root=store_root)
     metric = config.promote_metric
     challenger = trained["metrics"][metric]
-    current = read_champion(config.publish_target)
-    champion = current["pointer"]
-    if champion is not None:
-        if champion.get("eval_data_key") == trained["eval_data_key"]:
-            champion_score = champion["metrics"][metric]
-        else:  # scored on another eval set: re-evaluate it on ours
-            from qa_lib.publish.run import open_target
-
-            model = open_target(config.publish_target).local_model(champion)
-            champion_score = evaluate_qa(config=config, model=model, store_root=store_root)["metrics"][metric]
-        if challenger < champion_score + config.promote_margin:
+    run_id = str(flow_run.get_id() or "local")
+    location = None
+    # Another retrain may promote between our read of the champion and our conditional write:
+    # the write then fails, and this challenger is gated again, against the new champion.
+    for _ in range(GATE_ROUNDS):
+        current = read_champion(config.publish_target)
+        champion_score = _champion_score(config, current["pointer"], trained, store_root)
+        if champion_score is not None and challenger < champion_score + config.promote_margin:
             record_not_promoted(metric, challenger, champion_score, config.promote_margin)
             logger.info("not promoted: %s %.3f vs champion %.3f", metric, challenger, champion_score)
             return {"promoted": False, "challenger": challenger, "champion": champion_score, **trained}
-
-    run_id = str(flow_run.get_id() or "local")
-    fingerprints = {"train_data": trained["train_data_key"], "eval_data": trained["eval_data_key"],
-                    "model": trained["model_key"]}
-    location = publish(config.publish_target, trained["model_dir"], trained["metrics"], config.model_dump(),
-                       fingerprints, run_id, config.eval_data.path, config.version_2_with_negative)
-    pointer = {"run_id": run_id, "location": location, "metrics": trained["metrics"],
-               "eval_data_key": trained["eval_data_key"], "model_key": trained["model_key"]}
-    promote(config.publish_target, pointer, current["raw"])
+        if location is None:
+            fingerprints = {"train_data": trained["train_data_key"], "eval_data": trained["eval_data_key"],
+                            "model": trained["model_key"]}
+            location = publish(config.publish_target, trained["model_dir"], trained["metrics"], config.model_dump(),
+                               fingerprints, run_id, config.eval_data.path, config.version_2_with_negative)
+        pointer = {"run_id": run_id, "location": location, "metrics": trained["metrics"],
+                   "eval_data_key": trained["eval_data_key"], "model_key": trained["model_key"]}
+        try:
+            promote(config.publish_target, pointer, current["raw"])
+            break
+        except PointerChanged:
+            logger.info("the champion changed while this run was promoting; gating again against the new one")
+    else:
+        raise PointerChanged(f"champion.json changed {GATE_ROUNDS} times while this run was promoting; not promoting")
     create_markdown_artifact(f"# Promoted\n\nrun `{run_id}` at `{location}`: {metric} = {challenger:.4f}",
                              key="promotion-decision")
     logger.info("promoted run %s (%s %.3f)", run_id, metric, challenger)
     hub_commit = (push_to_hub(config.publish_target, pointer, config.hub_repo_id, config.hub_private)
                   if config.hub_repo_id else None)
     return {"promoted": True, "location": location, "hub_commit": hub_commit, **trained}
+
+
+GATE_ROUNDS = 5
+
+
+def _champion_score(config: PipelineConfig, champion: dict | None, trained: dict, store_root: str | None):
+    """The champion's score on this run's eval set (None: no champion yet)."""
+    if champion is None:
+        return None
+    if champion.get("eval_data_key") == trained["eval_data_key"]:
+        return champion["metrics"][config.promote_metric]
+    # Scored on another eval set: evaluate it on ours.
+    from qa_lib.publish.run import open_target
+
+    model = open_target(config.publish_target).local_model(champion)
+    return evaluate_qa(config=config, model=model, store_root=store_root)["metrics"][config.promote_metric]

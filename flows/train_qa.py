@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from flows._evaluation import evaluate_stages, load_eval_data
 from qa_lib.config import PipelineConfig
+from qa_lib.progress import configure_progress
 from qa_lib.plan import train_keys
 from qa_lib.store import Store, tokenizer_fingerprint
 from tasks.data import load_dataset
@@ -20,8 +21,18 @@ from tasks.report import report
 from tasks.train import fine_tune
 
 
-@flow(name="train_qa")
+# Parameters are validated in the flow (PipelineConfig.coerce), so that a cross-field mistake made in
+# the UI form fails the run with the config's own one-line message, not Prefect's wrapped one.
+@flow(name="train_qa", validate_parameters=False)
 def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None = None) -> dict:
+    """Fine-tune `config.model` on the training data, then evaluate it on the eval set.
+
+    Args:
+        config: The pipeline configuration: model, data, windows, training and post-processing settings.
+        store_root: Content-addressed store (default: $QA_PIPELINE_STORE, else .qa-store).
+    """
+    config = PipelineConfig.coerce(config)
+    configure_progress()
     timings: dict[str, float] = {}
     root = default_store_root(store_root)
     store = Store(root)
@@ -72,10 +83,11 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
         "base_model": config.model,
         "timings_s": timings,
     }
-    report("train_qa", metrics, trained.get("log_history"), summary, str(Path(config.output_dir) / "artifacts"))
+    artifacts_dir = str(Path(config.output_dir).resolve() / "artifacts")  # absolute: read from elsewhere than the worker
+    report("train_qa", metrics, trained.get("log_history"), summary, artifacts_dir)
     get_run_logger().info("metrics: %s", metrics)
     get_run_logger().info("model: %s", published["model_dir"])
-    return {"metrics": metrics, **summary, "artifacts_dir": str(Path(config.output_dir) / "artifacts")}
+    return {"metrics": metrics, **summary, "artifacts_dir": artifacts_dir}
 
 
 def run_train(config: PipelineConfig, store_root: str | None = None) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from qa_lib.batching import MODEL_INPUTS, Padding
+from qa_lib.progress import progress_enabled
 
 
 def _device() -> torch.device:
@@ -21,7 +22,7 @@ def _device() -> torch.device:
 
 @torch.inference_mode()
 def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, precision: str = "fp32",
-                   progress: bool = True, padding: Padding | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool | None = None, padding: Padding | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`padding`: `Padding.of(tokenizer)` of the model's tokenizer; without it, the model config's pad id."""
     from tqdm.auto import tqdm
 
@@ -38,6 +39,7 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
     order = np.argsort(-lengths, kind="stable")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     batches = range(0, n, batch_size)
+    progress = progress_enabled() if progress is None else progress
     for lo in tqdm(batches, desc="predict", unit="batch", disable=not progress):
         idx = order[lo : lo + batch_size]
         rows = inputs[idx.tolist()]

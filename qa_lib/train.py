@@ -11,7 +11,6 @@ environment, and only rank 0 writes the final folder.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import datasets
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
+from qa_lib.progress import configure_progress, progress_enabled
 
 
 @dataclass
@@ -105,7 +105,7 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         dataloader_num_workers=0,
         # Pinned memory only speeds copies to a GPU; on the CPU torch warns about it every epoch.
         dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=os.environ.get("QA_PIPELINE_NO_PROGRESS") == "1",
+        disable_tqdm=not progress_enabled(),
     )
 
 
@@ -140,11 +140,12 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
                   precision: str, callbacks: list | None = None):
     """The Trainer `fine_tune` runs: the config's model with a new QA head, batches padded by the
     rule prediction uses too (`batching.Padding`)."""
-    from transformers import Trainer, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
 
     from qa_lib.batching import Padding, QACollator
     from qa_lib.modeling import load_qa_model, load_tokenizer
 
+    configure_progress()
     tokenizer = load_tokenizer(config.model)
     # The QA head is new, drawn from the global RNG while the model loads: seed it here, since the
     # Trainer only seeds once it is built, and the same config must give the same model.
@@ -152,7 +153,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=training_arguments(config, str(checkpoint_dir), precision),
         train_dataset=train_features,
@@ -160,3 +161,6 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if not progress_enabled():  # without its bar the Trainer prints each log dict instead
+        trainer.remove_callback(PrinterCallback)
+    return trainer

@@ -92,6 +92,9 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.faults = {"drop": 0, "slow_down": 0, "error": 0, "forwarded": 0}
         self.enabled = True
+        # A request line starting with this is forwarded once and its response lost (connection closed).
+        self.lose_response_of: bytes | None = None
+        self.lost: list[bytes] = []
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", self.port))
 
@@ -143,6 +146,13 @@ class FaultProxy:
                     up.sendall(request)
                     response = _read_response(up, request)
                 if response is None:
+                    return
+                with self._lock:
+                    lose = self.lose_response_of is not None and request.startswith(self.lose_response_of)
+                    if lose:
+                        self.lose_response_of = None
+                        self.lost.append(request.split(b"\r\n", 1)[0])
+                if lose:  # the upstream did the work; the client never hears of it
                     return
                 conn.sendall(response)
 

@@ -98,6 +98,55 @@ def test_run_triggered_like_the_ui_with_overrides(deployed):
     assert rows["total"] == 30 and "f1" in rows
 
 
+def test_every_deployment_runs_as_registered(deployed):
+    """train-qa and evaluate-qa started with no parameters of their own, and retrain's next nightly
+    run brought forward to now: each runs with exactly the registered parameters, to completion."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, \
+        FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.states import Scheduled
+
+    for name in ("train_qa/train-qa", "evaluate_qa/evaluate-qa"):
+        run = run_deployment(name, timeout=0)
+        final = _wait_run(run.id)
+        assert final is not None and final.state.is_completed(), (name, final and final.state)
+        assert final.parameters == _deployment(name).parameters, name
+
+    retrain = _deployment("retrain/retrain")
+
+    def nightly():
+        with get_client(sync_client=True) as c:
+            return c.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain.id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                    any_=[StateType.SCHEDULED]))))
+
+    scheduled = _wait(nightly, 60, 2)
+    assert scheduled, "the scheduler created no nightly retrain run"
+    run = min(scheduled, key=lambda r: r.expected_start_time)
+    assert run.expected_start_time > datetime.now(timezone.utc) + timedelta(minutes=5)  # really the nightly one
+    with get_client(sync_client=True) as c:
+        c.set_flow_run_state(run.id, Scheduled(scheduled_time=datetime.now(timezone.utc)), force=True)
+    final = _wait_run(run.id, 400)
+    assert final is not None and final.state.is_completed(), final and final.state
+    assert final.parameters == retrain.parameters
+    assert (deployed["tmp"] / "published" / "champion.json").exists()
+
+
+def test_a_cross_field_mistake_in_the_form_fails_the_run_with_its_one_line(deployed):
+    from prefect.deployments import run_deployment
+
+    cfg = deployed["cfg"].model_dump(mode="json")
+    cfg["doc_stride"] = 500
+    run = run_deployment("train_qa/train-qa", parameters={"config": cfg}, timeout=0)
+    final = _wait_run(run.id, 200)
+    assert final is not None and final.state.is_failed(), final and final.state
+    message = final.state.message
+    assert "doc_stride (500) must be smaller than max_length (128)" in message.splitlines()[0], message
+    assert len(message.splitlines()) == 1, message
+
+
 def test_data_landed_event_starts_a_retrain(deployed):
     from prefect.events import emit_event
 
@@ -119,3 +168,23 @@ def test_data_landed_event_starts_a_retrain(deployed):
     final = _wait_run(runs[0].id, 400)
     assert final is not None and final.state.is_completed(), final and final.state
     assert (deployed["tmp"] / "published" / "champion.json").exists()
+
+
+def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
+    """The shipped default config has no publish_target: retrain gets the project's registry folder
+    (it used to be registered without one and fail every night); without an eval set, deploy refuses."""
+    from deployments.definitions import DEPLOYMENTS
+    from deployments.register import DEFAULT_REGISTRY, deployment_config
+    from qa_lib.config import PipelineConfig
+    from qa_lib.errors import ConfigError
+
+    default = PipelineConfig.from_yaml(ROOT / "configs" / "default.yaml")
+    assert default.publish_target is None
+    by_name = {spec["name"]: spec for spec in DEPLOYMENTS}
+    retrain = deployment_config(by_name["retrain"], default, "default.yaml")
+    assert retrain.publish_target == str(DEFAULT_REGISTRY) and retrain.eval_data == default.eval_data
+    assert deployment_config(by_name["train-qa"], default, "default.yaml") == default
+    chosen = default.model_copy(update={"publish_target": str(tmp_path)})
+    assert deployment_config(by_name["retrain"], chosen, "x.yaml").publish_target == str(tmp_path)
+    with pytest.raises(ConfigError, match="deploy: retrain .* needs eval_data.* set it in x.yaml"):
+        deployment_config(by_name["retrain"], default.model_copy(update={"eval_data": None}), "x.yaml")

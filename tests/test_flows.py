@@ -241,3 +241,14 @@ def test_store_keeps_the_first_complete_folder(tmp_path):
             (b / "x").write_text("second")
     assert (store.path("features", "k") / "x").read_text() == "second"
     assert store.has("features", "k") and len(list((tmp_path / "features").iterdir())) == 1
+
+
+def test_paths_in_artifacts_are_absolute(prefect_server, tiny_model, tmp_path, monkeypatch):
+    """A relative output_dir is the worker's folder: the UI reader is elsewhere, so artifacts say where in full."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tiny_model, Path("rel-out"))
+    result, run_id = _run(cfg, tmp_path / "store")
+    plot = tmp_path / "rel-out" / "artifacts" / "loss_f1.png"
+    assert plot.exists() and result["artifacts_dir"] == str(plot.parent)
+    assert f"Plot saved at `{plot}`" in artifacts(run_id)["qa-run-summary"].data
+    assert Path(result["model_dir"]).is_absolute()

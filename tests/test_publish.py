@@ -135,6 +135,39 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     assert json.loads((pub / "champion.json").read_text()) == pointer
 
 
+@pytest.mark.parametrize("rival_f1, promoted", [(-1.0, True), (101.0, False)])
+def test_retrain_that_loses_the_race_is_gated_again(prefect_server, tiny_model, tmp_path, monkeypatch, rival_f1,
+                                                    promoted):
+    """Another retrain promotes right after this one read the champion: the conditional write
+    fails, and this challenger is gated against the rival (it used to exit as if the user erred)."""
+    from flows.retrain import retrain
+    from qa_lib.plan import data_key
+    from tests.flow_helpers import tiny_config
+
+    pub = tmp_path / "pub"
+    cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(pub))
+    rival = {"run_id": "rival", "location": str(pub / "runs" / "rival"), "metrics": {"f1": rival_f1},
+             "eval_data_key": data_key(cfg.eval_data, cfg.version_2_with_negative)}
+    read = FolderTarget.read_pointer
+    reads = []
+
+    def racing(self):
+        result = read(self)
+        reads.append(result[0])
+        if len(reads) == 1:  # the rival's promotion lands between our first read and our write
+            monkeypatch.setattr(FolderTarget, "read_pointer", read)  # put_pointer reads it too
+            self.put_pointer(rival, result[1])
+            monkeypatch.setattr(FolderTarget, "read_pointer", racing)
+        return result
+
+    monkeypatch.setattr(FolderTarget, "read_pointer", racing)
+    result = retrain(config=cfg, store_root=str(tmp_path / "store"))
+    assert reads[0] is None and reads[1]["run_id"] == "rival"  # gated twice: nothing, then the rival
+    assert result["promoted"] is promoted
+    champion = json.loads((pub / "champion.json").read_text())
+    assert (champion["run_id"] != "rival") is promoted
+
+
 def test_retrain_checks_the_target_before_training(prefect_server, tiny_model, tmp_path):
     from flows.retrain import retrain
     from qa_lib.s3 import StorageError

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_
     code = ("import sys; from qa_lib.publish.run import publish_run; from qa_lib.publish.s3_target import S3Target;"
             "t = S3Target(sys.argv[1]); loc = publish_run(t, sys.argv[2], {'f1': 99.0}, {}, {}, 'killed', 'd', False);"
             "t.put_pointer({'run_id': 'killed', 'location': loc}, t.read_pointer()[1])")
-    env = {**os.environ, "QA_S3_ENDPOINT_URL": slow.url}
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    env = {**os.environ, "QA_S3_ENDPOINT_URL": slow.url, "TMPDIR": str(staging)}
     proc = subprocess.Popen([sys.executable, "-c", code, f"s3://{bucket}/p", str(tiny_model)], cwd=ROOT, env=env,
                             start_new_session=True)
     s3 = _direct(moto)
@@ -130,7 +133,13 @@ def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="p/runs/killed/").get("Contents", [])]
     assert keys and "p/runs/killed/manifest.json" not in keys  # incomplete, and visibly so
     assert s3.get_object(Bucket=bucket, Key="p/champion.json")["Body"].read() == before
+    left = list(staging.glob(f"qa-publish-{proc.pid}-*"))
+    assert left  # the killed process's staging copy
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    mine = staging / f"qa-publish-{os.getpid()}-in-progress"  # a live publisher's copy is left alone
+    mine.mkdir()
     again = _publish(target, tiny_model, "next")
+    assert not any(p.exists() for p in left) and mine.exists()
     target.put_pointer({"run_id": "next", "location": again}, target.read_pointer()[1])
     assert target.read_pointer()[0]["run_id"] == "next"
 
@@ -172,3 +181,22 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     got = answer(f"s3://{bucket}/serve/champion", "Where?", ctx)
     assert ctx[got.start:got.end] == got.answer
     assert (tmp_path / "cache" / "models").exists()
+
+
+def test_promotion_whose_response_is_lost_is_still_a_success(moto, bucket, monkeypatch):
+    """The conditional PUT of champion.json reaches S3 but its response is lost: botocore resends
+    it and gets 412 for its own write. Reading the pointer back shows it is ours: a success."""
+    proxy = FaultProxy(moto.port, drop=0, slow_down=0, error=0).start()
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    try:
+        target = S3Target(f"s3://{bucket}/lost")
+        target.put_pointer({"run_id": "1", "location": "x"}, None)
+        first = target.read_pointer()[1]
+        proxy.lose_response_of = f"PUT /{bucket}/lost/champion.json".encode()
+        target.put_pointer({"run_id": "2", "location": "y"}, first)  # no PointerChanged
+        assert proxy.lost and target.read_pointer()[0] == {"run_id": "2", "location": "y"}
+        # A real conflict still is one: someone else's pointer is there.
+        with pytest.raises(PointerChanged):
+            target.put_pointer({"run_id": "3", "location": "z"}, first)
+    finally:
+        proxy.stop()

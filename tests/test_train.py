@@ -165,3 +165,29 @@ def _base_model(folder):
                          intermediate_size=64)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder, tok
+
+
+def test_no_progress_means_no_bars_and_no_loss_dicts(tiny_model, train_examples, tmp_path, capfd, monkeypatch):
+    """QA_PIPELINE_NO_PROGRESS=1 (the deployments' job variable): a worker's terminal gets neither
+    datasets' or transformers' bars nor the dicts the Trainer prints when its own bar is off."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from qa_lib.progress import configure_progress
+
+    datasets.enable_progress_bars()
+    hf_logging.enable_progress_bar()
+    monkeypatch.setenv("QA_PIPELINE_NO_PROGRESS", "1")
+    configure_progress()
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    fine_tune(_config(tiny_model, tmp_path, max_steps=3), feats, tmp_path)
+    out, err = capfd.readouterr()
+    for noise in ("it/s]", "examples/s]", "{'loss'", "{'train_runtime'", "train features"):
+        assert noise not in out + err, noise
+    # And with bars on, the same work shows them: the check above can fail.
+    monkeypatch.setenv("QA_PIPELINE_NO_PROGRESS", "0")
+    datasets.enable_progress_bars()
+    build_train_features(train_examples.select(range(41)), tok, 128, 48)
+    assert "train features" in capfd.readouterr().err
+    datasets.disable_progress_bars()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +37,30 @@ def assemble(model_dir: str, metrics: dict, config: dict, fingerprints: dict, ru
 def publish_run(target, model_dir: str, metrics: dict, config: dict, fingerprints: dict, run_id: str,
                 eval_name: str, v2: bool) -> str:
     """Upload the assembled run; returns its location. The manifest is written last."""
-    with tempfile.TemporaryDirectory(prefix="qa-publish-") as tmp:
+    sweep_stale_staging()
+    # The process id in the name tells a later publish whether this copy's owner is still alive.
+    with tempfile.TemporaryDirectory(prefix=f"qa-publish-{os.getpid()}-") as tmp:
         folder = assemble(model_dir, metrics, config, fingerprints, run_id, eval_name, v2, Path(tmp) / run_id)
         return target.upload_run(folder, run_id)
+
+
+def sweep_stale_staging() -> list[str]:
+    """Remove the staging copies of publishes whose process is gone (killed mid-upload: its
+    `with` never ran its cleanup). Returns what was removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob("qa-publish-*"):
+        m = re.match(r"qa-publish-(\d+)-", folder.name)
+        if m and folder.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -94,6 +94,10 @@ class S3Target:
                                Body=json.dumps(pointer, indent=2).encode(), ContentType="application/json", **cond)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                # botocore resends a PUT whose response was lost; the resend then fails its own
+                # condition. If the pointer now holds ours, that first PUT succeeded.
+                if self.read_pointer()[0] == pointer:
+                    return
                 raise PointerChanged(f"{self.uri}/champion.json changed since it was read; not promoting") from None
             raise explain(exc, self.uri) from None
 
