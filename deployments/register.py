@@ -11,8 +11,15 @@ from qa_lib.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A flow run reports a heartbeat this often; a run silent for HEARTBEAT_GRACE is marked Crashed (its
+# machine died: a preempted GPU, an evicted pod), instead of showing Running for ever.
+HEARTBEAT_S = 30
+HEARTBEAT_GRACE_S = 90
+ZOMBIE_AUTOMATION = "qa-pipeline: crash flow runs without heartbeats"
+
+
 def job_variables(gpus: int, image: str | None) -> dict:
-    env = {"QA_PIPELINE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {"QA_PIPELINE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
     variables: dict = {"env": env}
     if image:  # Docker / Kubernetes pools
         variables["image"] = image
@@ -36,6 +43,39 @@ def deployment_config(spec: dict, config: PipelineConfig, where: str) -> Pipelin
     return config.model_copy(update={"publish_target": str(DEFAULT_REGISTRY)})
 
 
+def ensure_zombie_automation() -> None:
+    """The automation Prefect documents for runs whose process died without a word: no heartbeat,
+    completion or failure within the grace period, and the run is marked Crashed. Created once."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=ZOMBIE_AUTOMATION)
+        return
+    except ValueError:  # not there yet
+        pass
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=HEARTBEAT_GRACE_S),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: the run's process or machine died")],
+    ).create()
+
+
 def register(work_pool: str | None = None, config_path: str | None = None) -> list[str]:
     from prefect import flow as prefect_flow
     from prefect.events import DeploymentEventTrigger
@@ -47,6 +87,7 @@ def register(work_pool: str | None = None, config_path: str | None = None) -> li
     config = PipelineConfig.from_yaml(config_file)
     # Checked for every deployment before any is registered: all or nothing.
     configs = {spec["name"]: deployment_config(spec, config, str(config_file)) for spec in DEPLOYMENTS}
+    ensure_zombie_automation()
     names = []
     for spec in DEPLOYMENTS:
         flow = prefect_flow.from_source(source=str(ROOT), entrypoint=spec["entrypoint"])

@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", parents=[common], help="run the train_qa flow: data → features → fine-tune → predict → metrics")
+    t = sub.add_parser("train", parents=[common],
+                       help="run the train_qa flow: data → features → fine-tune → predict → metrics")
     t.add_argument("config", help="YAML config file")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
     t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", default=None)
     e.set_defaults(func=_evaluate)
 
-    r = sub.add_parser("retrain", parents=[common], help="run the retrain flow once: train, gate against the champion, promote, push")
+    r = sub.add_parser("retrain", parents=[common],
+                       help="run the retrain flow once: train, gate against the champion, promote, push")
     r.add_argument("config")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--store", default=None)

@@ -163,7 +163,8 @@ class PipelineConfig(_Strict):
         return cls.parse(raw, where=str(path))
 
     @classmethod
-    def coerce(cls, value: PipelineConfig | dict[str, Any], where: str = "the run's config parameter") -> PipelineConfig:
+    def coerce(cls, value: PipelineConfig | dict[str, Any],
+               where: str = "the run's config parameter") -> PipelineConfig:
         """A config as a flow receives it: already one, or the JSON a deployment run was given."""
         return value if isinstance(value, cls) else cls.parse(dict(value or {}), where=where)
 

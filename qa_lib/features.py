@@ -235,8 +235,8 @@ def _context_offsets(enc, sample_map: list[int], contexts: list[str], context_id
     lengths = np.fromiter(map(len, offsets), dtype=np.int64, count=len(offsets))
     flat = np.array([o for row in offsets for o in row], dtype=np.int64).reshape(-1, 2)
     row_start = np.concatenate(([0], np.cumsum(lengths)))
-    spans = np.array([_context_span(enc.sequence_ids(i), context_id) for i in range(len(offsets))],
-                     dtype=np.int64).reshape(-1, 2)
+    spans = np.array([_context_span(seq, context_id) if context_id in seq else (0, -1)  # a context of no tokens
+                      for seq in map(enc.sequence_ids, range(len(offsets)))], dtype=np.int64).reshape(-1, 2)
     position = np.arange(len(flat)) - np.repeat(row_start[:-1], lengths)
     is_context = (position >= np.repeat(spans[:, 0], lengths)) & (position <= np.repeat(spans[:, 1], lengths))
     # Each distinct context at its own base in one character axis, one apart, so that the search

@@ -46,7 +46,8 @@ def check_json_lines(path: Path, text: str) -> None:
         except json.JSONDecodeError as exc:
             raise DataError(str(path), [f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})"]) from None
         if not isinstance(value, dict):
-            raise DataError(str(path), [f"line {n}: a JSON {type(value).__name__}, not an object (one record per line)"])
+            raise DataError(str(path), [f"line {n}: a JSON {type(value).__name__}, not an object "
+                                        "(one record per line)"])
         records += 1
     if records == 0:
         raise DataError(str(path), ["empty file: no JSON records"])

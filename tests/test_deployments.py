@@ -50,7 +50,9 @@ def deployed(prefect_server, tiny_model, tmp_path_factory):
     worker_log = open(tmp / "worker.log", "w")
     worker = subprocess.Popen([prefect, "worker", "start", "--pool", "test-pool", "--type", "process"], cwd=ROOT,
                               env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
-    yield {"cfg": cfg, "tmp": tmp, "env": env, "registered": out.stdout}
+    yield {"cfg": cfg, "tmp": tmp, "env": env, "registered": out.stdout, "worker": worker}
+    if worker.poll() is not None:  # the machine-death test killed it already
+        return
     os.killpg(worker.pid, 15)
     try:
         worker.wait(30)
@@ -188,3 +190,36 @@ def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
     assert deployment_config(by_name["retrain"], chosen, "x.yaml").publish_target == str(tmp_path)
     with pytest.raises(ConfigError, match="deploy: retrain .* needs eval_data.* set it in x.yaml"):
         deployment_config(by_name["retrain"], default.model_copy(update={"eval_data": None}), "x.yaml")
+
+
+def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
+    """The worker and its flow run killed at once, as when a GPU machine is preempted: nothing is
+    left to report a state, so the heartbeat automation that deploy creates marks the run Crashed
+    instead of leaving it Running. Runs last: it kills this module's worker."""
+    import psutil
+    from prefect.deployments import run_deployment
+
+    from deployments.register import HEARTBEAT_GRACE_S, HEARTBEAT_S
+
+    cfg = deployed["cfg"].model_dump(mode="json")
+    cfg.update(max_steps=100000, save_steps=100000, logging_steps=1000)  # trains until killed
+    run = run_deployment("train_qa/train-qa", parameters={"config": cfg}, timeout=0)
+
+    def training():
+        with get_client(sync_client=True) as c:
+            state = c.read_flow_run(run.id).state
+        return state.is_running() and state
+    assert _wait(training, 120, 1), "the run never started"
+    time.sleep(HEARTBEAT_S + 5)  # at least one heartbeat has gone out
+    worker = psutil.Process(deployed["worker"].pid)
+    for proc in [*worker.children(recursive=True), worker]:
+        proc.kill()
+    deployed["worker"].wait(30)
+
+    def crashed():
+        with get_client(sync_client=True) as c:
+            state = c.read_flow_run(run.id).state
+        return state.is_crashed() and state
+    state = _wait(crashed, HEARTBEAT_GRACE_S + 120, 3)
+    assert state, "the dead run was left Running"
+    assert "no heartbeat" in state.message
