@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -81,13 +82,20 @@ def check_model_source(model: str) -> None:
             raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
 
 
+@functools.lru_cache(maxsize=8)
+def _model_config(resolved: str):
+    """A model folder's (or Hub id's) config, read once for all of preflight's checks."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolved)
+
+
 def check_qa_architecture(model: str, resolved: str) -> None:
     """A model whose architecture transformers cannot give a question-answering head, refused by name."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
 
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        config = _model_config(resolved)
     except Exception as exc:  # noqa: BLE001 - an unknown model_type, an unreadable config.json
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"cannot load the configuration of model {model!r}: {first}") from None
@@ -104,11 +112,9 @@ _POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert",
 
 def max_window(model: str) -> int | None:
     """The longest window `model` can take, from its position embeddings (None: relative positions, no limit)."""
-    from transformers import AutoConfig
-
     from qa_lib.modeling import resolve_model
 
-    config = AutoConfig.from_pretrained(resolve_model(model))
+    config = _model_config(resolve_model(model))
     positions = getattr(config, "max_position_embeddings", None)
     relative = getattr(config, "position_biased_input", True) is False or config.model_type in ("xlnet",)
     if not positions or relative:
@@ -131,7 +137,7 @@ def check_trained_head(model: str) -> None:
     would get a random head, and its scores would be noise reported as if they meant something."""
     import torch
     from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForQuestionAnswering
+    from transformers import AutoModelForQuestionAnswering
 
     from qa_lib.modeling import resolve_model
 
@@ -140,7 +146,7 @@ def check_trained_head(model: str) -> None:
     if not weights:
         return  # a Hub id or .bin weights: the model loader warns instead
     with torch.device("meta"):  # shapes only: no memory, no time
-        qa_model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(folder))
+        qa_model = AutoModelForQuestionAnswering.from_config(_model_config(str(folder)))
     prefix = qa_model.base_model_prefix + "."
     head = [k for k in qa_model.state_dict() if not k.startswith(prefix)]
     stored: set[str] = set()
