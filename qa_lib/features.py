@@ -220,8 +220,9 @@ def _eval_batch(batch, tokenizer, max_length: int, doc_stride: int):
 
 
 def _context_offsets(enc, sample_map: list[int], contexts: list[str], context_id: int):
-    """Every window's offsets as one Arrow column: context tokens' offsets trimmed to the characters
-    that are not whitespace, (-1, -1) for other tokens and for context tokens with no such character.
+    """Every window's offsets, one (length, 2) array each: context tokens' offsets trimmed to the
+    characters that are not whitespace, (-1, -1) for other tokens and for context tokens with no such
+    character.
 
     SentencePiece-style tokenizers (a Metaspace pre-tokenizer: DeBERTa-v3, XLM-R) give a word's
     token the space before it, and byte-level BPE has tokens that are only spaces or zero wide:
