@@ -162,6 +162,9 @@ def bench_orchestration(quick, tmp, out):
         train_qa(config=flowed, store_root=str(tmp / "store"))
     with measure(out, "flow_cached_rerun_s"):
         train_qa(config=flowed, store_root=str(tmp / "store"))
+    from bench.fleet import bench_fleet
+
+    bench_fleet(raw, tmp, out, measure)
 
 
 def bench_race(train, dev, tokenizer, quick, tmp, out):
@@ -196,6 +199,11 @@ def report(out: dict) -> str:
         f"orchestration overhead (flow vs qa_lib direct, same job): "
         f"{out['flow_job_s']:.1f} s vs {out['direct_job_s']:.1f} s = {100 * (out['flow_job_s'] / out['direct_job_s'] - 1):+.1f} %",
         f"cached rerun: {out['flow_cached_rerun_s']:.1f} s = {100 * out['flow_cached_rerun_s'] / out['flow_job_s']:.1f} % of the cold flow run",
+        f"S3 store (moto on loopback) vs local store, same cold flow job: {out['s3_flow_job_s']:.1f} s vs "
+        f"{out['flow_job_s']:.1f} s = {100 * (out['s3_flow_job_s'] / out['flow_job_s'] - 1):+.1f} %",
+        f"cached rerun on an empty second worker (S3 store): {out['s3_second_worker_cached_s']:.1f} s = "
+        f"{100 * out['s3_second_worker_cached_s'] / out['s3_flow_job_s']:.1f} % of the cold S3 run "
+        f"({out['s3_second_worker_process_s']:.1f} s with the process and Prefect start-up)",
         f"n-best lists (built on first use, not in the post-processing figure): {out['ours_nbest_s']:.3f} s",
     ]
     tut, ours = out.get("race_tutorial"), out.get("race_ours")

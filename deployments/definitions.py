@@ -7,6 +7,8 @@ Environment knobs (read at registration time):
   QA_RETRAIN_TZ      its timezone (default "UTC")
   QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1)
   QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
+  QA_DEPLOY_SOURCE   git URL[@ref] that flow runs clone the code from (default: this checkout's path)
+  QA_PIPELINE_STORE  the store every run uses (a folder, or s3://bucket/prefix for a fleet)
 
 A deployment runs with the parameters it was registered with, so `retrain` (which publishes)
 is registered only with an eval set, and with `runs/registry` under the project as its
@@ -38,4 +40,6 @@ def settings() -> dict:
         "timezone": os.environ.get("QA_RETRAIN_TZ", "UTC"),
         "gpus": int(os.environ.get("QA_GPUS", "1")),
         "image": os.environ.get("QA_IMAGE"),
+        "source": os.environ.get("QA_DEPLOY_SOURCE"),
+        "store": os.environ.get("QA_PIPELINE_STORE"),
     }

@@ -18,8 +18,10 @@ HEARTBEAT_GRACE_S = 90
 ZOMBIE_AUTOMATION = "qa-pipeline: crash flow runs without heartbeats"
 
 
-def job_variables(gpus: int, image: str | None) -> dict:
+def job_variables(gpus: int, image: str | None, store: str | None = None) -> dict:
     env = {"QA_PIPELINE_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+    if store:  # every run of the pool reads and writes this store (s3:// for a fleet)
+        env["QA_PIPELINE_STORE"] = store
     variables: dict = {"env": env}
     if image:  # Docker / Kubernetes pools
         variables["image"] = image
@@ -76,13 +78,30 @@ def ensure_zombie_automation() -> None:
     ).create()
 
 
-def register(work_pool: str | None = None, config_path: str | None = None) -> list[str]:
+def code_source(source: str | None):
+    """Where workers get the code: this checkout's path (workers must have it at that path), or a
+    git repository (`URL[@ref]`) that each flow run clones, recording the commit it ran."""
+    if not source:
+        return str(ROOT)
+    from prefect.runner.storage import GitRepository
+
+    url, ref = source, None
+    head, _, tail = source.rpartition("@")
+    if head and "/" not in tail and ":" not in tail:  # URL@ref (not the user@ of an SSH URL)
+        url, ref = head, tail
+    return GitRepository(url=url, branch=ref)
+
+
+def register(work_pool: str | None = None, config_path: str | None = None, source: str | None = None,
+             store: str | None = None) -> list[str]:
     from prefect import flow as prefect_flow
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
     opts = settings()
     pool = work_pool or opts["work_pool"]
+    source = source or opts["source"]
+    store = store or opts["store"]
     config_file = ROOT / (config_path or opts["config"])
     config = PipelineConfig.from_yaml(config_file)
     # Checked for every deployment before any is registered: all or nothing.
@@ -90,7 +109,7 @@ def register(work_pool: str | None = None, config_path: str | None = None) -> li
     ensure_zombie_automation()
     names = []
     for spec in DEPLOYMENTS:
-        flow = prefect_flow.from_source(source=str(ROOT), entrypoint=spec["entrypoint"])
+        flow = prefect_flow.from_source(source=code_source(source), entrypoint=spec["entrypoint"])
         params = {"config": configs[spec["name"]].model_dump(mode="json")}
         kwargs: dict = {}
         if spec.get("nightly"):
@@ -106,7 +125,7 @@ def register(work_pool: str | None = None, config_path: str | None = None) -> li
             kwargs["concurrency_limit"] = spec["concurrency_limit"]
         deployment_id = flow.deploy(
             name=spec["name"], work_pool_name=pool, parameters=params, description=spec["description"],
-            job_variables=job_variables(opts["gpus"], opts["image"]), build=False, push=False,
+            job_variables=job_variables(opts["gpus"], opts["image"], store), build=False, push=False,
             print_next_steps=False, ignore_warnings=True, **kwargs,
         )
         target = configs[spec["name"]].publish_target if spec.get("publishes") else None

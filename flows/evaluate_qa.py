@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows._evaluation import evaluate_stages, load_eval_data
+from flows._evaluation import evaluate_stages
 from qa_lib.config import PipelineConfig
-from qa_lib.progress import configure_progress
 from qa_lib.modeling import resolve_model
-from qa_lib.store import Store, model_fingerprint, tokenizer_fingerprint
-from tasks.policy import store_root as default_store_root
+from qa_lib.plan import eval_keys, model_fingerprint, tokenizer_fingerprint
+from qa_lib.progress import configure_progress
+from qa_lib.publish.manifest import code_version
+from tasks.data import load_dataset
 from tasks.preflight import preflight
 from tasks.report import report
+from tasks.stage import pipeline_run
 
 
 # Parameters are validated in the flow (PipelineConfig.coerce), so that a cross-field mistake made in
@@ -26,24 +27,23 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
 
     Args:
         config: The pipeline configuration; eval_data, the windows and post-processing settings apply.
-        model: Model folder or s3:// champion to evaluate (default: config.model).
-        store_root: Content-addressed store (default: $QA_PIPELINE_STORE, else .qa-store).
+        model: Model folder, s3:// champion or s3:// store model to evaluate (default: config.model).
+        store_root: Where stages are kept: a folder or s3://bucket/prefix shared by a pool's workers
+            (default: $QA_PIPELINE_STORE, else .qa-store).
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
-    timings: dict[str, float] = {}
-    store = Store(default_store_root(store_root))
     model = model or config.model
-    t = time.perf_counter()
-    preflight(config, training=False, model=model)
-    model_dir = resolve_model(model)
-    timings["preflight"] = time.perf_counter() - t
-    data = load_eval_data(config, store, timings)
-    metrics, evaluation = evaluate_stages(config, data, model_dir, model_fingerprint(model_dir),
-                                          tokenizer_fingerprint(model_dir), store, timings)
-    summary = {"model": model, "predictions_dir": evaluation["predictions"]["dir"],
-               "eval_data": config.eval_data.path, "eval_data_key": evaluation["eval_data_key"],
-               "store": str(store.root), "timings_s": timings}
+    with pipeline_run(store_root) as run:
+        with run.timed("preflight"):
+            preflight(config, training=False, model=model, store=run.store.location)
+            model_dir = resolve_model(model)
+            run.use(evaluation=eval_keys(config, model_fingerprint(model_dir), tokenizer_fingerprint(model_dir)))
+        eval_data = load_dataset(config, "eval")
+        metrics, predictions = evaluate_stages(config, eval_data, model_dir, model_dir)
+    summary = {"model": model, "predictions_dir": run.store.uri("predictions", predictions["key"]),
+               "eval_data": config.eval_data.path, "eval_data_key": run.keys["eval_data"],
+               "store": run.store.location, "code_version": code_version(), "timings_s": run.timings}
     out = Path(config.output_dir).resolve() / "evaluation"
     report("evaluate_qa", metrics, None, summary, str(out))
     get_run_logger().info("metrics: %s", metrics)

@@ -12,7 +12,7 @@ from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
 from qa_lib.progress import configure_progress
 from qa_lib.publish.local import PointerChanged
-from tasks.publish_remote import (check_hub, check_target, promote, publish, push_to_hub, read_champion,
+from tasks.publish_remote import (check_hub, check_target, pin_champion, promote, publish, push_to_hub, read_champion,
                                   record_not_promoted)
 
 
@@ -24,7 +24,8 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
 
     Args:
         config: The pipeline configuration; needs publish_target and eval_data.
-        store_root: Content-addressed store (default: $QA_PIPELINE_STORE, else .qa-store).
+        store_root: Where stages are kept: a folder or s3://bucket/prefix shared by a pool's workers
+            (default: $QA_PIPELINE_STORE, else .qa-store).
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
@@ -58,6 +59,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
                    "eval_data_key": trained["eval_data_key"], "model_key": trained["model_key"]}
         try:
             promote(config.publish_target, pointer, current["raw"])
+            pin_champion(store_root, config.publish_target, trained["model_key"])
             break
         except PointerChanged:
             logger.info("the champion changed while this run was promoting; gating again against the new one")

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -118,8 +119,49 @@ def _retrain(args) -> int:
 def _deploy(args) -> int:
     from deployments.register import register
 
-    for name in register(work_pool=args.work_pool):
+    for name in register(work_pool=args.work_pool, source=args.source, store=args.store):
         print(f"registered deployment {name}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _age(created: float) -> str:
+    hours = max(0.0, time.time() - created) / 3600
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def _store_ls(args) -> int:
+    from qa_lib.store import open_store
+
+    store = open_store(args.store)
+    entries = store.entries()
+    keep = store.pinned()
+    print(f"{'stage':<12} {'key':<24} {'size':>10} {'age':>9}  (store {store.location})")
+    for e in entries:
+        note = "  champion" if (e.stage, e.key) in keep else ""
+        print(f"{e.stage:<12} {e.key:<24} {_size(e.size):>10} {_age(e.created):>9}{note}")
+    print(f"{len(entries)} entries, {_size(sum(e.size for e in entries))}")
+    return 0
+
+
+def _store_gc(args) -> int:
+    from qa_lib.errors import ConfigError
+    from qa_lib.store import collect_garbage, open_store
+
+    if args.older_than < 0:
+        raise ConfigError(f"--older-than: must be 0 or more days, got {args.older_than}")
+    removed = collect_garbage(open_store(args.store), args.older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for e in removed:
+        print(f"{verb} {e.stage}/{e.key} ({_size(e.size)}, {_age(e.created)} old)")
+    print(f"{verb} {len(removed)} entries, {_size(sum(e.size for e in removed))}")
     return 0
 
 
@@ -184,7 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")
     d.add_argument("--work-pool", default="gpu")
+    d.add_argument("--source", default=None,
+                   help="git URL[@ref] the workers clone the code from (default: this checkout's path; "
+                        "$QA_DEPLOY_SOURCE)")
+    d.add_argument("--store", default=None,
+                   help="store every run of these deployments uses, e.g. s3://bucket/prefix (default: $QA_PIPELINE_STORE)")
     d.set_defaults(func=_deploy)
+
+    st = sub.add_parser("store", parents=[common], help="list or clean the store")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    ls = st_sub.add_parser("ls", parents=[common], help="stages, keys, sizes and ages")
+    ls.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $QA_PIPELINE_STORE or .qa-store)")
+    ls.set_defaults(func=_store_ls)
+    gc = st_sub.add_parser("gc", parents=[common],
+                           help="remove entries older than DAYS, keeping champions' models and running trainings")
+    gc.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    gc.add_argument("--store", default=None)
+    gc.set_defaults(func=_store_gc)
     return p
 
 

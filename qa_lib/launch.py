@@ -25,14 +25,17 @@ def process_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
-def fine_tune_distributed(config, features_path: str, output_dir: str | Path, nproc: int) -> dict:
+def fine_tune_distributed(config, features_path: str, output_dir: str | Path, nproc: int,
+                          checkpoints_to: tuple[str, str, str] | None = None) -> dict:
+    """`checkpoints_to`: (store location, stage, key) that rank 0 uploads each checkpoint to."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = output_dir / "launch_config.json"
     config_file.write_text(config.model_dump_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1])
+    env = {**os.environ, "QA_PIPELINE_CHECKPOINTS_TO": json.dumps(checkpoints_to)} if checkpoints_to else None
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"distributed training exited with code {proc.returncode}")
     result_file = output_dir / "train_result.json"
@@ -50,7 +53,14 @@ def main(argv: list[str]) -> None:
     from qa_lib.train import fine_tune
 
     config = PipelineConfig.model_validate_json(Path(argv[0]).read_text())
-    result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2])
+    callbacks = []
+    if target := os.environ.get("QA_PIPELINE_CHECKPOINTS_TO"):
+        from qa_lib.checkpoint_sync import CheckpointToStore
+        from qa_lib.store import open_store
+
+        location, stage, key = json.loads(target)
+        callbacks.append(CheckpointToStore(open_store(location), stage, key))
+    result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
     if int(os.environ.get("RANK", "0")) == 0:
         payload = dataclasses.asdict(result) | {"world_size": int(os.environ.get("WORLD_SIZE", "1"))}
         Path(argv[2], "train_result.json").write_text(json.dumps(payload))

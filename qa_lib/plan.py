@@ -1,22 +1,78 @@
 """The pipeline as data: every stage's cache key, computed up front from the config.
 
-A key covers exactly what decides that stage's output, so changing `doc_stride` changes the
-features, model, logits and later keys but not the data keys, and changing `n_best_size`
-changes only the predictions and metrics keys.
+A key covers exactly what decides that stage's output: the fingerprints of its inputs, the
+parameters it uses, and the source of the `qa_lib` modules that compute it. So changing
+`doc_stride` changes the features, model, logits and later keys but not the data keys, and
+changing `n_best_size` changes only the predictions and metrics keys. The same key names the
+Prefect cache record, the store entry and the training lease.
+
+Models are passed in resolved (a local folder or a Hub id): resolving one may download it, so the
+flow does it once.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from qa_lib.config import PipelineConfig
-from qa_lib.store import model_fingerprint, source_fingerprint, stage_key, tokenizer_fingerprint
+from qa_lib.hashing import folder_fingerprint, hash_json, sha256_file
+
+_QA_LIB = Path(__file__).resolve().parent
+
+# Which modules decide each stage's output; editing one invalidates that stage and later ones.
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "data": ("data.py", "validate.py"),
+    "features": ("features.py",),
+    "model": ("train.py", "modeling.py", "batching.py"),
+    "logits": ("predict.py", "features.py", "batching.py"),
+    "predictions": ("postprocess.py",),
+    "metrics": ("metrics.py",),
+}
 
 TRAIN_PARAMS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "precision", "max_steps",
     "hidden_dropout", "attention_dropout", "freeze_word_embeddings",
 )
+
+_MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
+_TOKENIZER_FILES = ("tokenizer*.json", "vocab*", "special_tokens_map.json", "*.model", "merges.txt")
+
+
+def code_fingerprint(stage: str) -> str:
+    return hash_json([[m, sha256_file(_QA_LIB / m)] for m in STAGE_MODULES[stage]])
+
+
+def source_fingerprint(source) -> str:
+    """Fingerprint of a `DataSource`: file bytes for local data, name+split+revision for the Hub."""
+    path = Path(source.path)
+    if source.path.startswith("s3://"):
+        from qa_lib.s3 import object_fingerprint
+
+        content = object_fingerprint(source.path)
+    elif path.is_file():
+        content = sha256_file(path)
+    elif path.is_dir():
+        content = folder_fingerprint(path)
+    else:
+        content = f"hub:{source.path}:{os.environ.get('HF_DATASETS_REVISION', 'main')}"
+    return hash_json({"content": content, "split": source.split, "columns": source.columns, "limit": source.limit})
+
+
+def model_fingerprint(resolved: str) -> str:
+    """Of a resolved model (`modeling.resolve_model`): its files' bytes, or its Hub id."""
+    return folder_fingerprint(resolved, _MODEL_FILES) if Path(resolved).is_dir() else f"hub:{resolved}"
+
+
+def tokenizer_fingerprint(resolved: str) -> str:
+    return folder_fingerprint(resolved, _TOKENIZER_FILES) if Path(resolved).is_dir() else f"hub:{resolved}"
+
+
+def stage_key(stage: str, **parts: Any) -> str:
+    return hash_json({"stage": stage, "code": code_fingerprint(stage), **parts})[:24]
 
 
 @dataclass(frozen=True)
@@ -43,11 +99,11 @@ def _window(config: PipelineConfig) -> dict:
     return {"max_length": config.max_length, "doc_stride": config.doc_stride}
 
 
-def train_keys(config: PipelineConfig) -> TrainKeys:
+def train_keys(config: PipelineConfig, resolved_model: str) -> TrainKeys:
     data = data_key(config.train_data, config.version_2_with_negative)
-    features = stage_key("features", data=data, kind="train", tokenizer=tokenizer_fingerprint(config.model),
+    features = stage_key("features", data=data, kind="train", tokenizer=tokenizer_fingerprint(resolved_model),
                          drop_answerless=config.drop_answerless, **_window(config))
-    model = stage_key("model", features=features, model=model_fingerprint(config.model),
+    model = stage_key("model", features=features, model=model_fingerprint(resolved_model),
                       **{p: getattr(config, p) for p in TRAIN_PARAMS})
     return TrainKeys(data=data, features=features, model=model)
 

@@ -85,7 +85,14 @@ def download_source(uri: str) -> Path:
 
 
 def download_model(uri: str) -> Path:
-    """`s3://bucket/prefix/champion` → the champion's model folder, downloaded once."""
+    """`s3://bucket/prefix/champion` → the champion's model folder, downloaded once; a store's
+    `s3://bucket/prefix/model/<key>[/model]` → that trained model, from the store's local cache."""
+    import re
+
+    if m := re.fullmatch(r"(s3://.+)/model/([0-9a-f]{24})(/model)?/?", uri):
+        from qa_lib.store import open_store
+
+        return open_store(m[1]).fetch("model", m[2]) / "model"
     from qa_lib.publish.s3_target import S3Target
 
     base = uri[: -len("/champion")] if uri.rstrip("/").endswith("/champion") else uri

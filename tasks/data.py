@@ -2,20 +2,27 @@ from __future__ import annotations
 
 from prefect import task
 
-from qa_lib.config import DataSource
+from qa_lib.config import DataSource, PipelineConfig
 from qa_lib.data import load_examples
-from qa_lib.store import Store
+from qa_lib.store import open_store
 from qa_lib.validate import validate_examples
-from tasks.policy import RETRY, key_from_param, retry_unless_deterministic
+from tasks.policy import RETRY, STAGE
+from tasks.stage import entry, run_stage
 
 
-@task(name="load-dataset", cache_key_fn=key_from_param, retry_condition_fn=retry_unless_deterministic, **RETRY)
-def load_dataset(source: DataSource, version_2_with_negative: bool, split: str, store_root: str,
-                 stage: str, key: str) -> dict:
+@task(name="load-dataset", **STAGE, **RETRY)
+def _load_dataset(source: DataSource, version_2_with_negative: bool, split: str, store: str, stage: str,
+                  key: str) -> dict:
     """Load and validate a data source; keep the examples as Arrow in the store."""
-    store = Store(store_root)
     examples = load_examples(source, default_split=split)
     validate_examples(examples, version_2_with_negative, source.path)
-    with store.writing(stage, key) as tmp:
+    with open_store(store).writing(stage, key) as tmp:
         examples.save_to_disk(str(tmp / "examples"))
-    return {"path": str(store.path(stage, key) / "examples"), "num_examples": len(examples), "key": key}
+    return entry(stage, key, "examples", num_examples=len(examples), kind="train" if split == "train" else "eval")
+
+
+def load_dataset(config: PipelineConfig, kind: str) -> dict:
+    """The train or eval examples of `config`, loaded and validated."""
+    source = config.train_data if kind == "train" else config.eval_data
+    return run_stage(_load_dataset, f"{kind}_data", source, config.version_2_with_negative,
+                     "train" if kind == "train" else "validation")

@@ -6,54 +6,74 @@ import datasets
 import numpy as np
 from prefect import task
 
+from qa_lib.batching import Padding
 from qa_lib.config import PipelineConfig
 from qa_lib.metrics import score
-from qa_lib.batching import Padding
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
 from qa_lib.predict import predict_logits
-from qa_lib.store import Store
+from qa_lib.store import open_store
 from qa_lib.train import resolve_precision
-from tasks.policy import key_from_param, retry_unless_deterministic
+from tasks.policy import RETRY, STAGE
+from tasks.stage import entry, fetch, run_stage
 
 
-@task(name="predict", cache_key_fn=key_from_param, retry_condition_fn=retry_unless_deterministic)
-def predict(model_dir: str, features: dict, batch_size: int, precision: str, store_root: str,
-            stage: str, key: str) -> dict:
-    store = Store(store_root)
-    feats = datasets.load_from_disk(features["path"])
+def _model_path(storage, model: dict | str) -> str:
+    return str(fetch(storage, model)) if isinstance(model, dict) else model
+
+
+@task(name="predict", **STAGE, **RETRY)
+def _predict(model: dict | str, features: dict, batch_size: int, precision: str, store: str, stage: str,
+             key: str) -> dict:
+    storage = open_store(store)
+    model_dir = _model_path(storage, model)
+    feats = datasets.load_from_disk(str(fetch(storage, features)))
     start, end = predict_logits(load_qa_model(model_dir), feats, batch_size, resolve_precision(precision),
                                 padding=Padding.of(load_tokenizer(model_dir)))
-    with store.writing(stage, key) as tmp:
+    with storage.writing(stage, key) as tmp:
         np.savez(tmp / "logits.npz", start=start, end=end)
-    return {"path": str(store.path(stage, key) / "logits.npz"), "key": key}
+    return entry(stage, key, "logits.npz")
 
 
-@task(name="post-process", cache_key_fn=key_from_param, retry_condition_fn=retry_unless_deterministic)
-def post_process(config: PipelineConfig, data: dict, features: dict, logits: dict, store_root: str,
-                 stage: str, key: str) -> dict:
-    store = Store(store_root)
-    arrays = np.load(logits["path"])
-    preds = postprocess(datasets.load_from_disk(data["path"]), datasets.load_from_disk(features["path"]),
+@task(name="post-process", **STAGE, **RETRY)
+def _post_process(config: PipelineConfig, data: dict, features: dict, logits: dict, store: str, stage: str,
+                  key: str) -> dict:
+    storage = open_store(store)
+    arrays = np.load(fetch(storage, logits))
+    preds = postprocess(datasets.load_from_disk(str(fetch(storage, data))),
+                        datasets.load_from_disk(str(fetch(storage, features))),
                         arrays["start"], arrays["end"], config.n_best_size, config.max_answer_length,
                         config.version_2_with_negative, config.null_score_diff_threshold)
-    with store.writing(stage, key) as tmp:
+    with storage.writing(stage, key) as tmp:
         preds.write(tmp)
-    folder = store.path(stage, key)
-    files = {"predictions": str(folder / "predictions.json"), "nbest": str(folder / "nbest_predictions.json")}
-    if preds.null_odds is not None:
-        files["null_odds"] = str(folder / "null_odds.json")
-    return {"dir": str(folder), "files": files, "key": key}
+    files = ["predictions.json", "nbest_predictions.json"] + (["null_odds.json"] if preds.null_odds is not None else [])
+    return entry(stage, key, "", files=files)
 
 
-@task(name="compute-metrics", cache_key_fn=key_from_param, retry_condition_fn=retry_unless_deterministic)
-def compute_metrics(data: dict, predictions: dict, version_2_with_negative: bool, store_root: str,
-                    stage: str, key: str) -> dict:
-    store = Store(store_root)
-    files = predictions["files"]
-    answers = json.loads(open(files["predictions"]).read())
-    null_odds = json.loads(open(files["null_odds"]).read()) if "null_odds" in files else None
-    metrics = score(datasets.load_from_disk(data["path"]), answers, null_odds, version_2_with_negative)
-    with store.writing(stage, key) as tmp:
+@task(name="compute-metrics", **STAGE, **RETRY)
+def _compute_metrics(data: dict, predictions: dict, version_2_with_negative: bool, store: str, stage: str,
+                     key: str) -> dict:
+    storage = open_store(store)
+    folder = fetch(storage, predictions)
+    answers = json.loads((folder / "predictions.json").read_text())
+    null_odds = (json.loads((folder / "null_odds.json").read_text()) if "null_odds.json" in predictions["files"]
+                 else None)
+    metrics = score(datasets.load_from_disk(str(fetch(storage, data))), answers, null_odds, version_2_with_negative)
+    with storage.writing(stage, key) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return dict(metrics)
+
+
+def predict(model: dict | str, features: dict, config: PipelineConfig) -> dict:
+    """Start and end logits of every eval feature; `model` is a trained-model result or a folder."""
+    return run_stage(_predict, "logits", model, features, config.per_device_eval_batch_size, config.precision)
+
+
+def post_process(data: dict, features: dict, logits: dict, config: PipelineConfig) -> dict:
+    """Answers, n-best lists (and null odds for v2) from the logits."""
+    return run_stage(_post_process, "predictions", config, data, features, logits)
+
+
+def compute_metrics(data: dict, predictions: dict, config: PipelineConfig) -> dict:
+    """The official SQuAD scores of the predictions."""
+    return run_stage(_compute_metrics, "metrics", data, predictions, config.version_2_with_negative)

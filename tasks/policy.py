@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect.tasks import exponential_backoff
 
 from qa_lib.errors import QAPipelineError
-from qa_lib.store import Store
 
 # Transient trouble (storage, network) gets three retries: 2 s, 4 s, 8 s, each +-50 % jitter.
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.5}
@@ -30,10 +28,5 @@ def key_from_param(context, parameters: dict[str, Any]) -> str:
     return f"qa-pipeline:{parameters['stage']}:{parameters['key']}"
 
 
-def store_root(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("QA_PIPELINE_STORE") or ".qa-store"
-
-
-def cached(task, store: Store, stage: str, key: str):
-    """The task, told to recompute if its store folder is gone (so a cache hit always has its files)."""
-    return task.with_options(refresh_cache=not store.has(stage, key))
+# Every stage task: keyed by its plan key, retried only when the failure may be transient.
+STAGE = {"cache_key_fn": key_from_param, "retry_condition_fn": retry_unless_deterministic}

@@ -4,13 +4,14 @@ from prefect import task
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
+from qa_lib.store import open_store
 from qa_lib.train import resolve_precision
 from qa_lib.validate import check_model_source, check_output_dir, check_trained_head, check_windows_fit
 from tasks.policy import retry_unless_deterministic
 
 
 @task(name="preflight", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
-def preflight(config: PipelineConfig, training: bool, model: str | None = None) -> None:
+def preflight(config: PipelineConfig, training: bool, model: str | None = None, store: str | None = None) -> None:
     """Cheap checks that fail a run before any expensive work: inputs named, model loadable."""
     if training and config.train_data is None:
         raise ConfigError("train_data: required to train (set train_data.path)")
@@ -25,3 +26,5 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None) 
     check_windows_fit(model or config.model, windows)
     resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)
+    if store is not None and store.startswith("s3://"):
+        open_store(store).check()  # a missing bucket or bad credentials fail here, in one line

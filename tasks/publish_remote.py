@@ -5,8 +5,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from qa_lib.hashing import hash_json
+from qa_lib.modeling import resolve_model
 from qa_lib.publish import hub
 from qa_lib.publish.run import open_target, publish_run
+from qa_lib.store import open_store
 from tasks.policy import RETRY, retry_unless_deterministic
 
 
@@ -29,13 +32,20 @@ def read_champion(uri: str) -> dict:
 @task(name="publish-run", retry_condition_fn=retry_unless_deterministic, **RETRY)
 def publish(uri: str, model_dir: str, metrics: dict, config: dict, fingerprints: dict, run_id: str,
             eval_name: str, v2: bool) -> str:
-    return publish_run(open_target(uri), model_dir, metrics, config, fingerprints, run_id, eval_name, v2)
+    """`model_dir`: a folder, or the model's URI in a shared store (downloaded here)."""
+    return publish_run(open_target(uri), resolve_model(model_dir), metrics, config, fingerprints, run_id, eval_name, v2)
 
 
 @task(name="promote", retry_condition_fn=retry_unless_deterministic, **RETRY)
 def promote(uri: str, pointer: dict, expected_raw: str | None) -> dict:
     open_target(uri).put_pointer(pointer, expected_raw)
     return pointer
+
+
+@task(name="pin-champion", retry_condition_fn=retry_unless_deterministic, **RETRY)
+def pin_champion(store: str | None, target: str, model_key: str) -> None:
+    """Record in the store that this target's champion is `model_key`, so `store gc` keeps it."""
+    open_store(store).pin("champion-" + hash_json(target)[:16], [("model", model_key)])
 
 
 @task(name="record-not-promoted")

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import fcntl
 import json
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,11 +11,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 from transformers import TrainerCallback
 
+from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
 from qa_lib.launch import fine_tune_distributed, process_count
-from qa_lib.store import Store
+from qa_lib.store import open_store
 from qa_lib.train import fine_tune as qa_fine_tune
-from tasks.policy import key_from_param, retry_unless_deterministic
+from tasks.policy import STAGE
+from tasks.stage import entry, fetch, run_stage
 
 
 class _PrefectProgress(TrainerCallback):
@@ -44,43 +43,43 @@ class _PrefectProgress(TrainerCallback):
             self.logger.info("step %d/%d loss %.4f", state.global_step, state.max_steps, logs["loss"])
 
 
-@contextmanager
-def _exclusive(path: Path):
-    """An OS file lock: two runs of one config on this store train once; the second waits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@task(name="fine-tune", cache_key_fn=key_from_param, retry_condition_fn=retry_unless_deterministic)
-def fine_tune(config: PipelineConfig, features: dict, store_root: str, stage: str, key: str) -> dict:
+@task(name="fine-tune", **STAGE)
+def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, key: str) -> dict:
     logger = get_run_logger()
-    store = Store(store_root)
-    final = store.path(stage, key)
-    with _exclusive(store.root / "locks" / f"{stage}-{key}.lock"):
-        if store.has(stage, key):  # another run trained it while we waited
+    storage = open_store(store)
+    # One training per key across every worker that shares the store; the others wait, then reuse.
+    with storage.lease(stage, key) as lease:
+        logger.info("holding %s", lease.description)
+        if storage.has(stage, key):
             logger.info("model %s was trained by a concurrent run; reusing it", key)
-            return json.loads((final / "train_result.json").read_text())
-        work = store.work_dir(stage, key)
+            return json.loads((storage.fetch(stage, key) / "train_result.json").read_text())
+        work = storage.work_dir(stage, key)
         with (work / "events.log").open("a") as log:
             log.write(f"{time.time()} train-start\n")
+        restored = storage.restore_checkpoint(stage, key, work / "checkpoints")
+        if restored:
+            logger.info("%s of this model found in %s", restored, storage.location)
         nproc = process_count()
         if nproc > 1:
             logger.info("launching data-parallel training on %d processes", nproc)
-            result = fine_tune_distributed(config, features["path"], work, nproc)
+            result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
+                                           checkpoints_to=(storage.location, stage, key))
         else:
-            train_features = datasets.load_from_disk(features["path"])
-            result = asdict(qa_fine_tune(config, train_features, work, callbacks=[_PrefectProgress(logger)]))
+            train_features = datasets.load_from_disk(str(fetch(storage, features)))
+            callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
+            result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
             result["world_size"] = 1
         if result["resumed_from"]:
-            logger.info("resumed from %s", result["resumed_from"])
-        with store.writing(stage, key) as tmp:
+            step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")
+            logger.info("resumed from step %s (%s)", step, result["resumed_from"])
+        summary = {**result, **entry(stage, key, "model"), "model_dir": storage.uri(stage, key) + "/model"}
+        with storage.writing(stage, key) as tmp:
             Path(result["model_dir"]).rename(tmp / "model")
-            summary = {**result, "model_dir": str(final / "model"), "key": key}
             (tmp / "train_result.json").write_text(json.dumps(summary))
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the finished model supersedes them
+        storage.clear_checkpoints(stage, key)  # the finished model supersedes them
     return summary
+
+
+def fine_tune(features: dict, config: PipelineConfig) -> dict:
+    """Fine-tune `config.model` on the training features; resumes from the store's newest checkpoint."""
+    return run_stage(_fine_tune, "model", config, features)

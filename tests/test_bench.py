@@ -13,7 +13,8 @@ def test_quick_bench_runs_and_prints_every_figure(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     for label in ("feature building", "training throughput", "prediction throughput", "post-processing",
                   "peak RSS", "answers identical: True", "orchestration overhead", "cached rerun",
-                  "end-to-end time", "time to the tutorial's F1"):
+                  "end-to-end time", "time to the tutorial's F1", "S3 store (moto on loopback) vs local store",
+                  "cached rerun on an empty second worker"):
         assert label in out.stdout, label
     figures = __import__("json").loads((tmp_path / "b.json").read_text())
     assert figures["race_tutorial"]["steps"] == 2 and figures["race_ours"]["steps"] == 4

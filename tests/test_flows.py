@@ -232,7 +232,7 @@ def test_concurrent_runs_train_once(prefect_server, tiny_model, tmp_path):
 
 
 def test_store_keeps_the_first_complete_folder(tmp_path):
-    from qa_lib.store import Store
+    from qa_lib.store import LocalStore as Store
 
     store = Store(tmp_path)
     with store.writing("features", "k") as a:

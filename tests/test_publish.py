@@ -11,7 +11,7 @@ from qa_lib.errors import QAPipelineError
 from qa_lib.publish.hub import check_card, push_model
 from qa_lib.publish.local import FolderTarget
 from qa_lib.publish.run import publish_run
-from qa_lib.store import sha256_file
+from qa_lib.hashing import sha256_file
 
 
 def test_folder_publish_manifest_and_card(tiny_model, tmp_path):

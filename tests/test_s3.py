@@ -18,7 +18,7 @@ from qa_lib.publish.local import PointerChanged
 from qa_lib.publish.run import publish_run
 from qa_lib.publish.s3_target import S3Target
 from qa_lib.s3 import StorageError
-from qa_lib.store import sha256_file
+from qa_lib.hashing import sha256_file
 from tests.conftest import DEV_V1, ROOT
 from tests.s3_services import FaultProxy, MotoServer
 

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from qa_lib.store import sha256_file
+from qa_lib.hashing import sha256_file
 
 SECRET_HINTS = ("token", "secret", "password", "aws_access_key", "aws_secret")
 

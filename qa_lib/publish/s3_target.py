@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qa_lib.publish.local import PointerChanged
 from qa_lib.s3 import StorageError, _cache_dir, client, explain, parse_uri
-from qa_lib.store import sha256_file
+from qa_lib.hashing import sha256_file
 
 MULTIPART_THRESHOLD = 8 * 2**20
 

@@ -1,0 +1,219 @@
+"""The store backends against a real local S3 (moto's server over HTTP, through a fault proxy):
+stages appear whole or not at all, downloads are counted, the lease holds across processes and
+frees itself when its holder dies, checkpoints round-trip, and `store gc` keeps what matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from qa_lib.s3 import StorageError
+from qa_lib.store import LocalStore, S3Store, collect_garbage
+from tests.conftest import ROOT
+from tests.s3_services import FaultProxy, MotoServer
+
+CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+         "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3env(moto, monkeypatch, request):
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    bucket = "st-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _write(store, stage, key, files: dict[str, bytes]):
+    with store.writing(stage, key) as tmp:
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+
+
+def test_stage_round_trip_through_faults_and_a_second_cache(moto, s3env, tmp_path, monkeypatch):
+    proxy = FaultProxy(moto.port, drop=0.1, slow_down=0.1, error=0.05, seed=3).start()
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    files = {"features/data.arrow": os.urandom(3 * 2**20), "features/state.json": b'{"a": 1}'}
+    writer = S3Store(f"s3://{s3env}/fleet", tmp_path / "worker1")
+    _write(writer, "features", "k1", files)
+    assert writer.has("features", "k1") and writer.downloaded == 0  # the writer keeps its own copy
+    reader = S3Store(f"s3://{s3env}/fleet", tmp_path / "worker2")
+    folder = reader.fetch("features", "k1")
+    assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and p.name != "_COMPLETE"} == files
+    assert reader.downloaded == sum(len(v) for v in files.values())
+    reader.fetch("features", "k1")  # cached locally: no second download
+    assert reader.downloaded == sum(len(v) for v in files.values())
+    assert sum(proxy.faults[f] for f in ("drop", "slow_down", "error")) > 0, proxy.faults
+    proxy.stop()
+
+
+def test_a_writer_that_dies_before_its_marker_leaves_no_stage(s3env, tmp_path, monkeypatch):
+    store = S3Store(f"s3://{s3env}/p", tmp_path / "w1")
+
+    def die(*a, **k):
+        raise KeyboardInterrupt("killed after uploading its files")
+
+    monkeypatch.setattr(store, "_put_once", die)
+    with pytest.raises(KeyboardInterrupt):
+        _write(store, "logits", "k2", {"logits.npz": b"x" * 1000})
+    other = S3Store(f"s3://{s3env}/p", tmp_path / "w2")
+    assert not other.has("logits", "k2")
+    with pytest.raises(StorageError, match="not in the store"):
+        other.fetch("logits", "k2")
+    _write(other, "logits", "k2", {"logits.npz": b"y" * 1000})  # recomputed, then readable
+    assert (S3Store(f"s3://{s3env}/p", tmp_path / "w3").fetch("logits", "k2") / "logits.npz").read_bytes() == b"y" * 1000
+
+
+def test_racing_writers_never_mix_files(s3env, tmp_path, monkeypatch):
+    """Both upload; the marker is created once; the loser's attempt is deleted, readers see the winner."""
+    a = S3Store(f"s3://{s3env}/p", tmp_path / "a")
+    b = S3Store(f"s3://{s3env}/p", tmp_path / "b")
+    monkeypatch.setattr(b, "has", lambda stage, key: False)  # b checked before a finished
+    _write(a, "model", "k3", {"w.bin": b"A" * 100, "only-a.txt": b"a"})
+    _write(b, "model", "k3", {"w.bin": b"B" * 100})
+    got = S3Store(f"s3://{s3env}/p", tmp_path / "c").fetch("model", "k3")
+    assert (got / "w.bin").read_bytes() == b"A" * 100 and (got / "only-a.txt").exists()
+    keys = [o["Key"] for o in b.s3.list_objects_v2(Bucket=s3env, Prefix="p/model/k3/")["Contents"]]
+    assert len({k.split("/")[3] for k in keys if not k.endswith("_COMPLETE")}) == 1, keys
+
+
+def test_checkpoints_round_trip_and_only_the_newest_stays(s3env, tmp_path):
+    store = S3Store(f"s3://{s3env}/p", tmp_path / "w1")
+    for step in (5, 10):
+        ckpt = tmp_path / "run" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        store.save_checkpoint("model", "k4", ckpt)
+    other = S3Store(f"s3://{s3env}/p", tmp_path / "w2")
+    assert other._checkpoints("model", "k4") == [(10, "checkpoint-10")]
+    name = other.restore_checkpoint("model", "k4", tmp_path / "w2-ckpts")
+    assert name == "checkpoint-10"
+    assert json.loads((tmp_path / "w2-ckpts" / name / "trainer_state.json").read_text()) == {"global_step": 10}
+    other.clear_checkpoints("model", "k4")
+    assert other.restore_checkpoint("model", "k4", tmp_path / "x") is None
+
+
+_HOLD = """
+import sys, time
+from qa_lib.store import S3Store
+store = S3Store(sys.argv[1], sys.argv[2])
+with store.lease("model", "k5"):
+    print("holding", time.time(), flush=True)
+    time.sleep(float(sys.argv[3]))
+print("released", time.time(), flush=True)
+"""
+
+
+def _holder(location, cache, seconds, env):
+    return subprocess.Popen([sys.executable, "-c", _HOLD, location, str(cache), str(seconds)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_lease_holds_across_processes_and_frees_when_its_holder_dies(moto, s3env, tmp_path):
+    env = {**os.environ, "QA_PIPELINE_LEASE_TTL": "4"}
+    location = f"s3://{s3env}/p"
+    # A live holder renews: a second process waits for the release, well past the TTL.
+    first = _holder(location, tmp_path / "w1", 9, env)
+    assert first.stdout.readline().startswith("holding")
+    second = _holder(location, tmp_path / "w2", 0, env)
+    out, _ = second.communicate(timeout=60)
+    first_out, _ = first.communicate(timeout=30)
+    released = float(first_out.split()[-1])
+    took = float(out.split()[1])
+    assert took >= released - 0.5, (first_out, out)
+    # A holder killed outright: its lease expires after the TTL and a second process takes it.
+    dead = _holder(location, tmp_path / "w1", 600, env)
+    assert dead.stdout.readline().startswith("holding")
+    os.killpg(dead.pid, signal.SIGKILL)
+    killed_at = time.time()
+    out, _ = _holder(location, tmp_path / "w2", 0, env).communicate(timeout=60)
+    assert 3 <= float(out.split()[1]) - killed_at < 30, out
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_gc_keeps_pinned_and_leased_entries(backend, s3env, tmp_path):
+    store = LocalStore(tmp_path / "store") if backend == "local" else S3Store(f"s3://{s3env}/p", tmp_path / "c")
+    for key in ("old1", "champ", "busy"):
+        _write(store, "model", key, {"f": b"z" * 10})
+    store.pin("champion-x", [("model", "champ")])
+    assert {(e.stage, e.key) for e in store.entries()} == {("model", "old1"), ("model", "champ"), ("model", "busy")}
+    assert collect_garbage(store, older_than_days=1) == []  # nothing that old
+    with store.lease("model", "busy"):
+        removed = collect_garbage(store, older_than_days=0)
+    assert [(e.stage, e.key) for e in removed] == [("model", "old1")]
+    assert not store.has("model", "old1") and store.has("model", "champ") and store.has("model", "busy")
+
+
+def test_store_cli_lists_and_collects(s3env, tmp_path):
+    store = LocalStore(tmp_path / "store")
+    _write(store, "features", "abc", {"x": b"1" * 2048})
+    run = [sys.executable, "-m", "qa_lib.cli", "store"]
+    ls = subprocess.run([*run, "ls", "--store", str(store.root)], cwd=ROOT, capture_output=True, text=True)
+    assert ls.returncode == 0 and "features" in ls.stdout and "abc" in ls.stdout and "2.0 KB" in ls.stdout, ls
+    dry = subprocess.run([*run, "gc", "--older-than", "0", "--dry-run", "--store", str(store.root)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert "would remove features/abc" in dry.stdout and store.has("features", "abc")
+    gc = subprocess.run([*run, "gc", "--older-than", "0", "--store", str(store.root)], cwd=ROOT, capture_output=True,
+                        text=True)
+    assert gc.returncode == 0 and "removed 1 entries" in gc.stdout and not store.has("features", "abc")
+    bad = subprocess.run([*run, "gc", "--older-than", "-1", "--store", str(store.root)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--older-than" in bad.stderr
+
+
+def test_data_parallel_training_uploads_its_checkpoints(s3env, tiny_model, train_examples, tmp_path):
+    """The multi-GPU launcher (2 CPU processes here) copies each checkpoint to the shared store, once."""
+    from qa_lib.config import PipelineConfig
+    from qa_lib.features import build_train_features
+    from qa_lib.launch import fine_tune_distributed
+    from qa_lib.modeling import load_tokenizer
+
+    feats = build_train_features(train_examples.select(range(64)), load_tokenizer(str(tiny_model)), 128, 48)
+    feats.save_to_disk(str(tmp_path / "features"))
+    cfg = PipelineConfig.parse({"model": str(tiny_model), "train_data": {"path": "unused.json"}, "max_length": 128,
+                                "doc_stride": 48, "max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 8,
+                                "output_dir": str(tmp_path / "out")})
+    location = f"s3://{s3env}/p"
+    result = fine_tune_distributed(cfg, str(tmp_path / "features"), tmp_path / "ddp", nproc=2,
+                                   checkpoints_to=(location, "model", "kd"))
+    assert result["world_size"] == 2
+    store = S3Store(location, tmp_path / "reader")
+    assert store._checkpoints("model", "kd") == [(3, "checkpoint-3")]
+    name = store.restore_checkpoint("model", "kd", tmp_path / "restored")
+    assert json.loads((tmp_path / "restored" / name / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, tmp_path, monkeypatch):
+    """`evaluate --model s3://.../model/<key>` and `answer --model ...` read a model from the shared store."""
+    from qa_lib.modeling import resolve_model
+    from qa_lib.store import open_store
+
+    key = "0123456789abcdef01234567"
+    with S3Store(f"s3://{s3env}/p", tmp_path / "writer").writing("model", key) as tmp:
+        shutil.copytree(tiny_model, tmp / "model")
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "reader"))
+    for uri in (f"s3://{s3env}/p/model/{key}", f"s3://{s3env}/p/model/{key}/model"):
+        folder = Path(resolve_model(uri))
+        assert (folder / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
+        assert str(folder).startswith(str(tmp_path / "reader"))
