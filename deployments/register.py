@@ -126,7 +126,10 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
         deployment_id = flow.deploy(
             name=spec["name"], work_pool_name=pool, parameters=params, description=spec["description"],
             job_variables=job_variables(opts["gpus"], opts["image"], store), build=False, push=False,
-            print_next_steps=False, ignore_warnings=True, **kwargs,
+            print_next_steps=False, ignore_warnings=True,
+            # The form marks valued fields required (config._valued_fields_required); a caller of
+            # run_deployment may still send a partial config, which the flow completes and checks.
+            enforce_parameter_schema=False, **kwargs,
         )
         target = configs[spec["name"]].publish_target if spec.get("publishes") else None
         names.append(f"{flow.name}/{spec['name']} ({deployment_id})" + (f", publishing to {target}" if target else ""))

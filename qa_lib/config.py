@@ -47,7 +47,19 @@ class DataSource(_Strict):
     limit: int | None = Field(None, gt=0, description="Keep only the first N examples.")
 
 
+def _valued_fields_required(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """In the run form, a field whose default is a value (not None) needs one to make sense: list
+    it as required, so the form shows it pre-filled and not as "(Optional)". Code and YAML may still
+    leave it out (its default applies): deployments do not make the API enforce this schema, and
+    the flow validates its config itself, with one-line messages."""
+    valued = [name for name, field in model.model_fields.items()
+              if not field.is_required() and field.default_factory is None and field.default is not None]
+    schema["required"] = sorted({*schema.get("required", []), *valued})
+
+
 class PipelineConfig(_Strict):
+    model_config = ConfigDict(json_schema_extra=_valued_fields_required)
+
     model: str = Field(DEFAULT_MODEL, description="Local model folder or Hub id.")
     train_data: DataSource | None = Field(None, description="Training examples (required to train).")
     eval_data: DataSource | None = Field(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from transformers import TrainerCallback
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
@@ -163,4 +164,16 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     )
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_NoFinalCheckpoint())
     return trainer
+
+
+class _NoFinalCheckpoint(TrainerCallback):
+    """The Trainer saves a checkpoint (weights and optimizer state, ~3x the model) when training
+    ends; the model folder written right after supersedes it, and on a shared store it would be
+    uploaded only to be deleted. Periodic checkpoints (`save_steps`) are kept."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+            control.should_save = False
+        return control

@@ -149,6 +149,25 @@ def test_a_cross_field_mistake_in_the_form_fails_the_run_with_its_one_line(deplo
     assert len(message.splitlines()) == 1, message
 
 
+def test_form_marks_valued_fields_required_and_partial_configs_still_run(deployed):
+    """The form shows fields that need a value without "(Optional)"; a caller may still send a
+    partial config (the flow fills in the defaults) and a wrong type fails the run in one line."""
+    from prefect.deployments import run_deployment
+
+    schema = _deployment("train_qa/train-qa").parameter_openapi_schema["definitions"]["PipelineConfig"]
+    assert {"model", "learning_rate", "n_best_size", "max_length", "seed", "precision"} <= set(schema["required"])
+    assert not {"train_data", "eval_data", "publish_target", "hub_repo_id"} & set(schema["required"])
+    partial = deployed["cfg"].model_dump(mode="json", exclude={"n_best_size", "seed", "warmup_ratio", "lr_scheduler_type"})
+    run = run_deployment("train_qa/train-qa", parameters={"config": partial}, timeout=0)
+    final = _wait_run(run.id)
+    assert final is not None and final.state.is_completed(), final and final.state
+    wrong = {**partial, "learning_rate": "fast"}
+    run = run_deployment("train_qa/train-qa", parameters={"config": wrong}, timeout=0)
+    final = _wait_run(run.id, 200)
+    assert final is not None and final.state.is_failed(), final and final.state
+    assert len(final.state.message.splitlines()) == 1 and "learning_rate" in final.state.message, final.state.message
+
+
 def test_data_landed_event_starts_a_retrain(deployed):
     from prefect.events import emit_event
 

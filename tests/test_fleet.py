@@ -269,3 +269,15 @@ def test_stages_written_through_s3_faults_are_whole(fleet):
         base = marker.rsplit("/", 1)[0] + "/" + body["attempt"]
         for rel, size in body["files"].items():
             assert objects.get(f"{base}/{rel}") == size, (marker, rel)
+
+
+def test_worker_terminals_show_the_runs_without_progress_bars(fleet):
+    """What an operator sees in a worker's terminal: the runs' log lines (training included), and none
+    of datasets'/transformers' progress bars or the Trainer's raw dict lines (the deployments set
+    QA_PIPELINE_NO_PROGRESS=1)."""
+    logs = {w.name: (fleet["tmp"] / f"{w.name}.log").read_text() for w in fleet["workers"]}
+    assert any(re.search(r"step \d+/\d+ loss", text) for text in logs.values()), "no training reached a terminal"
+    for name, text in logs.items():
+        assert "Beginning flow run" in text, name
+        bars = re.findall(r".*(?:it/s\]|examples/s\]|\d+%\|).*|.*\{'(?:loss|train_runtime)'.*", text)
+        assert not bars, (name, bars[:3])

@@ -191,3 +191,13 @@ def test_no_progress_means_no_bars_and_no_loss_dicts(tiny_model, train_examples,
     build_train_features(train_examples.select(range(41)), tok, 128, 48)
     assert "train features" in capfd.readouterr().err
     datasets.disable_progress_bars()
+
+
+def test_no_checkpoint_is_written_for_the_end_of_training_alone(tiny_model, train_examples, tmp_path):
+    """The final model supersedes an end-of-training checkpoint (~3x the model, with the optimizer);
+    the periodic ones, which a killed run resumes from, are still written."""
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    fine_tune(_config(tiny_model, tmp_path / "a", max_steps=3, save_steps=2), feats, tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["checkpoint-2"]
+    fine_tune(_config(tiny_model, tmp_path / "b", max_steps=4, save_steps=2), feats, tmp_path / "b")
+    assert "checkpoint-4" in {p.name for p in (tmp_path / "b" / "checkpoints").iterdir()}

@@ -53,6 +53,8 @@ class S3Store:
         self.bucket, self.prefix = parse_uri(self.location)
         self.cache = Path(cache_dir or _cache_dir()) / "stages" / self.bucket / self.prefix
         self.downloaded = 0
+        self.uploaded = 0
+        self.io_s = 0.0  # seconds spent in S3 transfers and requests: the store's own overhead
         self._client = None
 
     @property
@@ -104,17 +106,20 @@ class S3Store:
         return None if existing == body else existing
 
     def _upload_tree(self, folder: Path, prefix: str) -> dict[str, int]:
+        t = time.perf_counter()
         files = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = path.relative_to(folder).as_posix()
             self.s3.upload_file(str(path), self.bucket, f"{prefix}/{rel}")
             files[rel] = path.stat().st_size
+        self.uploaded += sum(files.values())
+        self.io_s += time.perf_counter() - t
         return files
 
     def _download_tree(self, prefix: str, files: dict[str, int], dest: Path) -> int:
         """Download exactly the files a marker lists into `dest` (renamed into place when whole)."""
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
-        total = 0
+        total, t = 0, time.perf_counter()
         try:
             for rel, size in files.items():
                 target = tmp / rel
@@ -130,6 +135,7 @@ class S3Store:
             os.replace(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            self.io_s += time.perf_counter() - t
         return total
 
     def _delete_prefix(self, prefix: str) -> None:
@@ -145,6 +151,7 @@ class S3Store:
         the store is recomputed, and so uploaded again for the other workers)."""
         from botocore.exceptions import ClientError
 
+        t = time.perf_counter()
         try:
             self.s3.head_object(Bucket=self.bucket, Key=self._key(stage, key, MARKER))
             return True
@@ -152,6 +159,8 @@ class S3Store:
             if _code(exc) in _MISSING:
                 return False
             raise explain(exc, self.location) from None
+        finally:
+            self.io_s += time.perf_counter() - t
 
     def fetch(self, stage: str, key: str) -> Path:
         """The stage's files in the local cache, downloaded on first use."""
