@@ -217,3 +217,22 @@ def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, 
         folder = Path(resolve_model(uri))
         assert (folder / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
         assert str(folder).startswith(str(tmp_path / "reader"))
+
+
+def test_a_renewal_whose_response_is_lost_keeps_the_lease(moto, s3env, tmp_path, monkeypatch):
+    """botocore resends a renewal whose response was lost; the resend fails its If-Match against our
+    own new ETag. The lease reads itself back, finds itself, and holds on."""
+    import qa_lib.store.s3 as s3_store
+
+    monkeypatch.setattr(s3_store, "LEASE_TTL_S", 2.0)
+    proxy = FaultProxy(moto.port, drop=0, slow_down=0, error=0).start()
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    store = S3Store(f"s3://{s3env}/p", tmp_path / "c")
+    with store.lease("model", "k6") as lease:
+        proxy.lose_response_of = f"PUT /{s3env}/p/locks/model-k6.json".encode()
+        time.sleep(2.0)  # four renewals
+        assert proxy.lost, "the renewal's response was never dropped"
+        assert not lease.lost
+    listing = store.s3.list_objects_v2(Bucket=s3env, Prefix="p/locks/").get("Contents", [])
+    assert listing == [], "a lease still held is not released"
+    proxy.stop()

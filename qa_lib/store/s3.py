@@ -128,8 +128,8 @@ class S3Store:
                 if target.stat().st_size != size:
                     raise StorageError(f"{self.location}/{prefix}/{rel}: size differs from its completion marker")
                 total += size
-            (tmp / MARKER).write_text("")
             tmp.mkdir(parents=True, exist_ok=True)
+            (tmp / MARKER).write_text("")
             if dest.exists():
                 shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
@@ -258,11 +258,23 @@ class S3Store:
 
         def renew():
             nonlocal etag
+            renewal = 0
             while not stop.wait(LEASE_TTL_S / 4):
+                # A new body each time, so each renewal gets a new ETag: a taker's If-Match on the ETag
+                # it judged stale then fails if the holder renewed in between.
+                renewal += 1
+                body = json.dumps({**owner, "renewal": renewal}).encode()
                 try:
-                    etag = self.s3.put_object(Bucket=self.bucket, Key=lock_key, Body=json.dumps(owner).encode(),
-                                              IfMatch=etag)["ETag"]
+                    etag = self.s3.put_object(Bucket=self.bucket, Key=lock_key, Body=body, IfMatch=etag)["ETag"]
                 except Exception as exc:  # noqa: BLE001
+                    if _code(exc) in _PRECONDITION:
+                        try:
+                            held, obj = self._get_json(lock_key)
+                        except Exception:  # noqa: BLE001 - unreadable now: decide at the next renewal
+                            continue
+                        if held and held.get("owner") == owner["owner"]:  # ours: landed, response lost, resent
+                            etag = obj["ETag"]
+                            continue
                     if _code(exc) in _PRECONDITION + _MISSING:
                         lease.lost = True
                         _log.warning("%s was taken over: this worker stalled past %.0f s", lease.description,
@@ -291,7 +303,7 @@ class S3Store:
                 if _code(exc) not in _PRECONDITION:
                     raise explain(exc, self.location) from None
             held, obj = self._get_json(lock_key)
-            if held == owner:  # our own create, its response lost
+            if held and held.get("owner") == owner["owner"]:  # our own create or takeover, its response lost
                 return obj["ETag"]
             if held is not None and self._age(obj) > LEASE_TTL_S:
                 try:
