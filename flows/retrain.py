@@ -59,12 +59,12 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
                    "eval_data_key": trained["eval_data_key"], "model_key": trained["model_key"]}
         try:
             promote(config.publish_target, pointer, current["raw"])
-            pin_champion(store_root, config.publish_target, trained["model_key"])
             break
         except PointerChanged:
             logger.info("the champion changed while this run was promoting; gating again against the new one")
     else:
         raise PointerChanged(f"champion.json changed {GATE_ROUNDS} times while this run was promoting; not promoting")
+    pin_champion(store_root, config.publish_target, trained["model_key"])  # `store gc` keeps the champion's model
     create_markdown_artifact(f"# Promoted\n\nrun `{run_id}` at `{location}`: {metric} = {challenger:.4f}",
                              key="promotion-decision")
     logger.info("promoted run %s (%s %.3f)", run_id, metric, challenger)

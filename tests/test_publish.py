@@ -125,6 +125,11 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     assert first["promoted"] is True
     pointer = json.loads((pub / "champion.json").read_text())
     assert (pub / "runs" / pointer["run_id"] / "manifest.json").exists()
+    from qa_lib.store import LocalStore, collect_garbage
+
+    store = LocalStore(tmp_path / "store")
+    assert ("model", first["model_key"]) in store.pinned()  # so that `store gc` keeps the champion's model
+    assert ("model", first["model_key"]) not in {(e.stage, e.key) for e in collect_garbage(store, 0, dry_run=True)}
     # Same model again but a margin to beat: not promoted, both figures recorded.
     state = retrain(config=cfg.model_copy(update={"promote_margin": 1.0}), store_root=str(tmp_path / "store"),
                     return_state=True)
