@@ -236,3 +236,27 @@ def test_a_renewal_whose_response_is_lost_keeps_the_lease(moto, s3env, tmp_path,
     listing = store.s3.list_objects_v2(Bucket=s3env, Prefix="p/locks/").get("Contents", [])
     assert listing == [], "a lease still held is not released"
     proxy.stop()
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_gc_sweeps_what_dead_writers_left_but_not_young_uploads(backend, s3env, tmp_path, monkeypatch):
+    import qa_lib.store as store_module
+
+    store = LocalStore(tmp_path / "store") if backend == "local" else S3Store(f"s3://{s3env}/p", tmp_path / "c")
+    _write(store, "logits", "done", {"logits.npz": b"z" * 10})
+    if backend == "local":
+        leftover = store.root / "logits" / ".dead.0123abcd.tmp"
+        leftover.mkdir(parents=True)
+        (leftover / "logits.npz").write_bytes(b"half")
+    else:
+        with monkeypatch.context() as m:
+            m.setattr(store, "_put_once", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+            with pytest.raises(KeyboardInterrupt):
+                _write(store, "logits", "dead", {"logits.npz": b"half"})
+    assert collect_garbage(store, older_than_days=0, dry_run=True) == [e for e in store.entries()]  # young: kept
+    monkeypatch.setattr(store_module, "ORPHAN_MIN_AGE_S", 0)
+    time.sleep(1.1)  # S3 LastModified has one-second resolution
+    assert [(e.stage, e.size) for e in store.orphans(time.time())] == [("logits", 4)]  # the complete one is none
+    removed = collect_garbage(store, older_than_days=0)
+    assert sorted(e.size for e in removed) == [4, 10], removed
+    assert store.orphans(time.time() + 10) == [] and not store.has("logits", "done")

@@ -39,16 +39,26 @@ def open_store(location: str | None = None) -> Store:
     return _open(location, os.environ.get("QA_PIPELINE_CACHE"))
 
 
+# A writer may still be uploading an attempt this young, whatever age the user asks for.
+ORPHAN_MIN_AGE_S = 3600
+
+
 def collect_garbage(store: Store, older_than_days: float, dry_run: bool = False) -> list[Entry]:
     """Remove entries older than the given age, except the pinned (a champion's model) and the
-    ones under a live lease (a training in progress). Returns what was (or would be) removed."""
+    ones under a live lease (a training in progress), and the leftovers of writers that died
+    (uploads or staging folders no entry names, at least an hour old). Returns what was (or
+    would be) removed; a leftover's key reads `<key>/<attempt>`."""
     keep = store.pinned() | store.leased()
-    cutoff = time.time() - older_than_days * 86400
+    now = time.time()
+    cutoff = now - older_than_days * 86400
     doomed = [e for e in store.entries() if e.created < cutoff and (e.stage, e.key) not in keep]
+    orphans = store.orphans(min(cutoff, now - ORPHAN_MIN_AGE_S))
     if not dry_run:
         for entry in doomed:
             store.remove(entry.stage, entry.key)
-    return doomed
+        for entry in orphans:
+            store.remove_orphan(entry)
+    return doomed + orphans
 
 
 __all__ = ["DEFAULT_STORE", "Entry", "Lease", "LocalStore", "S3Store", "Store", "collect_garbage", "open_store",

@@ -105,6 +105,21 @@ class LocalStore:
             out.append(Entry(folder.parent.name, folder.name, size, marker.stat().st_mtime))
         return out
 
+    def orphans(self, before: float) -> list[Entry]:
+        """Staging folders of writers that died before their rename, last changed before `before`."""
+        out = []
+        for tmp in sorted(self.root.glob("*/.*.tmp")):
+            if tmp.parent.name in RESERVED or not tmp.is_dir():
+                continue
+            files = [p for p in tmp.rglob("*") if p.is_file()]
+            newest = max([tmp.stat().st_mtime, *(p.stat().st_mtime for p in files)])
+            if newest < before:
+                out.append(Entry(tmp.parent.name, tmp.name, sum(p.stat().st_size for p in files), newest))
+        return out
+
+    def remove_orphan(self, entry: Entry) -> None:
+        shutil.rmtree(self.root / entry.stage / entry.key, ignore_errors=True)
+
     def remove(self, stage: str, key: str) -> None:
         folder = self.path(stage, key)
         (folder / "_COMPLETE").unlink(missing_ok=True)  # readers stop trusting it first

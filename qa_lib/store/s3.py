@@ -347,6 +347,32 @@ class S3Store:
                     out.append(Entry(parts[0], parts[1], size, obj["LastModified"].timestamp()))
         return sorted(out, key=lambda e: (e.stage, e.key))
 
+    def orphans(self, before: float) -> list[Entry]:
+        """Upload attempts that no completion marker names (a writer died, or lost a race), last
+        written before `before`. Reported as entries whose key is `<key>/<attempt>`."""
+        base = self._key() + "/" if self.prefix else ""
+        attempts: dict[tuple[str, str, str], list] = {}
+        markers: dict[tuple[str, str], str] = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                parts = obj["Key"][len(base):].split("/")
+                if len(parts) < 3 or parts[0] in RESERVED:
+                    continue
+                if len(parts) == 3 and parts[2] == MARKER:
+                    marker, _ = self._get_json(obj["Key"])
+                    markers[(parts[0], parts[1])] = (marker or {}).get("attempt", "")
+                else:
+                    attempts.setdefault((parts[0], parts[1], parts[2]), []).append(obj)
+        out = []
+        for (stage, key, attempt), objs in sorted(attempts.items()):
+            newest = max(o["LastModified"].timestamp() for o in objs)
+            if markers.get((stage, key)) != attempt and newest < before:
+                out.append(Entry(stage, f"{key}/{attempt}", sum(o["Size"] for o in objs), newest))
+        return out
+
+    def remove_orphan(self, entry: Entry) -> None:
+        self._delete_prefix(self._key(entry.stage, entry.key))
+
     def remove(self, stage: str, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(stage, key, MARKER))  # readers stop trusting it first
         self._delete_prefix(self._key(stage, key))
