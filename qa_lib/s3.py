@@ -37,6 +37,31 @@ def client():
                           region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
+class S3Prefix:
+    """A bucket and key prefix (`s3://bucket/prefix`) with one client, made on first use."""
+
+    def __init__(self, uri: str):
+        self.base_uri = uri.rstrip("/")
+        self.bucket, self.prefix = parse_uri(self.base_uri)
+        self._client = None
+
+    @property
+    def s3(self):
+        if self._client is None:
+            self._client = client()
+        return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def check(self) -> None:
+        """Fail early, in one line, on a bucket that is missing or not ours to use."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, self.base_uri) from None
+
+
 def explain(exc: Exception, uri: str) -> StorageError:
     """A one-line, secret-free reason for an S3 failure."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError

@@ -14,32 +14,16 @@ import json
 from pathlib import Path
 
 from qa_lib.publish.local import PointerChanged
-from qa_lib.s3 import StorageError, _cache_dir, client, explain, parse_uri
+from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain, parse_uri
 from qa_lib.hashing import sha256_file
 
 MULTIPART_THRESHOLD = 8 * 2**20
 
 
-class S3Target:
+class S3Target(S3Prefix):
     def __init__(self, uri: str):
-        self.uri = uri.rstrip("/")
-        self.bucket, self.prefix = parse_uri(self.uri)
-        self._client = None
-
-    @property
-    def s3(self):
-        if self._client is None:
-            self._client = client()
-        return self._client
-
-    def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
-    def check(self) -> None:
-        try:
-            self.s3.head_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001
-            raise explain(exc, self.uri) from None
+        super().__init__(uri)
+        self.uri = self.base_uri
 
     def read_pointer(self) -> tuple[dict | None, str | None]:
         from botocore.exceptions import ClientError

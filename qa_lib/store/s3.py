@@ -28,7 +28,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Iterator
 
-from qa_lib.s3 import StorageError, _cache_dir, client, explain, parse_uri
+from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 _log = logging.getLogger(__name__)
@@ -45,36 +45,19 @@ def _code(exc) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
-class S3Store:
+class S3Store(S3Prefix):
     remote = True
 
     def __init__(self, uri: str, cache_dir: str | Path | None = None):
-        self.location = uri.rstrip("/")
-        self.bucket, self.prefix = parse_uri(self.location)
+        super().__init__(uri)
+        self.location = self.base_uri
         self.cache = Path(cache_dir or _cache_dir()) / "stages" / self.bucket / self.prefix
         self.downloaded = 0
         self.uploaded = 0
         self.io_s = 0.0  # seconds spent in S3 transfers and requests: the store's own overhead
-        self._client = None
-
-    @property
-    def s3(self):
-        if self._client is None:
-            self._client = client()
-        return self._client
-
-    def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
 
     def uri(self, stage: str, key: str) -> str:
         return f"{self.location}/{stage}/{key}"
-
-    def check(self) -> None:
-        """Fail early, in one line, on a bucket that is missing or not ours to write."""
-        try:
-            self.s3.head_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001
-            raise explain(exc, self.location) from None
 
     # -- objects -------------------------------------------------------------------------------
     def _get_json(self, key: str) -> tuple[dict | None, dict]:
