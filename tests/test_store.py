@@ -202,6 +202,10 @@ def test_data_parallel_training_uploads_its_checkpoints(s3env, tiny_model, train
     assert store._checkpoints("model", "kd") == [(3, "checkpoint-3")]
     name = store.restore_checkpoint("model", "kd", tmp_path / "restored")
     assert json.loads((tmp_path / "restored" / name / "trainer_state.json").read_text())["global_step"] == 3
+    # Uploaded once every rank had written its part: a whole checkpoint, no file still being written.
+    files = {p.name for p in (tmp_path / "restored" / name).iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"} <= files, files
+    assert not any(f.startswith(".") for f in files), files
 
 
 def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, tmp_path, monkeypatch):
