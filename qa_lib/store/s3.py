@@ -51,7 +51,9 @@ class S3Store(S3Prefix):
     def __init__(self, uri: str, cache_dir: str | Path | None = None):
         super().__init__(uri)
         self.location = self.base_uri
-        self.cache = Path(cache_dir or _cache_dir()) / "stages" / self.bucket / self.prefix
+        # This worker's own copies: downloaded stages, and training's local checkpoint folder.
+        self.local_root = Path(cache_dir or _cache_dir())
+        self.cache = self.local_root / "stages" / self.bucket / self.prefix
         self.downloaded = 0
         self.uploaded = 0
         self.io_s = 0.0  # seconds spent in S3 transfers and requests: the store's own overhead
@@ -121,11 +123,16 @@ class S3Store(S3Prefix):
             self.io_s += time.perf_counter() - t
         return total
 
+    def _objects(self, prefix: str) -> Iterator[dict]:
+        """Every object whose key starts with `prefix`, page after page."""
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
     def _delete_prefix(self, prefix: str) -> None:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix + "/"):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
+            if keys:  # one delete request per listed page (up to 1,000 keys)
                 self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
     # -- stages --------------------------------------------------------------------------------
@@ -185,18 +192,17 @@ class S3Store(S3Prefix):
 
     # -- resumable work ------------------------------------------------------------------------
     def work_dir(self, stage: str, key: str) -> Path:
-        path = Path(_cache_dir()) / "work" / self.bucket / self.prefix / stage / key
+        path = self.local_root / "work" / self.bucket / self.prefix / stage / key
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def _checkpoints(self, stage: str, key: str) -> list[tuple[int, str]]:
         prefix = self._key("work", stage, key) + "/"
         found = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                name, _, rest = obj["Key"][len(prefix):].partition("/")
-                if rest == MARKER and name.startswith("checkpoint-") and name[11:].isdigit():
-                    found.append((int(name[11:]), name))
+        for obj in self._objects(prefix):
+            name, _, rest = obj["Key"][len(prefix):].partition("/")
+            if rest == MARKER and name.startswith("checkpoint-") and name[11:].isdigit():
+                found.append((int(name[11:]), name))
         return sorted(found)
 
     def save_checkpoint(self, stage: str, key: str, checkpoint: Path) -> None:
@@ -308,26 +314,24 @@ class S3Store(S3Prefix):
 
     def leased(self) -> set[tuple[str, str]]:
         held = set()
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key("locks") + "/"):
-            for obj in page.get("Contents", []):
-                name = obj["Key"].rsplit("/", 1)[-1].removesuffix(".json")
-                _, head = self._get_json(obj["Key"])
-                if head and self._age(head) <= LEASE_TTL_S:
-                    stage, _, key = name.partition("-")
-                    held.add((stage, key))
+        for obj in self._objects(self._key("locks") + "/"):
+            name = obj["Key"].rsplit("/", 1)[-1].removesuffix(".json")
+            _, head = self._get_json(obj["Key"])
+            if head and self._age(head) <= LEASE_TTL_S:
+                stage, _, key = name.partition("-")
+                held.add((stage, key))
         return held
 
     # -- housekeeping --------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
         out = []
         base = self._key() + "/" if self.prefix else ""
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
-            for obj in page.get("Contents", []):
-                parts = obj["Key"][len(base):].split("/")
-                if len(parts) == 3 and parts[2] == MARKER and parts[0] not in RESERVED:
-                    marker, _ = self._get_json(obj["Key"])
-                    size = sum((marker or {}).get("files", {}).values())
-                    out.append(Entry(parts[0], parts[1], size, obj["LastModified"].timestamp()))
+        for obj in self._objects(base):
+            parts = obj["Key"][len(base):].split("/")
+            if len(parts) == 3 and parts[2] == MARKER and parts[0] not in RESERVED:
+                marker, _ = self._get_json(obj["Key"])
+                size = sum((marker or {}).get("files", {}).values())
+                out.append(Entry(parts[0], parts[1], size, obj["LastModified"].timestamp()))
         return sorted(out, key=lambda e: (e.stage, e.key))
 
     def orphans(self, before: float) -> list[Entry]:
@@ -336,16 +340,15 @@ class S3Store(S3Prefix):
         base = self._key() + "/" if self.prefix else ""
         attempts: dict[tuple[str, str, str], list] = {}
         markers: dict[tuple[str, str], str] = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
-            for obj in page.get("Contents", []):
-                parts = obj["Key"][len(base):].split("/")
-                if len(parts) < 3 or parts[0] in RESERVED:
-                    continue
-                if len(parts) == 3 and parts[2] == MARKER:
-                    marker, _ = self._get_json(obj["Key"])
-                    markers[(parts[0], parts[1])] = (marker or {}).get("attempt", "")
-                else:
-                    attempts.setdefault((parts[0], parts[1], parts[2]), []).append(obj)
+        for obj in self._objects(base):
+            parts = obj["Key"][len(base):].split("/")
+            if len(parts) < 3 or parts[0] in RESERVED:
+                continue
+            if len(parts) == 3 and parts[2] == MARKER:
+                marker, _ = self._get_json(obj["Key"])
+                markers[(parts[0], parts[1])] = (marker or {}).get("attempt", "")
+            else:
+                attempts.setdefault((parts[0], parts[1], parts[2]), []).append(obj)
         out = []
         for (stage, key, attempt), objs in sorted(attempts.items()):
             newest = max(o["LastModified"].timestamp() for o in objs)
@@ -367,8 +370,7 @@ class S3Store(S3Prefix):
 
     def pinned(self) -> set[tuple[str, str]]:
         keys = set()
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key("refs") + "/"):
-            for obj in page.get("Contents", []):
-                ref, _ = self._get_json(obj["Key"])
-                keys |= {tuple(k) for k in (ref or {}).get("keys", [])}
+        for obj in self._objects(self._key("refs") + "/"):
+            ref, _ = self._get_json(obj["Key"])
+            keys |= {tuple(k) for k in (ref or {}).get("keys", [])}
         return keys
