@@ -52,8 +52,9 @@ class Padding:
 
 
 class QACollator:
-    """The Trainer's collator: model inputs padded by `Padding`, labels as they are (right padding
-    leaves every token where the labels say it is)."""
+    """The Trainer's collator for padded batches: model inputs padded by `Padding`; `segment_ids`
+    (the row's index on its tokens, -1 on padding) and the labels as indices into the flattened
+    batch, the form `loss.span_loss` takes for padded and packed batches alike."""
 
     def __init__(self, padding: Padding):
         self.padding = padding
@@ -62,9 +63,15 @@ class QACollator:
         import torch
 
         columns = [c for c in MODEL_INPUTS if c in features[0]]
-        width = self.padding.width(max(len(f["input_ids"]) for f in features))
+        lengths = [len(f["input_ids"]) for f in features]
+        width = self.padding.width(max(lengths))
         batch = {c: torch.from_numpy(self.padding.pad(c, [f[c] for f in features], width)) for c in columns}
+        segments = np.full((len(features), width), -1, dtype=np.int64)
+        for i, n in enumerate(lengths):
+            segments[i, :n] = i
+        batch["segment_ids"] = torch.from_numpy(segments)
         for label in LABELS:
             if label in features[0]:
-                batch[label] = torch.tensor([int(f[label]) for f in features], dtype=torch.long)
+                batch[label] = torch.tensor([i * width + int(f[label]) for i, f in enumerate(features)],
+                                            dtype=torch.long)
         return batch

@@ -18,6 +18,8 @@ from qa_lib.text_files import read_utf8
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Batching = Literal["auto", "padded", "packed"]
+Switch = Literal["auto", "on", "off"]
 # The Trainer's schedules that need no extra arguments; checked here so that a typo fails at load,
 # not after the features are built.
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -108,6 +110,18 @@ class PipelineConfig(_Strict):
     seed: int = Field(42, description="Seeds the new QA head, data order and dropout: same config, same model.")
     precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "
                                  "on the CPU.")
+    batching: Batching = Field(
+        "auto", description="Training batches. padded: each feature in its own row, padded to the batch's "
+        "longest (length-grouped). packed: features end to end in rows of a fixed width, a fixed token budget "
+        "per step, no padding but each row's tail. auto: packed on a CUDA GPU when the model gives the same "
+        "logits packed as padded, padded otherwise (and on the CPU, where it measured faster).")
+    tokens_per_batch: int | None = Field(
+        None, gt=0, description="Packed batches: tokens per step on each device, rounded up to whole rows of "
+        "twice max_length (None: per_device_train_batch_size times the features' mean length, the same "
+        "features per step on average as padded batches).")
+    compile: Switch = Field(
+        "auto", description="torch.compile the model for training. auto: on for packed batches on a CUDA GPU "
+        "(fixed shapes, so it compiles once), off otherwise.")
     save_steps: int = Field(200, gt=0, description="Checkpoint interval, in optimizer steps.")
     save_total_limit: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
     logging_steps: int = Field(20, gt=0, description="Loss logged (and the progress artifact updated) every N steps.")

@@ -1,8 +1,9 @@
 """Fine-tuning with the Hugging Face `Trainer`.
 
-One function, `fine_tune`, reads top to bottom: pick precision, load the model, build the
-Trainer with a dynamic-padding collator and length-grouped batches, resume from the newest
-checkpoint in `checkpoint_dir` if there is one, train, save a standard model folder.
+One function, `fine_tune`, reads top to bottom: pick precision, load the model, pick the batches
+(padded and length-grouped, or packed to a fixed shape: `choose_batching`), build the Trainer,
+resume from the newest checkpoint in `checkpoint_dir` if there is one, train, save a standard
+model folder. The loss is `loss.span_loss` for either kind of batch.
 
 Under `torchrun` the same code trains data-parallel: the Trainer reads the launcher's
 environment, and only rank 0 writes the final folder.
@@ -11,6 +12,7 @@ environment, and only rank 0 writes the final folder.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
 from qa_lib.progress import configure_progress, progress_enabled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +35,8 @@ class TrainResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str | None = None
     precision: str = "fp32"
+    batching: str = "padded"
+    compiled: bool = False
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
 
@@ -78,7 +84,8 @@ def _complete(checkpoint: Path) -> bool:
     return True
 
 
-def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str):
+def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str, packed: bool = False,
+                       compile: bool = False):
     import torch
     from transformers import TrainingArguments
 
@@ -87,7 +94,8 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
+        # Packed: each dataset item is a whole planned batch.
+        per_device_train_batch_size=1 if packed else config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         warmup_steps=config.warmup_ratio,
@@ -96,8 +104,10 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # Similar lengths in a batch: far less padding than random batches.
-        train_sampling_strategy="group_by_length",
+        # Padded: similar lengths in a batch, far less padding than random batches. Packed: the
+        # planned batches in a seeded random order.
+        train_sampling_strategy="random" if packed else "group_by_length",
+        torch_compile=compile,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -127,24 +137,48 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     if trainer.is_world_process_zero():
         trainer.save_model(str(model_dir))
         trainer.processing_class.save_pretrained(str(model_dir))
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    # The Trainer counts dataset items, which are whole batches when packing.
+    per_item = len(train_features) / len(trainer.train_dataset)
     return TrainResult(
         model_dir=str(model_dir),
         log_history=list(trainer.state.log_history),
         resumed_from=resume,
         precision=precision,
-        train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
-        train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)),
+        batching=trainer.batching,
+        compiled=bool(trainer.args.torch_compile),
+        train_runtime_s=runtime,
+        train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)) * per_item,
     )
 
 
+class QATrainer(Trainer):
+    """The Trainer with the span loss of `loss.span_loss`, which reads `segment_ids` and flat
+    label indices from either collator. `batching` says which kind of batch it trains on."""
+
+    batching = "padded"
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from qa_lib.batching import LABELS
+        from qa_lib.loss import span_loss
+
+        segments = inputs.pop("segment_ids")
+        start, end = (inputs.pop(label) for label in LABELS)
+        outputs = model(**inputs)
+        loss = span_loss(outputs.start_logits, outputs.end_logits, segments, start, end)
+        return (loss, outputs) if return_outputs else loss
+
+
 def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, checkpoint_dir: str | Path,
-                  precision: str, callbacks: list | None = None):
-    """The Trainer `fine_tune` runs: the config's model with a new QA head, batches padded by the
-    rule prediction uses too (`batching.Padding`)."""
-    from transformers import PrinterCallback, Trainer, set_seed
+                  precision: str, callbacks: list | None = None) -> QATrainer:
+    """The Trainer `fine_tune` runs: the config's model with a new QA head, on the batches
+    `choose_batching` picks."""
+    import torch
+    from transformers import PrinterCallback, set_seed
 
     from qa_lib.batching import Padding, QACollator
     from qa_lib.modeling import load_qa_model, load_tokenizer
+    from qa_lib.packing import PackedBatches, packed_collator, plan_batches
 
     configure_progress()
     tokenizer = load_tokenizer(config.model)
@@ -154,18 +188,73 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    trainer = Trainer(
+    padding = Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)
+    on_gpu = torch.cuda.is_available()
+    batching = choose_batching(config, model, padding, train_features, on_gpu)
+    if batching == "packed":
+        lengths = [len(ids) for ids in train_features["input_ids"]]
+        width = pack_width(config, lengths)
+        rows = rows_per_batch(config, lengths, width)
+        dataset = PackedBatches(train_features, plan_batches(lengths, rows, width, config.seed))
+        collator = packed_collator(model, padding, rows, width)
+        log.info("packed batches: %d rows of %d tokens per step, %d batches for %d features",
+                 rows, width, len(dataset), len(train_features))
+    else:
+        dataset, collator = train_features, QACollator(padding)
+    compile = config.compile == "on" or (config.compile == "auto" and on_gpu and batching == "packed")
+    trainer = QATrainer(
         model=model,
-        args=training_arguments(config, str(checkpoint_dir), precision),
-        train_dataset=train_features,
-        data_collator=QACollator(Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)),
+        args=training_arguments(config, str(checkpoint_dir), precision, packed=batching == "packed", compile=compile),
+        train_dataset=dataset,
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.batching = batching
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_NoFinalCheckpoint())
     return trainer
+
+
+def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset, on_gpu: bool) -> str:
+    """`padded` or `packed`, from `config.batching` and, for packing, a check of the model itself:
+    two real features through it packed and padded must give the same logits. `auto` packs only on
+    a GPU (on 2 CPU cores packing measured no faster: see BENCHMARKS.md); `packed` on a model that
+    fails the check is a config error, named before training starts."""
+    from qa_lib.packing import packing_problem
+
+    if config.batching == "padded" or (config.batching == "auto" and not on_gpu) or len(train_features) == 0:
+        return "padded"
+    lengths = [len(ids) for ids in train_features["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2]])]
+    problem = packing_problem(model, padding, sample, pack_width(config, lengths))
+    if problem is None:
+        return "packed"
+    kind = getattr(model.config, "model_type", "this")
+    if config.batching == "packed":
+        raise ConfigError(f"batching: packed does not work with {kind} models ({problem}); use padded or auto")
+    log.info("padded batches: %s models cannot be packed (%s)", kind, problem)
+    return "padded"
+
+
+def pack_width(config: PipelineConfig, lengths: list[int]) -> int:
+    """Row width of packed batches: twice the longest feature (`packing.ROW_FEATURES`), in
+    multiples of 8 for tensor cores."""
+    from qa_lib.packing import ROW_FEATURES
+
+    longest = max(config.max_length, max(lengths, default=0))
+    return -(-ROW_FEATURES * longest // 8) * 8
+
+
+def rows_per_batch(config: PipelineConfig, lengths: list[int], width: int) -> int:
+    """`tokens_per_batch` in whole rows; by default as many tokens as a padded batch of
+    `per_device_train_batch_size` features of the mean length holds real tokens."""
+    from qa_lib.packing import rows_for
+
+    budget = config.tokens_per_batch or round(config.per_device_train_batch_size * sum(lengths) / max(1, len(lengths)))
+    return rows_for(budget, width)
 
 
 class _NoFinalCheckpoint(TrainerCallback):

@@ -151,11 +151,13 @@ def test_train_batches_keep_labels_on_their_tokens(family, train_600):
     assert len(rows) == 16  # rows of many lengths: real padding
     trainer = build_trainer(PipelineConfig(model=str(folder), output_dir="unused"), train, "unused/checkpoints", "fp32")
     batch = trainer.data_collator(rows)
+    width = batch["input_ids"].shape[1]
     for r, row in enumerate(rows):
         for label in ("start_positions", "end_positions"):
-            pos = int(batch[label][r])
-            assert int(batch["input_ids"][r, pos]) == row["input_ids"][row[label]], (name, label)
-            assert int(batch["attention_mask"][r, pos]) == 1
+            at = int(batch[label][r])  # an index into the flattened batch, for the span loss
+            assert at // width == r, (name, label)
+            assert int(batch["input_ids"][r, at % width]) == row["input_ids"][row[label]], (name, label)
+            assert int(batch["attention_mask"][r, at % width]) == 1
         n = len(row["input_ids"])
         assert batch["input_ids"][r, :n].tolist() == row["input_ids"]
 

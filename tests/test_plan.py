@@ -12,7 +12,7 @@ def test_training_knobs_change_the_model_key_only(tiny_model):
     base = PipelineConfig(model=str(tiny_model), train_data={"path": "data/squad/train-v1.1.sample.json"})
     keys = train_keys(base, str(tiny_model))
     for change in ({"hidden_dropout": 0.1}, {"attention_dropout": None}, {"freeze_word_embeddings": False},
-                   {"learning_rate": 1e-4}):
+                   {"learning_rate": 1e-4}, {"batching": "packed"}, {"tokens_per_batch": 4096}):
         other = train_keys(base.model_copy(update=change), str(tiny_model))
         assert other.features == keys.features and other.data == keys.data, change
         assert other.model != keys.model, change

@@ -1,0 +1,202 @@
+"""Padding-free training batches: features laid end to end in rows of a fixed width.
+
+Every packed batch has the same shape, `rows x width` tokens, whatever the features' lengths:
+what `torch.compile` and CUDA graphs need, and no step spends matrix products on padding beyond
+the tail of each row. Each row holds whole features (a feature is never split); a block-diagonal
+attention mask keeps each feature's tokens to themselves, and position ids restart at each
+feature, so every feature sees exactly what it would see alone in a padded row.
+
+Rows are twice the longest feature wide: with rows one feature wide, most rows would hold one
+feature (31 % of the default recipe's features are full windows) and little padding would go;
+wider rows pack denser, but the mask makes the attention cost grow with the row width.
+
+Whether a model family can take such a batch (a 4D mask as given, position ids that mean what
+they mean in BERT) is not assumed from its name: `packing_problem` runs a few real features
+both ways through the model and compares the logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from qa_lib.batching import LABELS, MODEL_INPUTS, Padding
+
+ROW_FEATURES = 2  # row width, in longest features
+
+
+def first_fit(lengths: Sequence[int], rows: int, width: int) -> list[list[int]] | None:
+    """Positions of `lengths` assigned to `rows` rows of `width` tokens (each to the first row it
+    fits), or None when they do not all fit."""
+    free = [width] * rows
+    placed: list[list[int]] = [[] for _ in range(rows)]
+    for i, n in enumerate(lengths):
+        row = next((r for r in range(rows) if free[r] >= n), None)
+        if row is None:
+            return None
+        free[row] -= n
+        placed[row].append(i)
+    return placed
+
+
+def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int) -> list[list[list[int]]]:
+    """The training features (by index) in batches of `rows` rows: a seeded shuffle, then each
+    feature into the first row of the current batch with room, a new batch when none has."""
+    if max(lengths, default=0) > width:
+        raise ValueError(f"a feature of {max(lengths)} tokens does not fit a row of {width}")
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    batches: list[list[list[int]]] = []
+    current: list[list[int]] = [[] for _ in range(rows)]
+    free = [width] * rows
+    for i in order.tolist():
+        n = int(lengths[i])
+        row = next((r for r in range(rows) if free[r] >= n), None)
+        if row is None:
+            batches.append(current)
+            current, free, row = [[] for _ in range(rows)], [width] * rows, 0
+        free[row] -= n
+        current[row].append(i)
+    if any(current):
+        batches.append(current)
+    return batches
+
+
+def rows_for(tokens_per_batch: int, width: int) -> int:
+    return max(1, -(-tokens_per_batch // width))
+
+
+class PackedBatches:
+    """The Trainer's dataset when packing: item i is batch i of the plan, its rows of features.
+
+    The Trainer then draws one item per step (batch size 1) in a seeded random order each epoch;
+    `PackedCollator` lays the item out."""
+
+    def __init__(self, features, plan: list[list[list[int]]]):
+        columns = [c for c in (*MODEL_INPUTS, *LABELS) if c in features.column_names]
+        self.features = features.select_columns(columns)
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> list[list[dict[str, Any]]]:
+        rows = self.plan[i]
+        flat = [f for row in rows for f in row]
+        table = self.features[flat] if flat else {}
+        records = [{c: table[c][k] for c in table} for k in range(len(flat))]
+        out, k = [], 0
+        for row in rows:
+            out.append(records[k:k + len(row)])
+            k += len(row)
+        return out
+
+
+class PackedCollator:
+    """Lays rows of features out as one `rows x width` batch.
+
+    Besides the model inputs it returns `position_ids` (restarting at each feature, plus the
+    family's offset: RoBERTa counts from `padding_idx + 1`), `segment_ids` (the feature each token
+    belongs to, -1 for padding) and the labels as indices into the flattened batch, which is what
+    `loss.span_loss` takes. The attention mask is `rows x 1 x width x width`, true where query and
+    key belong to the same feature; the padding at a row's end attends to itself, so no softmax row
+    is empty. `additive_mask` gives it as 0 / -inf in float, for eager attention, which adds it to
+    the scores instead of selecting with it.
+    """
+
+    def __init__(self, padding: Padding, rows: int, width: int, position_offset: int = 0,
+                 additive_mask: bool = False):
+        self.padding, self.rows, self.width = padding, rows, width
+        self.position_offset, self.additive_mask = position_offset, additive_mask
+
+    def __call__(self, items: list[list[list[dict[str, Any]]]]) -> dict[str, Any]:
+        import torch
+
+        (rows,) = items  # the Trainer's batch size is 1 when packing: one planned batch per step
+        if len(rows) > self.rows:
+            raise ValueError(f"a planned batch of {len(rows)} rows does not fit {self.rows}")
+        rows = list(rows) + [[] for _ in range(self.rows - len(rows))]
+        features = [f for row in rows for f in row]
+        columns = [c for c in MODEL_INPUTS if features and c in features[0] and c != "attention_mask"]
+        shape = (self.rows, self.width)
+        batch = {c: np.full(shape, self.padding.value(c), dtype=np.int64) for c in columns}
+        positions = np.zeros(shape, dtype=np.int64)
+        segments = np.full(shape, -1, dtype=np.int64)
+        labels = {label: [] for label in LABELS if features and label in features[0]}
+        k = 0
+        for r, row in enumerate(rows):
+            at = 0
+            for f in row:
+                n = len(f["input_ids"])
+                if at + n > self.width:
+                    raise ValueError(f"features of {at + n} tokens do not fit a row of {self.width}")
+                for c in columns:
+                    batch[c][r, at:at + n] = f[c]
+                positions[r, at:at + n] = np.arange(n)
+                segments[r, at:at + n] = k
+                for label, values in labels.items():
+                    values.append(r * self.width + at + int(f[label]))
+                at += n
+                k += 1
+        positions += self.position_offset
+        out = {c: torch.from_numpy(v) for c, v in batch.items()}
+        seg = torch.from_numpy(segments)
+        same = seg[:, None, :, None] == seg[:, None, None, :]
+        out["attention_mask"] = (torch.zeros(same.shape).masked_fill(~same, float("-inf"))
+                                 if self.additive_mask else same)
+        out["position_ids"] = torch.from_numpy(positions)
+        out["segment_ids"] = seg
+        for label, values in labels.items():
+            out[label] = torch.tensor(values, dtype=torch.long)
+        return out
+
+
+def position_offset(model) -> int:
+    """Where a family's absolute positions start for an unpadded sequence: RoBERTa-style
+    embeddings count from `padding_idx + 1`, BERT-style from 0."""
+    embeddings = getattr(model.base_model, "embeddings", None)
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return int(padding_idx) + 1 if isinstance(padding_idx, int) else 0
+
+
+def packed_collator(model, padding: Padding, rows: int, width: int) -> PackedCollator:
+    eager = getattr(model.config, "_attn_implementation", None) == "eager"
+    return PackedCollator(padding, rows, width, position_offset(model), additive_mask=eager)
+
+
+def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
+    """None if `model` gives the same logits for `sample` packed into one row as padded, one per
+    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU."""
+    import torch
+
+    from qa_lib.batching import QACollator
+
+    if not sample:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        padded = QACollator(padding)([{k: v for k, v in f.items() if k not in LABELS} for f in sample])
+        padded.pop("segment_ids", None)
+        row = first_fit([len(f["input_ids"]) for f in sample], 1, width)
+        if row is None:
+            return None  # nothing to compare: the sample is wider than a row
+        packed = packed_collator(model, padding, 1, width)([[[{k: v for k, v in f.items() if k not in LABELS}
+                                                              for f in sample]]])
+        packed.pop("segment_ids")
+        with torch.no_grad():
+            a = model(**padded).start_logits
+            b = model(**packed).start_logits.reshape(-1)
+    except Exception as exc:  # noqa: BLE001 - any failure means this family cannot take packed rows
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+    finally:
+        model.train(was_training)
+    at, worst = 0, 0.0
+    for i, f in enumerate(sample):
+        n = len(f["input_ids"])
+        worst = max(worst, float((a[i, :n] - b[at:at + n]).abs().max()))
+        at += n
+    scale = float(a.abs().max()) or 1.0
+    if not worst <= 1e-4 * max(1.0, scale):
+        return f"packed logits differ from padded ones by up to {worst:.2g}"
+    return None

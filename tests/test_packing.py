@@ -1,0 +1,201 @@
+"""Packed training batches train exactly as padded ones: same loss, same gradients, per family.
+
+Tolerances: the loss to 1e-5 relative, each gradient to 1e-4 relative plus 1e-6 of the largest
+gradient in the model (float32 on the CPU; the two layouts only change the order of sums). Some
+gradients are mathematically zero (the QA head's bias and the attention key biases: a softmax
+does not move when all its inputs shift together) and read as rounding noise in both layouts,
+hence the absolute part scaled to the model's gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qa_lib.batching import Padding, QACollator
+from qa_lib.config import PipelineConfig
+from qa_lib.errors import ConfigError
+from qa_lib.features import build_train_features
+from qa_lib.loss import span_loss
+from qa_lib.modeling import load_qa_model, load_tokenizer
+from qa_lib.packing import first_fit, packed_collator, packing_problem, plan_batches
+from tests.conftest import SQUAD
+from tests.families import build_family
+
+PACKABLE = ("bert-wordpiece", "roberta-bpe")
+NOT_PACKABLE = ("deberta-v2-unigram", "xlnet-left")
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    return {name: build_family(name, tmp_path_factory.mktemp(name), SQUAD) for name in (*PACKABLE, *NOT_PACKABLE)}
+
+
+@pytest.fixture(scope="module")
+def windows(train_examples):
+    """Per family, training windows of the first 40 questions (128 / 48: many lengths)."""
+    cache = {}
+
+    def get(folder):
+        if folder not in cache:
+            cache[folder] = build_train_features(train_examples.select(range(40)), load_tokenizer(str(folder)), 128, 48)
+        return cache[folder]
+
+    return get
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    batch = dict(batch)
+    segments, start, end = batch.pop("segment_ids"), batch.pop("start_positions"), batch.pop("end_positions")
+    out = model(**batch)
+    loss = span_loss(out.start_logits, out.end_logits, segments, start, end)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", PACKABLE)
+def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, families, windows):
+    folder = families[name]
+    feats = windows(folder)
+    rows = [feats[i] for i in range(12)]
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert len(set(lengths)) > 3  # real padding in the padded batch, rows holding several features packed
+    model = load_qa_model(str(folder), 0.0, 0.0).train()
+    padding = Padding.of(load_tokenizer(str(folder)))
+    placed = first_fit(lengths, 6, 256)
+    assert placed is not None and max(len(r) for r in placed) > 1
+    packed = packed_collator(model, padding, 6, 256)([[[rows[i] for i in row] for row in placed]])
+    padded_loss, padded_grads = _loss_and_grads(model, QACollator(padding)(rows))
+    packed_loss, packed_grads = _loss_and_grads(model, packed)
+    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=0)
+    scale = max(float(g.abs().max()) for g in padded_grads.values())
+    assert padded_grads.keys() == packed_grads.keys()
+    for param, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[param], grad, rtol=1e-4, atol=1e-6 * scale, msg=param)
+
+
+@pytest.mark.parametrize("name", PACKABLE)
+def test_packed_labels_point_at_the_answer_tokens(name, families, windows):
+    folder = families[name]
+    feats = windows(folder)
+    rows = [feats[i] for i in range(10)]
+    placed = first_fit([len(r["input_ids"]) for r in rows], 6, 256)
+    model = load_qa_model(str(folder))
+    batch = packed_collator(model, Padding.of(load_tokenizer(str(folder))), 6, 256)(
+        [[[rows[i] for i in row] for row in placed]])
+    ids, segments = batch["input_ids"].reshape(-1), batch["segment_ids"].reshape(-1)
+    order = [i for row in placed for i in row]
+    for k, i in enumerate(order):
+        for label in ("start_positions", "end_positions"):
+            at = int(batch[label][k])
+            assert int(segments[at]) == k
+            assert int(ids[at]) == rows[i]["input_ids"][rows[i][label]]
+    assert batch["attention_mask"].shape == (6, 1, 256, 256)
+
+
+def test_a_features_padded_loss_does_not_depend_on_its_neighbours(families, windows):
+    """Padding is left out of the softmax: a batch of a short and a long feature loses the mean of
+    what each loses alone (the model's own QA loss counted the short one's pad positions)."""
+    folder = families["bert-wordpiece"]
+    feats = windows(folder)
+    by_length = sorted((feats[i] for i in range(20)), key=lambda f: len(f["input_ids"]))
+    short, long = by_length[0], by_length[-1]
+    assert len(long["input_ids"]) - len(short["input_ids"]) > 20
+    model = load_qa_model(str(folder), 0.0, 0.0).eval()
+    collate = QACollator(Padding.of(load_tokenizer(str(folder))))
+
+    def loss(features):
+        batch = collate(features)
+        segments, start, end = batch.pop("segment_ids"), batch.pop("start_positions"), batch.pop("end_positions")
+        with torch.no_grad():
+            out = model(**batch)
+        return span_loss(out.start_logits, out.end_logits, segments, start, end)
+
+    torch.testing.assert_close(loss([short, long]), (loss([short]) + loss([long])) / 2, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("name", NOT_PACKABLE)
+def test_families_that_cannot_take_packed_rows_are_found_and_trained_padded(name, families, windows, tmp_path):
+    """DeBERTa-v2 and XLNet build their own masks from a 2D one: the check finds that by running
+    them, `auto` falls back to padded batches, and asking for `packed` is a config error."""
+    from qa_lib.train import choose_batching
+
+    folder = families[name]
+    feats = windows(folder)
+    model = load_qa_model(str(folder))
+    padding = Padding.of(load_tokenizer(str(folder)))
+    assert packing_problem(model, padding, [feats[0], feats[1]], 256) is not None
+    auto = PipelineConfig(model=str(folder), max_length=128, doc_stride=48, batching="auto")
+    assert choose_batching(auto, model, padding, feats, on_gpu=True) == "padded"
+    with pytest.raises(ConfigError, match="batching: packed does not work with .* models"):
+        choose_batching(auto.model_copy(update={"batching": "packed"}), model, padding, feats, on_gpu=True)
+
+
+@pytest.mark.parametrize("name", PACKABLE)
+def test_packable_families_pass_the_check(name, families, windows):
+    from qa_lib.train import choose_batching
+
+    folder = families[name]
+    feats = windows(folder)
+    model = load_qa_model(str(folder))
+    padding = Padding.of(load_tokenizer(str(folder)))
+    config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48)
+    assert choose_batching(config, model, padding, feats, on_gpu=True) == "packed"
+    assert choose_batching(config, model, padding, feats, on_gpu=False) == "padded"  # auto on the CPU
+
+
+def test_the_check_catches_positions_that_do_not_restart(families, windows):
+    """Packed with BERT's position offset, RoBERTa's tokens sit two positions off: the check must
+    see it (this is what would go wrong for a family with an offset nobody declared)."""
+    from qa_lib.packing import PackedCollator
+
+    folder = families["roberta-bpe"]
+    feats = windows(folder)
+    model = load_qa_model(str(folder)).eval()
+    padding = Padding.of(load_tokenizer(str(folder)))
+    sample = [{k: v for k, v in feats[i].items() if k not in ("start_positions", "end_positions")} for i in (0, 1)]
+    right = packed_collator(model, padding, 1, 256)([[sample]])
+    wrong = PackedCollator(padding, 1, 256, position_offset=0)([[sample]])
+    for batch in (right, wrong):
+        batch.pop("segment_ids")
+    with torch.no_grad():
+        a, b = model(**right).start_logits, model(**wrong).start_logits
+    assert not torch.allclose(a, b, atol=1e-4)
+    assert packing_problem(model, padding, [feats[0], feats[1]], 256) is None
+
+
+def test_plan_batches_places_every_feature_once_within_its_rows():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(30, 193, size=500).tolist()
+    plan = plan_batches(lengths, rows=6, width=384, seed=1)
+    placed = [i for batch in plan for row in batch for i in row]
+    assert sorted(placed) == list(range(500))
+    for batch in plan:
+        assert len(batch) == 6
+        assert all(sum(lengths[i] for i in row) <= 384 for row in batch)
+    # First fit over random order wastes little: within 15 % of the perfect packing's batch count.
+    assert len(plan) <= 1.15 * sum(lengths) / (6 * 384) + 1
+    assert plan == plan_batches(lengths, rows=6, width=384, seed=1)
+    assert plan != plan_batches(lengths, rows=6, width=384, seed=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_batches([400], rows=2, width=384, seed=0)
+
+
+def test_a_packed_training_run_trains_and_reports_it(tiny_model, train_examples, tmp_path):
+    from qa_lib.train import fine_tune
+
+    feats = build_train_features(train_examples.select(range(60)), load_tokenizer(str(tiny_model)), 128, 48)
+    config = PipelineConfig(model=str(tiny_model), max_length=128, doc_stride=48, batching="packed", max_steps=6,
+                            logging_steps=2, save_steps=4, tokens_per_batch=1000)
+    result = fine_tune(config, feats, tmp_path / "run")
+    assert result.batching == "packed" and not result.compiled
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)  # logged, and not NaN
+    assert (tmp_path / "run/model/config.json").is_file()
+    assert (tmp_path / "run/checkpoints/checkpoint-4").is_dir()
+    # Resuming a packed run takes the same plan and carries on from the checkpoint.
+    again = fine_tune(config.model_copy(update={"max_steps": 8}), feats, tmp_path / "run")
+    assert again.resumed_from.endswith("checkpoint-4")
