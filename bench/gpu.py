@@ -1,17 +1,24 @@
-"""`python -m bench.gpu`: training throughput and model FLOPs utilization (MFU) on an accelerator.
+"""`python -m bench.gpu`: training throughput, MFU and a SQuAD-sized job on an accelerator.
 
-Trains through `qa_lib.train.fine_tune` (precision `auto`: bf16 on a GPU that has it) for one
-epoch over a seeded random sample of the bundled training features, for two models: the default
-all-MiniLM-L6-v2 and a randomly initialised BERT-base-sized model (12 layers, hidden 768) with the
-same tokenizer. A short run of the same kind first warms up the device and kernels.
+For two models, the default all-MiniLM-L6-v2 and a randomly initialised BERT-base-sized one (12
+layers, hidden 768) with the same tokenizer, it trains through `qa_lib.train.fine_tune` (precision
+`auto`: bf16 on a GPU that has it) on the bundled training features with padded batches (as
+shipped before packing) and with packed ones (`compile: auto`, so compiled on a GPU). Each is
+timed in steady state, `--seconds` after `--warm` optimizer steps whose time (compilation
+included) is reported beside it, and a short torch.profiler window counts kernel launches and
+host syncs per step and the device's busy share.
+
+Then a SQuAD-sized job (the bundled samples repeated to 87,599 training and 10,570 evaluated
+questions): features, one epoch, prediction, post-processing and metrics, each stage timed; and
+Super_Bowl_50 predicted with the trained model in bf16 on the device and fp32 on the CPU, the
+answers compared.
 
 MFU counts useful model FLOPs only: per feature of T real tokens, 6·N·T for the weight matmuls
 (forward and backward, N = parameters outside the embeddings) plus 12·L·d·T² for attention
-(L layers, width d), divided by the epoch's wall time and the device's peak dense bf16 FLOP/s
-(`--peak-tflops`, or looked up from the device name). Padding is not counted as useful work.
+(L layers, width d), against the device's peak dense bf16 FLOP/s (`--peak-tflops`, or looked up
+from the device name). Padding is not useful work.
 
-On the CPU (`--quick`) it runs in fp32 with tiny sizes so that the tests can check it works; its
-MFU is then against `--peak-tflops` if given, else left out.
+On the CPU (`--quick`) it runs in fp32 with tiny sizes so that the tests can check it works.
 
 `--model-files DIR` names a copy of the default model's folder; if it holds no weights (the
 device machines take at most 64 MiB, the weights are 91 MB), the same architecture is built with
@@ -30,6 +37,10 @@ from pathlib import Path
 
 os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import TrainerCallback  # noqa: E402
+
+from qa_lib.batching import Padding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -105,21 +116,206 @@ def bundled_train_features(tokenizer, max_length: int, doc_stride: int, quick: b
     return build_train_features(train, tokenizer, max_length, doc_stride)
 
 
-def measure(model_dir: str, features, steps: int, batch: int, tmp: Path, warm_steps: int) -> dict:
+class StepClock(TrainerCallback):
+    """Steady-state timing inside one `fine_tune`: the clock starts after `warm` optimizer steps
+    (compilation, autotuning and allocator warm-up happen there) and training stops once `seconds`
+    have passed after it, with one device sync at each end and none between. With
+    `profile_steps`, a torch.profiler window of that many steps right after the warm-up counts
+    kernel launches and host syncs per step and the device's busy share."""
+
+    def __init__(self, warm: int, seconds: float, profile_steps: int = 0):
+        self.warm, self.seconds, self.profile_steps = warm, seconds, profile_steps
+        self.t_begin = self.t_warm = self.t_end = None
+        self.steps_timed = 0
+        self.batches_per_epoch = None
+        self.prof = None
+        self.profile: dict = {}
+
+    @staticmethod
+    def _now() -> float:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+        self.batches_per_epoch = len(train_dataloader) if train_dataloader is not None else None
+        self.t_begin = self._now()
+
+    def on_step_end(self, args, state, control, **kw):
+        step = state.global_step
+        if step == self.warm:
+            self.t_warm = self._now()
+            if self.profile_steps:
+                import torch
+                from torch.profiler import ProfilerActivity, profile
+
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+                self.prof = profile(activities=acts)
+                self.prof.__enter__()
+                self.t_prof = time.perf_counter()
+        elif self.prof is not None and step == self.warm + self.profile_steps:
+            wall = self._now() - self.t_prof
+            self.prof.__exit__(None, None, None)
+            self.profile = profile_counts(self.prof, self.profile_steps, wall)
+            self.prof = None
+            self.t_warm, self.warm = self._now(), step  # the profiled steps are slower: not timed
+        if step > self.warm:
+            self.steps_timed = step - self.warm
+            if self.prof is None and time.perf_counter() - self.t_warm >= self.seconds:
+                control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kw):
+        self.t_end = self._now()
+
+
+_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
+_SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
+def profile_counts(prof, steps: int, wall_s: float) -> dict:
+    """Per step: kernel launches (runtime launch calls; a CUDA graph replay counts once), host
+    syncs (synchronize calls and blocking copies: each waits for the device), and the device's
+    busy share (its kernel time over the window's wall time)."""
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in _LAUNCHES)
+    syncs = sum(e.count for e in events if e.key in _SYNCS)
+    busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events)
+    import torch
+
+    on_device = torch.cuda.is_available() and wall_s
+    return {"launches_per_step": launches / steps, "syncs_per_step": syncs / steps,
+            "device_busy_share": busy_us / 1e6 / wall_s if on_device else None, "profiled_steps": steps,
+            "top_device": events.table(sort_by="self_device_time_total", row_limit=10)
+            if busy_us else None}
+
+
+def measure(model_dir: str, features, batch: int, seconds: float, warm: int, tmp: Path, profile_steps: int = 0,
+            **config) -> dict:
+    """One `fine_tune` over `features` (epochs repeat as needed) until `seconds` of steady state
+    after `warm` steps; `config` sets e.g. batching and compile."""
     from qa_lib.train import fine_tune
 
-    warm = features.select(range(min(len(features), warm_steps * batch)))
-    fine_tune(bench_config(model_dir, batch, max_steps=warm_steps), warm, tmp / "warm")
-    sample = features.shuffle(seed=0).select(range(min(len(features), steps * batch)))
-    lengths = [len(x) for x in sample["input_ids"]]
+    clock = StepClock(warm, seconds, profile_steps)
     t = time.perf_counter()
-    result = fine_tune(bench_config(model_dir, batch, num_train_epochs=1), sample, tmp / "run")
+    result = fine_tune(bench_config(model_dir, batch, max_steps=10**6, **config), features, tmp, callbacks=[clock])
     wall = time.perf_counter() - t
-    return {"features": len(sample), "tokens": sum(lengths), "train_runtime_s": result.train_runtime_s,
-            "wall_s": wall, "precision": result.precision,
-            "features_per_s": len(sample) / result.train_runtime_s,
-            "tokens_per_s": sum(lengths) / result.train_runtime_s,
-            "model_flops": train_flops(model_dir, lengths)}
+    per_step = len(features) / clock.batches_per_epoch
+    lengths = [len(x) for x in features["input_ids"]]
+    flops_per_feature = train_flops(model_dir, lengths) / len(lengths)
+    window = clock.t_end - clock.t_warm
+    fps = per_step * clock.steps_timed / window
+    return {"batching": result.batching, "compiled": result.compiled, "precision": result.precision,
+            "features_per_step": per_step, "steps_timed": clock.steps_timed, "steady_window_s": window,
+            "warmup_s": clock.t_warm - clock.t_begin, "wall_s": wall, "features_per_s": fps,
+            "tokens_per_s": fps * sum(lengths) / len(lengths), "model_flops_per_s": fps * flops_per_feature,
+            **({"profile": clock.profile} if clock.profile else {})}
+
+
+def repeated(examples, n: int):
+    """`examples` repeated to `n` questions, ids made unique."""
+    import datasets
+
+    copies = []
+    for k in range(-(-n // len(examples))):
+        copies.append(examples.map(lambda ex, k=k: {"id": f"{ex['id']}-{k}"}))
+    return datasets.concatenate_datasets(copies).select(range(n))
+
+
+def squad_sized_job(model_dir: str, train_questions: int, eval_questions: int, tmp: Path, **config) -> dict:
+    """Features, one epoch, prediction, post-processing and metrics of a SQuAD-sized job, each stage
+    timed: the bundled samples repeated to SQuAD v1.1's train and dev sizes."""
+    import torch
+
+    from qa_lib.config import PipelineConfig
+    from qa_lib.data import load_examples
+    from qa_lib.features import build_eval_features, build_train_features
+    from qa_lib.metrics import score
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+    from qa_lib.postprocess import postprocess
+    from qa_lib.predict import predict_logits
+    from qa_lib.train import fine_tune
+
+    train = repeated(load_examples(str(ROOT / "data/squad/train-v1.1.sample.json")), train_questions)
+    dev = repeated(load_examples(str(ROOT / "data/squad/dev-v1.1.super_bowl_50.json")), eval_questions)
+    cfg = PipelineConfig(model=model_dir, num_train_epochs=1, save_steps=10**6, logging_steps=10**6,
+                         num_proc=min(16, os.cpu_count() or 1), **config)
+    tok = load_tokenizer(model_dir)
+    stages: dict = {}
+    t = time.perf_counter()
+    feats = build_train_features(train, tok, cfg.max_length, cfg.doc_stride, cfg.num_proc, cfg.drop_answerless)
+    dev_feats = build_eval_features(dev, tok, *cfg.eval_window, cfg.num_proc)
+    stages["features_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = fine_tune(cfg, feats, tmp)
+    stages["train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    precision = result.precision
+    start, end = predict_logits(load_qa_model(result.model_dir), dev_feats, cfg.per_device_eval_batch_size,
+                                precision, progress=False, padding=Padding.of(tok))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    stages["predict_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    preds = postprocess(dev, dev_feats, start, end, cfg.n_best_size, cfg.max_answer_length)
+    stages["postprocess_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics = score(dev, preds.answers)
+    stages["metrics_s"] = time.perf_counter() - t
+    return {"train_questions": len(train), "train_features": len(feats), "eval_questions": len(dev),
+            "eval_features": len(dev_feats), "batching": result.batching, "compiled": result.compiled,
+            "precision": precision, "stages": stages, "f1": metrics["f1"], "exact_match": metrics["exact_match"],
+            "model_dir": result.model_dir}
+
+
+def prediction_agreement(model_dir: str, limit: int | None = None) -> dict:
+    """Super_Bowl_50 predicted in the fast precision on the device and in fp32 on the CPU: how many
+    questions get a different answer, and the logit gap behind each."""
+    import numpy as np
+    import torch
+
+    from qa_lib.config import PipelineConfig
+    from qa_lib.data import load_examples
+    from qa_lib.features import build_eval_features
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+    from qa_lib.postprocess import postprocess
+    from qa_lib.predict import predict_logits
+    from qa_lib.train import resolve_precision
+
+    cfg = PipelineConfig(model=model_dir)
+    dev = load_examples(str(ROOT / "data/squad/dev-v1.1.super_bowl_50.json"))
+    if limit:
+        dev = dev.select(range(limit))
+    tok = load_tokenizer(model_dir)
+    feats = build_eval_features(dev, tok, *cfg.eval_window)
+    fast = resolve_precision("auto")
+    t = time.perf_counter()
+    s_fast, e_fast = predict_logits(load_qa_model(model_dir), feats, 64, fast, progress=False, padding=Padding.of(tok))
+    fast_s = time.perf_counter() - t
+    import qa_lib.predict as predict
+
+    original = predict._device
+    predict._device = lambda: torch.device("cpu")
+    try:
+        t = time.perf_counter()
+        s_cpu, e_cpu = predict_logits(load_qa_model(model_dir), feats, 16, "fp32", progress=False,
+                                      padding=Padding.of(tok))
+        cpu_s = time.perf_counter() - t
+    finally:
+        predict._device = original
+    a = postprocess(dev, feats, s_fast, e_fast).answers
+    b = postprocess(dev, feats, s_cpu, e_cpu).answers
+    differ = [q for q in a if a[q] != b[q]]
+    finite = np.isfinite(s_cpu)
+    return {"questions": len(a), "features": len(feats), "fast_precision": fast, "fast_s": fast_s, "cpu_fp32_s": cpu_s,
+            "answers_differ": len(differ), "examples": [{"id": q, "fast": a[q], "fp32": b[q]} for q in differ[:10]],
+            "max_logit_diff": float(np.abs(s_fast[finite] - s_cpu[finite]).max()) if finite.any() else 0.0}
+
+
+VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing
+            "packed": {"batching": "packed", "compile": "auto"}}   # auto: compiled on a GPU
 
 
 def main(argv=None) -> int:
@@ -128,10 +324,16 @@ def main(argv=None) -> int:
     from qa_lib.modeling import load_tokenizer
 
     p = argparse.ArgumentParser(prog="python -m bench.gpu")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps timed per model (one epoch of a sample)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=128, help="features per step (packed: that many of the mean length)")
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=30.0, help="steady-state training timed per measurement")
+    p.add_argument("--warm", type=int, default=30, help="optimizer steps before the clock starts")
+    p.add_argument("--profile-steps", type=int, default=5, help="steps profiled after the warm-up (0: none)")
+    p.add_argument("--models", default="minilm,bert-base")
+    p.add_argument("--variants", default="padded,packed")
+    p.add_argument("--e2e-train", type=int, default=87_599, help="questions in the SQuAD-sized job (0: skip it)")
+    p.add_argument("--e2e-eval", type=int, default=10_570)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, TFLOP/s")
     p.add_argument("--model-files", default=None, help="the default model's folder (default: the bundled "
                    "package's); without weights in it, its architecture is trained from random weights")
@@ -143,7 +345,9 @@ def main(argv=None) -> int:
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if args.quick:
-        args.steps, args.batch, args.max_length, args.doc_stride = 2, 4, 128, 48
+        args.batch, args.max_length, args.doc_stride, args.seconds, args.warm = 4, 128, 48, 1.0, 2
+        args.profile_steps, args.models = 1, "minilm"
+        args.e2e_train, args.e2e_eval = (120, 30) if args.e2e_train else (0, 0)
 
     tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-"))
     minilm, weights = default_model(args.model_files, tmp / "minilm")
@@ -151,26 +355,62 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = peak_tflops(args.peak_tflops)
     out: dict = {"device": device, "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                 "batch": args.batch, "max_length": args.max_length,
-                 "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "models": {}}
-    models = {f"all-MiniLM-L6-v2 (default; {weights})": minilm}
-    if not args.quick:
-        models["BERT-base-sized, random init"] = bert_base_sized(minilm, tmp / "bert-base")
-    for name, model_dir in models.items():
-        fig = measure(model_dir, feats, args.steps, args.batch, tmp / name.split()[0], 2 if args.quick else 10)
-        if peak:
-            fig["mfu"] = fig["model_flops"] / fig["train_runtime_s"] / (peak * 1e12)
-        out["models"][name] = fig
-    print(f"device: {device}; batch {args.batch}, max_length {args.max_length}, length-grouped dynamic padding"
-          f"{'' if out['cudnn_attention'] else ', cuDNN attention off'}")
-    print("| model | precision | features/s | tokens/s | model TFLOP/s | MFU |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, f in out["models"].items():
-        tflops = f["model_flops"] / f["train_runtime_s"] / 1e12
-        mfu = f"{100 * f['mfu']:.1f} %" if "mfu" in f else "n/a (no peak known)"
-        print(f"| {name} | {f['precision']} | {f['features_per_s']:,.1f} | {f['tokens_per_s']:,.0f} | {tflops:.2f} | {mfu} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+                 "batch": args.batch, "max_length": args.max_length, "weights": weights,
+                 "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(), "training": {}}
+    dirs = {"minilm": minilm}
+    if "bert-base" in args.models:
+        dirs["bert-base"] = bert_base_sized(minilm, tmp / "bert-base")
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+
+    for model in args.models.split(","):
+        for variant in args.variants.split(","):
+            name = f"{model} {variant}"
+            fig = measure(dirs[model], feats, args.batch, args.seconds, args.warm, tmp / name.replace(" ", "-"),
+                          args.profile_steps, max_length=args.max_length, doc_stride=args.doc_stride,
+                          **VARIANTS[variant])
+            if peak:
+                fig["mfu"] = fig["model_flops_per_s"] / (peak * 1e12)
+            out["training"][name] = fig
+            print(f"{name}: {fig['features_per_s']:,.0f} features/s ({fig['batching']}, compiled {fig['compiled']}, "
+                  f"warm-up {fig['warmup_s']:.1f} s)", flush=True)
+            save()
+
+    print(f"device: {device}; default model weights: {weights}; {args.batch} features per step, max_length "
+          f"{args.max_length}; steady state over {args.seconds:.0f} s after {args.warm} warm-up steps"
+          f"{'' if out['cudnn_attention'] else '; cuDNN attention off'}")
+    print("| model | batching | compiled | features/s | MFU | warm-up | launches/step | syncs/step | device busy |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, f in out["training"].items():
+        prof = f.get("profile", {})
+        mfu = f"{100 * f['mfu']:.1f} %" if "mfu" in f else "n/a"
+        busy = prof.get("device_busy_share")
+        print(f"| {name} | {f['batching']} | {f['compiled']} | {f['features_per_s']:,.0f} | {mfu} | "
+              f"{f['warmup_s']:.1f} s | {prof.get('launches_per_step', 0):.0f} | {prof.get('syncs_per_step', 0):.1f} | "
+              f"{'n/a' if busy is None else f'{100 * busy:.0f} %'} |")
+
+    if args.e2e_train:
+        job = squad_sized_job(minilm, args.e2e_train, args.e2e_eval, tmp / "e2e", max_length=args.max_length,
+                              doc_stride=args.doc_stride, per_device_train_batch_size=args.batch, learning_rate=1e-4)
+        out["squad_sized_job"] = job
+        save()
+        total = sum(job["stages"].values())
+        print(f"SQuAD-sized job: {job['train_questions']:,} questions ({job['train_features']:,} features), "
+              f"{job['eval_questions']:,} evaluated; {job['batching']}, compiled {job['compiled']}; "
+              f"F1 {job['f1']:.2f} / EM {job['exact_match']:.2f}")
+        for stage, sec in job["stages"].items():
+            print(f"  {stage.removesuffix('_s'):12s} {sec:8.1f} s  {100 * sec / total:5.1f} %")
+        agree = prediction_agreement(job["model_dir"], 40 if args.quick else None)
+        out["prediction_agreement"] = agree
+        save()
+        print(f"Super_Bowl_50 ({agree['questions']} questions, {agree['features']} windows): {agree['fast_precision']} "
+              f"on the device {agree['fast_s']:.1f} s, fp32 on the CPU {agree['cpu_fp32_s']:.1f} s; "
+              f"{agree['answers_differ']} answers differ; largest start-logit difference {agree['max_logit_diff']:.3g}")
+        for ex in agree["examples"]:
+            print(f"  {ex['id']}: {ex['fast']!r} vs {ex['fp32']!r}")
+    save()
     return 0
 
 

@@ -98,16 +98,13 @@ class PackedCollator:
     Besides the model inputs it returns `position_ids` (restarting at each feature, plus the
     family's offset: RoBERTa counts from `padding_idx + 1`), `segment_ids` (the feature each token
     belongs to, -1 for padding) and the labels as indices into the flattened batch, which is what
-    `loss.span_loss` takes. The attention mask is `rows x 1 x width x width`, true where query and
-    key belong to the same feature; the padding at a row's end attends to itself, so no softmax row
-    is empty. `additive_mask` gives it as 0 / -inf in float, for eager attention, which adds it to
-    the scores instead of selecting with it.
+    `loss.span_loss` takes. No attention mask: `block_mask` builds it from `segment_ids` where the
+    batch already is (on the GPU a `rows x width x width` mask is tens of MB a step to build on
+    the host and copy).
     """
 
-    def __init__(self, padding: Padding, rows: int, width: int, position_offset: int = 0,
-                 additive_mask: bool = False):
-        self.padding, self.rows, self.width = padding, rows, width
-        self.position_offset, self.additive_mask = position_offset, additive_mask
+    def __init__(self, padding: Padding, rows: int, width: int, position_offset: int = 0):
+        self.padding, self.rows, self.width, self.position_offset = padding, rows, width, position_offset
 
     def __call__(self, items: list[list[list[dict[str, Any]]]]) -> dict[str, Any]:
         import torch
@@ -140,15 +137,24 @@ class PackedCollator:
                 k += 1
         positions += self.position_offset
         out = {c: torch.from_numpy(v) for c, v in batch.items()}
-        seg = torch.from_numpy(segments)
-        same = seg[:, None, :, None] == seg[:, None, None, :]
-        out["attention_mask"] = (torch.zeros(same.shape).masked_fill(~same, float("-inf"))
-                                 if self.additive_mask else same)
         out["position_ids"] = torch.from_numpy(positions)
-        out["segment_ids"] = seg
+        out["segment_ids"] = torch.from_numpy(segments)
         for label, values in labels.items():
             out[label] = torch.tensor(values, dtype=torch.long)
         return out
+
+
+def block_mask(segment_ids, model):
+    """The `rows x 1 x width x width` attention mask of a packed batch: true where query and key
+    belong to the same feature. A row's padding (segment -1) attends to itself, so no softmax row
+    is empty. For eager attention, which adds the mask to the scores instead of selecting with it,
+    it is 0 / -inf in float."""
+    import torch
+
+    same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        return torch.zeros(same.shape, device=same.device).masked_fill(~same, float("-inf"))
+    return same
 
 
 def position_offset(model) -> int:
@@ -160,8 +166,16 @@ def position_offset(model) -> int:
 
 
 def packed_collator(model, padding: Padding, rows: int, width: int) -> PackedCollator:
-    eager = getattr(model.config, "_attn_implementation", None) == "eager"
-    return PackedCollator(padding, rows, width, position_offset(model), additive_mask=eager)
+    return PackedCollator(padding, rows, width, position_offset(model))
+
+
+def model_inputs(batch: dict[str, Any], model) -> dict[str, Any]:
+    """What the model takes of a collated batch (padded or packed): the loss's columns removed,
+    and a packed batch's block mask built from its segments."""
+    inputs = {k: v for k, v in batch.items() if k not in ("segment_ids", *LABELS)}
+    if "attention_mask" not in inputs:
+        inputs["attention_mask"] = block_mask(batch["segment_ids"], model)
+    return inputs
 
 
 def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
@@ -176,17 +190,14 @@ def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width
     was_training = model.training
     model.eval()
     try:
-        padded = QACollator(padding)([{k: v for k, v in f.items() if k not in LABELS} for f in sample])
-        padded.pop("segment_ids", None)
-        row = first_fit([len(f["input_ids"]) for f in sample], 1, width)
-        if row is None:
+        unlabelled = [{k: v for k, v in f.items() if k not in LABELS} for f in sample]
+        if first_fit([len(f["input_ids"]) for f in sample], 1, width) is None:
             return None  # nothing to compare: the sample is wider than a row
-        packed = packed_collator(model, padding, 1, width)([[[{k: v for k, v in f.items() if k not in LABELS}
-                                                              for f in sample]]])
-        packed.pop("segment_ids")
+        padded = QACollator(padding)(unlabelled)
+        packed = packed_collator(model, padding, 1, width)([[unlabelled]])
         with torch.no_grad():
-            a = model(**padded).start_logits
-            b = model(**packed).start_logits.reshape(-1)
+            a = model(**model_inputs(padded, model)).start_logits
+            b = model(**model_inputs(packed, model)).start_logits.reshape(-1)
     except Exception as exc:  # noqa: BLE001 - any failure means this family cannot take packed rows
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
     finally:

@@ -116,6 +116,11 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         dataloader_num_workers=0,
         # Pinned memory only speeds copies to a GPU; on the CPU torch warns about it every epoch.
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Batches copied to the GPU without waiting for it, and no per-step NaN check of the loss
+        # (a host sync: `torch.isnan(loss)` read on the host). A NaN loss is then logged as NaN,
+        # which says more than the filter's substitute average did.
+        accelerator_config={"non_blocking": torch.cuda.is_available()},
+        logging_nan_inf_filter=False,
         disable_tqdm=not progress_enabled(),
     )
 
@@ -159,13 +164,12 @@ class QATrainer(Trainer):
     batching = "padded"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from qa_lib.batching import LABELS
         from qa_lib.loss import span_loss
+        from qa_lib.packing import model_inputs
 
-        segments = inputs.pop("segment_ids")
-        start, end = (inputs.pop(label) for label in LABELS)
-        outputs = model(**inputs)
-        loss = span_loss(outputs.start_logits, outputs.end_logits, segments, start, end)
+        outputs = model(**model_inputs(inputs, self.model))
+        loss = span_loss(outputs.start_logits, outputs.end_logits, inputs["segment_ids"],
+                         inputs["start_positions"], inputs["end_positions"])
         return (loss, outputs) if return_outputs else loss
 
 

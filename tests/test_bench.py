@@ -24,28 +24,39 @@ def test_quick_bench_runs_and_prints_every_figure(tmp_path):
 @pytest.mark.parametrize("weights", ["pretrained", "random init, same architecture"])
 def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
     """The accelerator benchmark is prepared for sessions lent a GPU; here it must at least run, with
-    the bundled weights and with only the model's config and tokenizer (what travels to a GPU machine)."""
+    the bundled weights and with only the model's config and tokenizer (what travels to a GPU machine).
+    The second run also does the SQuAD-sized job and the precision comparison, at toy sizes."""
+    import json
     import shutil
 
     from qa_lib.modeling import resolve_model
 
-    extra = []
+    extra = ["--e2e-train", "0"]
     if weights != "pretrained":
         files = tmp_path / "minilm"
         shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
-        extra = ["--model-files", str(files)]
-    if weights != "pretrained":
-        extra.append("--no-cudnn-attention")  # a no-op on the CPU, but it must be recorded
+        extra = ["--model-files", str(files), "--no-cudnn-attention"]  # a no-op on the CPU, but recorded
     out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
-                          str(tmp_path / "g.json"), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "g.json"), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    name = f"all-MiniLM-L6-v2 (default; {weights})"
-    assert f"| {name} | fp32 |" in out.stdout
-    result = __import__("json").loads((tmp_path / "g.json").read_text())
-    fig = result["models"][name]
-    assert fig["features"] == 8 and fig["tokens"] > 8 and 0 < fig["mfu"] < 1
+    assert f"default model weights: {weights};" in out.stdout
+    for variant in ("padded", "packed"):
+        assert f"| minilm {variant} | {variant} | False |" in out.stdout  # never compiled on the CPU by auto
+    result = json.loads((tmp_path / "g.json").read_text())
+    for name, fig in result["training"].items():
+        assert fig["steps_timed"] >= 1 and fig["features_per_s"] > 0 and 0 < fig["mfu"] < 1, name
+        assert fig["profile"]["profiled_steps"] == 1 and fig["profile"]["device_busy_share"] is None, name
+    assert result["training"]["minilm packed"]["features_per_step"] > 0
     assert result["cudnn_attention"] is (weights == "pretrained")
-    assert ("cuDNN attention off" in out.stdout) is (weights != "pretrained")
+    if weights == "pretrained":
+        assert "squad_sized_job" not in result
+        return
+    job = result["squad_sized_job"]
+    assert job["train_questions"] == 120 and job["eval_questions"] == 30
+    assert set(job["stages"]) == {"features_s", "train_s", "predict_s", "postprocess_s", "metrics_s"}
+    agree = result["prediction_agreement"]
+    # On the CPU "the device" is the CPU in fp32 too: the two predictions must agree exactly.
+    assert agree["questions"] == 40 and agree["answers_differ"] == 0 and agree["fast_precision"] == "fp32"
 
 
 def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path):

@@ -18,7 +18,7 @@ from qa_lib.errors import ConfigError
 from qa_lib.features import build_train_features
 from qa_lib.loss import span_loss
 from qa_lib.modeling import load_qa_model, load_tokenizer
-from qa_lib.packing import first_fit, packed_collator, packing_problem, plan_batches
+from qa_lib.packing import block_mask, first_fit, model_inputs, packed_collator, packing_problem, plan_batches
 from tests.conftest import SQUAD
 from tests.families import build_family
 
@@ -44,24 +44,30 @@ def windows(train_examples):
     return get
 
 
+def _loss(model, batch):
+    out = model(**model_inputs(batch, model))
+    return span_loss(out.start_logits, out.end_logits, batch["segment_ids"], batch["start_positions"],
+                     batch["end_positions"])
+
+
 def _loss_and_grads(model, batch):
     model.zero_grad()
-    batch = dict(batch)
-    segments, start, end = batch.pop("segment_ids"), batch.pop("start_positions"), batch.pop("end_positions")
-    out = model(**batch)
-    loss = span_loss(out.start_logits, out.end_logits, segments, start, end)
+    loss = _loss(model, batch)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("name", PACKABLE)
-def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, families, windows):
+@pytest.mark.parametrize("name, attention", [("bert-wordpiece", "sdpa"), ("bert-wordpiece", "eager"),
+                                             ("roberta-bpe", "sdpa")])
+def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, attention, families, windows):
     folder = families[name]
     feats = windows(folder)
     rows = [feats[i] for i in range(12)]
     lengths = [len(r["input_ids"]) for r in rows]
     assert len(set(lengths)) > 3  # real padding in the padded batch, rows holding several features packed
     model = load_qa_model(str(folder), 0.0, 0.0).train()
+    model.set_attn_implementation(attention)
+    assert model.config._attn_implementation == attention
     padding = Padding.of(load_tokenizer(str(folder)))
     placed = first_fit(lengths, 6, 256)
     assert placed is not None and max(len(r) for r in placed) > 1
@@ -91,7 +97,12 @@ def test_packed_labels_point_at_the_answer_tokens(name, families, windows):
             at = int(batch[label][k])
             assert int(segments[at]) == k
             assert int(ids[at]) == rows[i]["input_ids"][rows[i][label]]
-    assert batch["attention_mask"].shape == (6, 1, 256, 256)
+    mask = block_mask(batch["segment_ids"], model)
+    assert mask.shape == (6, 1, 256, 256) and mask.dtype == torch.bool
+    # A token sees exactly the tokens of its own feature; a row's padding sees only that padding.
+    first = placed[0]
+    n0 = len(rows[first[0]]["input_ids"])
+    assert mask[0, 0, 0, :n0].all() and not mask[0, 0, 0, n0:].any()
 
 
 def test_a_features_padded_loss_does_not_depend_on_its_neighbours(families, windows):
@@ -106,11 +117,8 @@ def test_a_features_padded_loss_does_not_depend_on_its_neighbours(families, wind
     collate = QACollator(Padding.of(load_tokenizer(str(folder))))
 
     def loss(features):
-        batch = collate(features)
-        segments, start, end = batch.pop("segment_ids"), batch.pop("start_positions"), batch.pop("end_positions")
         with torch.no_grad():
-            out = model(**batch)
-        return span_loss(out.start_logits, out.end_logits, segments, start, end)
+            return _loss(model, collate(features))
 
     torch.testing.assert_close(loss([short, long]), (loss([short]) + loss([long])) / 2, rtol=1e-5, atol=0)
 
@@ -157,10 +165,8 @@ def test_the_check_catches_positions_that_do_not_restart(families, windows):
     sample = [{k: v for k, v in feats[i].items() if k not in ("start_positions", "end_positions")} for i in (0, 1)]
     right = packed_collator(model, padding, 1, 256)([[sample]])
     wrong = PackedCollator(padding, 1, 256, position_offset=0)([[sample]])
-    for batch in (right, wrong):
-        batch.pop("segment_ids")
     with torch.no_grad():
-        a, b = model(**right).start_logits, model(**wrong).start_logits
+        a, b = (model(**model_inputs(batch, model)).start_logits for batch in (right, wrong))
     assert not torch.allclose(a, b, atol=1e-4)
     assert packing_problem(model, padding, [feats[0], feats[1]], 256) is None
 

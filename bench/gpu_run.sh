@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one device call for the GPU figures (issue 15): `python -m bench.gpu` on a lent GPU machine.
+#
+# Here first, on the CPU, to check it runs end to end:   bash bench/gpu_run.sh --quick
+# Then `bash bench/gpu_kit.sh` (wheels and the model's config/tokenizer into .whl/), and one call
+# of the device tool: command "bash bench/gpu_run.sh", carry [".whl"], timeout_s 560. Everything
+# the bench writes lands in $OUT (gpu.json, log), which comes back even if the call times out.
+#
+# Budget: two models x (padded, packed+compiled), each 30 warm-up steps + 5 profiled + 30 s
+# timed, then the SQuAD-sized job (~90k features, one epoch) and the bf16-vs-fp32 comparison:
+# about 6-8 minutes on an H200. `--seconds 20` or `--e2e-train 40000` shorten it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 QA_PIPELINE_NO_PROGRESS=1
+if [ "${1:-}" = "--quick" ]; then
+  shift
+  .venv/bin/python -m bench.gpu --quick --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/log"
+  exit "${PIPESTATUS[0]}"
+fi
+mkdir -p /tmp/site && tar xJf .whl/site.tar.xz -C /tmp/site || exit 3
+# The machine's own pyarrow when new enough for our datasets; else the carried one.
+python3 -c 'import pyarrow as p,sys; print("machine pyarrow", p.__version__);
+sys.exit(int(p.__version__.split(".")[0]) < 24)' && rm -rf /tmp/site/pyarrow /tmp/site/pyarrow-*.dist-info
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi -L
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+python3 -m bench.gpu --model-files .whl/minilm --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/log"
+exit "${PIPESTATUS[0]}"
