@@ -315,7 +315,10 @@ def prediction_agreement(model_dir: str, limit: int | None = None) -> dict:
 
 
 VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing
-            "packed": {"batching": "packed", "compile": "auto"}}   # auto: compiled on a GPU
+            "packed": {"batching": "packed", "compile": "auto"},   # auto: compiled on a GPU
+            # For the CPU, where `auto` does not compile: what compiling would do there.
+            "packed-compiled": {"batching": "packed", "compile": "on"},
+            "padded-compiled": {"batching": "padded", "compile": "on"}}
 
 
 def main(argv=None) -> int:

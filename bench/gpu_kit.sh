@@ -10,15 +10,11 @@
 # its config and tokenizer travel: bench.gpu then trains the same architecture from random
 # weights, as speed depends on shapes, not values.
 #
-# Then, in one device call (carry: [".whl"], timeout_s: about 300), as run for BENCHMARKS.md:
-#   mkdir -p /tmp/site && tar xJf .whl/site.tar.xz -C /tmp/site || exit 3;
-#   python3 -c 'import pyarrow as p,sys; print("machine pyarrow", p.__version__);
-#     sys.exit(int(p.__version__.split(".")[0]) < 24)' \
-#     && rm -rf /tmp/site/pyarrow /tmp/site/pyarrow-*.dist-info;   # the machine's own, if new enough
-#   export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; nvidia-smi -L;
-#   python3 -m bench.gpu --model-files .whl/minilm --json $OUT/gpu.json 2>&1 | tee $OUT/log
-# (add `--batch 128 --steps 25`, or `--no-cudnn-attention`; `python3 -m bench.gpu_profile
-# --model-files .whl/minilm` breaks a step down). The H200 of 2026-11-27 had pyarrow 25.0.1.
+# Then one device call runs everything: `bash bench/gpu_run.sh` with carry [".whl"] (that script
+# unpacks the site, keeps the machine's pyarrow when it is new enough, runs `python -m bench.gpu`
+# and leaves gpu.json and the log in $OUT; `bash bench/gpu_run.sh --quick` checks it here first).
+# `python3 -m bench.gpu_profile --model-files .whl/minilm` breaks a padded step down further.
+# The H200 of 2026-11-27 had pyarrow 25.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_PY=${VENV_PY:-.venv/bin/python}

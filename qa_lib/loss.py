@@ -16,14 +16,20 @@ import torch
 
 
 def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, segment_ids: torch.Tensor,
-              start_positions: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
-    """Mean over features of (start CE + end CE) / 2, as `...ForQuestionAnswering` averages it."""
+              start_positions: torch.Tensor, end_positions: torch.Tensor, per: float | None = None) -> torch.Tensor:
+    """Mean over features of (start CE + end CE) / 2, as `...ForQuestionAnswering` averages it.
+
+    `per`: divide the sum by this many features instead of by the batch's count. Packed batches
+    hold a varying number of features (more when they are short); dividing each by the mean count
+    gives every feature the same weight, as in padded batches of a fixed size, where a per-batch
+    mean would weigh the features of a crowded batch less."""
     segments = segment_ids.reshape(-1)
     n = start_positions.numel()
     # Padding goes to an extra bucket n, dropped at the end: no -inf anywhere, so no NaN either.
     bucket = torch.where(segments >= 0, segments, n)
-    return (_cross_entropy(start_logits, bucket, n, start_positions)
-            + _cross_entropy(end_logits, bucket, n, end_positions)) / 2
+    total = (_cross_entropy(start_logits, bucket, n, start_positions)
+             + _cross_entropy(end_logits, bucket, n, end_positions)) / 2
+    return total / (per or n)
 
 
 def _cross_entropy(logits: torch.Tensor, bucket: torch.Tensor, n: int, targets: torch.Tensor) -> torch.Tensor:
@@ -32,4 +38,4 @@ def _cross_entropy(logits: torch.Tensor, bucket: torch.Tensor, n: int, targets: 
         0, bucket, x.detach(), "amax", include_self=True)
     total = torch.zeros(n + 1, device=x.device).scatter_add(0, bucket, torch.exp(x - peak[bucket]))
     log_norm = (peak + total.log())[:n]
-    return (log_norm - x[targets.reshape(-1)]).mean()
+    return (log_norm - x[targets.reshape(-1)]).sum()

@@ -10,6 +10,10 @@ Rows are twice the longest feature wide: with rows one feature wide, most rows w
 feature (31 % of the default recipe's features are full windows) and little padding would go;
 wider rows pack denser, but the mask makes the attention cost grow with the row width.
 
+Batches are planned once, before training (`plan_batches`): length-grouped as the padded
+batches are, and each step's loss divided by the plan's mean feature count rather than its own
+(`loss.span_loss`'s `per`), so every feature weighs the same whichever batch it lands in.
+
 Whether a model family can take such a batch (a 4D mask as given, position ids that mean what
 they mean in BERT) is not assumed from its name: `packing_problem` runs a few real features
 both ways through the model and compares the logits.
@@ -40,16 +44,30 @@ def first_fit(lengths: Sequence[int], rows: int, width: int) -> list[list[int]] 
     return placed
 
 
-def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int) -> list[list[list[int]]]:
-    """The training features (by index) in batches of `rows` rows: a seeded shuffle, then each
-    feature into the first row of the current batch with room, a new batch when none has."""
+def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int, group: int = 50) -> list[list[list[int]]]:
+    """The training features (by index) in batches of `rows` rows.
+
+    As the Trainer's length-grouped sampler does for padded batches: a seeded shuffle, cut into
+    runs of about `group` batches' worth of tokens, each run sorted longest first; then each
+    feature goes into the first row of the current batch with room, and a new batch starts when
+    none has. A batch thus holds features of similar length (on the default recipe, random
+    batches trained to an F1 about 3 points lower than length-grouped ones) and the rows fill
+    well (first fit, longest first)."""
     if max(lengths, default=0) > width:
         raise ValueError(f"a feature of {max(lengths)} tokens does not fit a row of {width}")
-    order = np.random.default_rng(seed).permutation(len(lengths))
+    order = np.random.default_rng(seed).permutation(len(lengths)).tolist()
+    run_tokens, runs, run, tokens = group * rows * width, [], [], 0
+    for i in order:
+        run.append(i)
+        tokens += int(lengths[i])
+        if tokens >= run_tokens:
+            runs.append(run)
+            run, tokens = [], 0
+    runs.append(run)
     batches: list[list[list[int]]] = []
     current: list[list[int]] = [[] for _ in range(rows)]
     free = [width] * rows
-    for i in order.tolist():
+    for i in (i for run in runs for i in sorted(run, key=lambda i: -int(lengths[i]))):
         n = int(lengths[i])
         row = next((r for r in range(rows) if free[r] >= n), None)
         if row is None:

@@ -36,6 +36,7 @@ class TrainResult:
     resumed_from: str | None = None
     precision: str = "fp32"
     batching: str = "padded"
+    batching_note: str | None = None  # why `auto` did not pack, when it could have
     compiled: bool = False
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
@@ -151,6 +152,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
         resumed_from=resume,
         precision=precision,
         batching=trainer.batching,
+        batching_note=trainer.batching_note,
         compiled=bool(trainer.args.torch_compile),
         train_runtime_s=runtime,
         train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)) * per_item,
@@ -162,6 +164,8 @@ class QATrainer(Trainer):
     label indices from either collator. `batching` says which kind of batch it trains on."""
 
     batching = "padded"
+    batching_note: str | None = None
+    features_per_step: float | None = None  # packed: the plan's mean (see `loss.span_loss`)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from qa_lib.loss import span_loss
@@ -169,7 +173,7 @@ class QATrainer(Trainer):
 
         outputs = model(**model_inputs(inputs, self.model))
         loss = span_loss(outputs.start_logits, outputs.end_logits, inputs["segment_ids"],
-                         inputs["start_positions"], inputs["end_positions"])
+                         inputs["start_positions"], inputs["end_positions"], per=self.features_per_step)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -194,7 +198,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         model.get_input_embeddings().weight.requires_grad_(False)
     padding = Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)
     on_gpu = torch.cuda.is_available()
-    batching = choose_batching(config, model, padding, train_features, on_gpu)
+    batching, note = choose_batching(config, model, padding, train_features, on_gpu)
     if batching == "packed":
         lengths = [len(ids) for ids in train_features["input_ids"]]
         width = pack_width(config, lengths)
@@ -214,33 +218,37 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    trainer.batching = batching
+    trainer.batching, trainer.batching_note = batching, note
+    if batching == "packed":
+        trainer.features_per_step = len(train_features) / len(dataset)
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_NoFinalCheckpoint())
     return trainer
 
 
-def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset, on_gpu: bool) -> str:
-    """`padded` or `packed`, from `config.batching` and, for packing, a check of the model itself:
+def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset,
+                    on_gpu: bool) -> tuple[str, str | None]:
+    """`padded` or `packed` (with why not, when `auto` could have packed), from `config.batching` and, for packing, a check of the model itself:
     two real features through it packed and padded must give the same logits. `auto` packs only on
     a GPU (on 2 CPU cores packing measured no faster: see BENCHMARKS.md); `packed` on a model that
     fails the check is a config error, named before training starts."""
     from qa_lib.packing import packing_problem
 
     if config.batching == "padded" or (config.batching == "auto" and not on_gpu) or len(train_features) == 0:
-        return "padded"
+        return "padded", None
     lengths = [len(ids) for ids in train_features["input_ids"]]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2]])]
     problem = packing_problem(model, padding, sample, pack_width(config, lengths))
     if problem is None:
-        return "packed"
+        return "packed", None
     kind = getattr(model.config, "model_type", "this")
     if config.batching == "packed":
         raise ConfigError(f"batching: packed does not work with {kind} models ({problem}); use padded or auto")
-    log.info("padded batches: %s models cannot be packed (%s)", kind, problem)
-    return "padded"
+    note = f"{kind} models cannot be packed ({problem})"
+    log.info("padded batches: %s", note)
+    return "padded", note
 
 
 def pack_width(config: PipelineConfig, lengths: list[int]) -> int:

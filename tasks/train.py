@@ -69,6 +69,8 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
             callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
             result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
             result["world_size"] = 1
+        logger.info("trained on %s batches%s, %s%s", result["batching"], " (compiled)" if result["compiled"] else "",
+                    result["precision"], f"; {result['batching_note']}" if result.get("batching_note") else "")
         if result["resumed_from"]:
             step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")
             logger.info("resumed from step %s (%s)", step, result["resumed_from"])
