@@ -30,18 +30,27 @@ from qa_lib.batching import LABELS, MODEL_INPUTS, Padding
 ROW_FEATURES = 2  # row width, in longest features
 
 
+class _Batch:
+    """One batch being filled: `rows` rows of `width` tokens, each feature in the first row with room."""
+
+    def __init__(self, rows: int, width: int):
+        self.free = [width] * rows
+        self.rows: list[list[int]] = [[] for _ in range(rows)]
+
+    def place(self, feature: int, length: int) -> bool:
+        for r, free in enumerate(self.free):
+            if free >= length:
+                self.free[r] -= length
+                self.rows[r].append(feature)
+                return True
+        return False
+
+
 def first_fit(lengths: Sequence[int], rows: int, width: int) -> list[list[int]] | None:
     """Positions of `lengths` assigned to `rows` rows of `width` tokens (each to the first row it
     fits), or None when they do not all fit."""
-    free = [width] * rows
-    placed: list[list[int]] = [[] for _ in range(rows)]
-    for i, n in enumerate(lengths):
-        row = next((r for r in range(rows) if free[r] >= n), None)
-        if row is None:
-            return None
-        free[row] -= n
-        placed[row].append(i)
-    return placed
+    batch = _Batch(rows, width)
+    return batch.rows if all(batch.place(i, int(n)) for i, n in enumerate(lengths)) else None
 
 
 def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int, group: int = 50) -> list[list[list[int]]]:
@@ -65,19 +74,23 @@ def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int, group
             run, tokens = [], 0
     runs.append(run)
     batches: list[list[list[int]]] = []
-    current: list[list[int]] = [[] for _ in range(rows)]
-    free = [width] * rows
+    current = _Batch(rows, width)
     for i in (i for run in runs for i in sorted(run, key=lambda i: -int(lengths[i]))):
-        n = int(lengths[i])
-        row = next((r for r in range(rows) if free[r] >= n), None)
-        if row is None:
-            batches.append(current)
-            current, free, row = [[] for _ in range(rows)], [width] * rows, 0
-        free[row] -= n
-        current[row].append(i)
-    if any(current):
-        batches.append(current)
+        if not current.place(i, int(lengths[i])):
+            batches.append(current.rows)
+            current = _Batch(rows, width)
+            current.place(i, int(lengths[i]))
+    if any(current.rows):
+        batches.append(current.rows)
     return batches
+
+
+def feature_lengths(features) -> list[int]:
+    """Each feature's token count, read from Arrow's list lengths (no token lists built)."""
+    import pyarrow.compute as pc
+
+    ids = features.select_columns(["input_ids"]).with_format("arrow")[:].column("input_ids")
+    return pc.list_value_length(ids).to_pylist()
 
 
 def rows_for(tokens_per_batch: int, width: int) -> int:

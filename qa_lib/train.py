@@ -186,7 +186,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
 
     from qa_lib.batching import Padding, QACollator
     from qa_lib.modeling import load_qa_model, load_tokenizer
-    from qa_lib.packing import PackedBatches, packed_collator, plan_batches
+    from qa_lib.packing import PackedBatches, feature_lengths, packed_collator, plan_batches
 
     configure_progress()
     tokenizer = load_tokenizer(config.model)
@@ -198,9 +198,9 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         model.get_input_embeddings().weight.requires_grad_(False)
     padding = Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)
     on_gpu = torch.cuda.is_available()
-    batching, note = choose_batching(config, model, padding, train_features, on_gpu)
+    lengths = feature_lengths(train_features)
+    batching, note = choose_batching(config, model, padding, train_features, lengths, on_gpu)
     if batching == "packed":
-        lengths = [len(ids) for ids in train_features["input_ids"]]
         width = pack_width(config, lengths)
         rows = rows_per_batch(config, lengths, width)
         dataset = PackedBatches(train_features, plan_batches(lengths, rows, width, config.seed))
@@ -227,17 +227,18 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     return trainer
 
 
-def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset,
+def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset, lengths: list[int],
                     on_gpu: bool) -> tuple[str, str | None]:
-    """`padded` or `packed` (with why not, when `auto` could have packed), from `config.batching` and, for packing, a check of the model itself:
-    two real features through it packed and padded must give the same logits. `auto` packs only on
+    """`padded` or `packed`, and why not packed where `auto` could have packed.
+
+    From `config.batching` and, for packing, a check of the model itself: two real features
+    (`lengths` are all features' token counts) through it packed and padded must give the same logits. `auto` packs only on
     a GPU (on 2 CPU cores packing measured no faster: see BENCHMARKS.md); `packed` on a model that
     fails the check is a config error, named before training starts."""
     from qa_lib.packing import packing_problem
 
     if config.batching == "padded" or (config.batching == "auto" and not on_gpu) or len(train_features) == 0:
         return "padded", None
-    lengths = [len(ids) for ids in train_features["input_ids"]]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2]])]
     problem = packing_problem(model, padding, sample, pack_width(config, lengths))

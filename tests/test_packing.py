@@ -18,7 +18,8 @@ from qa_lib.errors import ConfigError
 from qa_lib.features import build_train_features
 from qa_lib.loss import span_loss
 from qa_lib.modeling import load_qa_model, load_tokenizer
-from qa_lib.packing import block_mask, first_fit, model_inputs, packed_collator, packing_problem, plan_batches
+from qa_lib.packing import (block_mask, feature_lengths, first_fit, model_inputs, packed_collator, packing_problem,
+                            plan_batches)
 from tests.conftest import SQUAD
 from tests.families import build_family
 
@@ -135,10 +136,11 @@ def test_families_that_cannot_take_packed_rows_are_found_and_trained_padded(name
     padding = Padding.of(load_tokenizer(str(folder)))
     assert packing_problem(model, padding, [feats[0], feats[1]], 256) is not None
     auto = PipelineConfig(model=str(folder), max_length=128, doc_stride=48, batching="auto")
-    batching, note = choose_batching(auto, model, padding, feats, on_gpu=True)
+    batching, note = choose_batching(auto, model, padding, feats, feature_lengths(feats), on_gpu=True)
     assert batching == "padded" and note.startswith(f"{model.config.model_type} models cannot be packed")
     with pytest.raises(ConfigError, match="batching: packed does not work with .* models"):
-        choose_batching(auto.model_copy(update={"batching": "packed"}), model, padding, feats, on_gpu=True)
+        choose_batching(auto.model_copy(update={"batching": "packed"}), model, padding, feats, feature_lengths(feats),
+                        on_gpu=True)
 
 
 @pytest.mark.parametrize("name", PACKABLE)
@@ -150,8 +152,10 @@ def test_packable_families_pass_the_check(name, families, windows):
     model = load_qa_model(str(folder))
     padding = Padding.of(load_tokenizer(str(folder)))
     config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48)
-    assert choose_batching(config, model, padding, feats, on_gpu=True) == ("packed", None)
-    assert choose_batching(config, model, padding, feats, on_gpu=False) == ("padded", None)  # auto on the CPU
+    lengths = feature_lengths(feats)
+    assert lengths == [len(ids) for ids in feats["input_ids"]]
+    assert choose_batching(config, model, padding, feats, lengths, on_gpu=True) == ("packed", None)
+    assert choose_batching(config, model, padding, feats, lengths, on_gpu=False) == ("padded", None)  # auto, CPU
 
 
 def test_the_check_catches_positions_that_do_not_restart(families, windows):
