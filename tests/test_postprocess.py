@@ -127,3 +127,24 @@ def test_features_of_unknown_examples_are_refused(v2_setup):
     start, end = _random_logits(features, 13)
     with pytest.raises(ValueError, match=repr(features[0]["example_id"])):
         postprocess(examples.select(range(1, len(examples))), features, start, end)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_top_k_is_a_stable_descending_sort_cut_at_k(dtype):
+    """`_top_k` against the stable sort it stands for, on rows made to break a fast path: ties
+    inside the top k and at its cut-off, NaN, -inf padding, +-0.0, rows shorter than k."""
+    from qa_lib.postprocess import _top_k
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 3, (300, 64)).astype(dtype)
+    logits[:60] = np.round(logits[:60])                 # many ties, cut-off among equals
+    logits[60:80, 10:] = -np.inf                        # fewer than k finite values
+    logits[80:100, rng.integers(0, 64, 20)] = np.nan    # NaN sorts last
+    logits[100:110, :5] = 0.0
+    logits[100:110, 5:10] = -0.0                        # equal to 0.0
+    logits[110:120] = logits[110:120, :1]               # a constant row
+    for k in (1, 5, 20, 63, 64, 100):
+        top, values = _top_k(logits, k)
+        expected = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(logits, expected, axis=1))
