@@ -85,14 +85,6 @@ def plan_batches(lengths: Sequence[int], rows: int, width: int, seed: int, group
     return batches
 
 
-def feature_lengths(features) -> list[int]:
-    """Each feature's token count, read from Arrow's list lengths (no token lists built)."""
-    import pyarrow.compute as pc
-
-    ids = features.select_columns(["input_ids"]).with_format("arrow")[:].column("input_ids")
-    return pc.list_value_length(ids).to_pylist()
-
-
 def rows_for(tokens_per_batch: int, width: int) -> int:
     return max(1, -(-tokens_per_batch // width))
 

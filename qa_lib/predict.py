@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import torch
 
-from qa_lib.batching import MODEL_INPUTS, Padding
+from qa_lib.batching import MODEL_INPUTS, Padding, feature_lengths
 from qa_lib.progress import progress_enabled
 
 
@@ -32,7 +32,7 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         padding = Padding(pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
     columns = [c for c in MODEL_INPUTS if c in features.column_names]
     inputs = features.select_columns(columns)
-    lengths = np.array([len(x) for x in inputs["input_ids"]], dtype=np.int64)
+    lengths = np.array(feature_lengths(inputs), dtype=np.int64)
     n, width = len(lengths), int(lengths.max()) if len(lengths) else 0
     start = np.full((n, width), -np.inf, dtype=np.float32)
     end = np.full((n, width), -np.inf, dtype=np.float32)

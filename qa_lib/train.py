@@ -184,9 +184,9 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     import torch
     from transformers import PrinterCallback, set_seed
 
-    from qa_lib.batching import Padding, QACollator
+    from qa_lib.batching import Padding, QACollator, feature_lengths
     from qa_lib.modeling import load_qa_model, load_tokenizer
-    from qa_lib.packing import PackedBatches, feature_lengths, packed_collator, plan_batches
+    from qa_lib.packing import PackedBatches, packed_collator, plan_batches
 
     configure_progress()
     tokenizer = load_tokenizer(config.model)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qa_lib.batching import Padding, QACollator
+from qa_lib.batching import Padding, QACollator, feature_lengths
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
 from qa_lib.features import build_train_features
 from qa_lib.loss import span_loss
 from qa_lib.modeling import load_qa_model, load_tokenizer
-from qa_lib.packing import (block_mask, feature_lengths, first_fit, model_inputs, packed_collator, packing_problem,
-                            plan_batches)
+from qa_lib.packing import block_mask, first_fit, model_inputs, packed_collator, packing_problem, plan_batches
 from tests.conftest import SQUAD
 from tests.families import build_family
 
