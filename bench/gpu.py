@@ -388,9 +388,14 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         for variant in args.variants.split(","):
             name = f"{model} {variant}"
-            fig = measure(dirs[model], feats, args.batch, args.seconds, args.warm, tmp / name.replace(" ", "-"),
-                          args.profile_steps, max_length=args.max_length, doc_stride=args.doc_stride,
-                          **dict(VARIANTS[variant]))
+            try:
+                fig = measure(dirs[model], feats, args.batch, args.seconds, args.warm, tmp / name.replace(" ", "-"),
+                              args.profile_steps, max_length=args.max_length, doc_stride=args.doc_stride,
+                              **dict(VARIANTS[variant]))
+            except Exception as exc:  # noqa: BLE001 - one device call: a failed variant must not cost the others
+                out["training"][name] = {"error": _failure(name, exc)}
+                save()
+                continue
             if peak:
                 fig["mfu"] = fig["model_flops_per_s"] / (peak * 1e12)
             out["training"][name] = fig
@@ -404,6 +409,9 @@ def main(argv=None) -> int:
     print("| model | batching | compiled | features/s | MFU | warm-up | launches/step | syncs/step | device busy |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, f in out["training"].items():
+        if "error" in f:
+            print(f"| {name} | failed: {f['error']} |")
+            continue
         prof = f.get("profile", {})
         mfu = f"{100 * f['mfu']:.1f} %" if "mfu" in f else "n/a"
         busy = prof.get("device_busy_share")
@@ -412,8 +420,13 @@ def main(argv=None) -> int:
               f"{'n/a' if busy is None else f'{100 * busy:.0f} %'} |")
 
     if args.e2e_train:
-        job = squad_sized_job(minilm, args.e2e_train, args.e2e_eval, tmp / "e2e", max_length=args.max_length,
-                              doc_stride=args.doc_stride, per_device_train_batch_size=args.batch, learning_rate=1e-4)
+        try:
+            job = squad_sized_job(minilm, args.e2e_train, args.e2e_eval, tmp / "e2e", max_length=args.max_length,
+                                  doc_stride=args.doc_stride, per_device_train_batch_size=args.batch, learning_rate=1e-4)
+        except Exception as exc:  # noqa: BLE001
+            out["squad_sized_job"] = {"error": _failure("SQuAD-sized job", exc)}
+            save()
+            return 1
         out["squad_sized_job"] = job
         save()
         total = sum(job["stages"].values())
@@ -422,7 +435,12 @@ def main(argv=None) -> int:
               f"F1 {job['f1']:.2f} / EM {job['exact_match']:.2f}")
         for stage, sec in job["stages"].items():
             print(f"  {stage.removesuffix('_s'):12s} {sec:8.1f} s  {100 * sec / total:5.1f} %")
-        agree = prediction_agreement(job["model_dir"], 40 if args.quick else None)
+        try:
+            agree = prediction_agreement(job["model_dir"], 40 if args.quick else None)
+        except Exception as exc:  # noqa: BLE001
+            out["prediction_agreement"] = {"error": _failure("bf16 vs fp32 answers", exc)}
+            save()
+            return 1
         out["prediction_agreement"] = agree
         save()
         print(f"Super_Bowl_50 ({agree['questions']} questions, {agree['features']} windows): {agree['fast_precision']} "
@@ -431,7 +449,17 @@ def main(argv=None) -> int:
         for ex in agree["examples"]:
             print(f"  {ex['id']}: {ex['fast']!r} vs {ex['fp32']!r}")
     save()
-    return 0
+    return 1 if any("error" in f for f in out["training"].values()) else 0
+
+
+def _failure(what: str, exc: Exception) -> str:
+    """Print the traceback to the log and return one line for the JSON and the table."""
+    import traceback
+
+    traceback.print_exc()
+    line = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    print(f"{what} failed: {line}", flush=True)
+    return line
 
 
 if __name__ == "__main__":

@@ -59,6 +59,21 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
     assert agree["questions"] == 40 and agree["answers_differ"] == 0 and agree["fast_precision"] == "fp32"
 
 
+def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path):
+    """The GPU bench gets one device call: a variant that fails is recorded, with its error, and the
+    next one still runs; the exit code says that something failed."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--variants", "no-such-variant,padded",
+                          "--e2e-train", "0", "--json", str(tmp_path / "g.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stderr[-3000:]
+    result = json.loads((tmp_path / "g.json").read_text())["training"]
+    assert result["minilm no-such-variant"] == {"error": "KeyError: 'no-such-variant'"}
+    assert result["minilm padded"]["features_per_s"] > 0
+    assert "| minilm no-such-variant | failed: KeyError: 'no-such-variant' |" in out.stdout
+
+
 def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path):
     """`bench.gpu_profile` times each TrainingArguments variant, a plain loop and a profiled run."""
     from bench.gpu_profile import VARIANTS
