@@ -6,9 +6,11 @@
 # of the device tool: command "bash bench/gpu_run.sh", carry [".whl"], timeout_s 560. Everything
 # the bench writes lands in $OUT (gpu.json, log), which comes back even if the call times out.
 #
-# Budget: two models x (padded, packed+compiled), each 30 warm-up steps + 5 profiled + 30 s
-# timed, then the SQuAD-sized job (~90k features, one epoch) and the bf16-vs-fp32 comparison:
-# about 6-8 minutes on an H200. `--seconds 20` or `--e2e-train 40000` shorten it.
+# Order: the SQuAD-sized job (~90k features, one epoch) and the bf16-vs-fp32 comparison first,
+# then two models x (padded, packed with a block mask, packed with varlen attention; packed ones
+# compiled), each 20 warm-up steps + 5 profiled + 30 s timed. The JSON is rewritten after each
+# step, so a timeout keeps what finished. About 8-9 minutes on an H200; `--variants padded,packed`
+# or `--e2e-train 40000` shorten it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -16,7 +18,8 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 QA_PIPELINE_NO_PROGRESS=1
 if [ "${1:-}" = "--quick" ]; then
   shift
-  .venv/bin/python -m bench.gpu --quick --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/log"
+  .venv/bin/python -m bench.gpu --quick --variants padded,packed,packed-varlen --json "$OUT/gpu.json" "$@" 2>&1 \
+    | tee "$OUT/log"
   exit "${PIPESTATUS[0]}"
 fi
 mkdir -p /tmp/site && tar xJf .whl/site.tar.xz -C /tmp/site || exit 3
@@ -26,5 +29,6 @@ sys.exit(int(p.__version__.split(".")[0]) < 24)' && rm -rf /tmp/site/pyarrow /tm
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
-python3 -m bench.gpu --model-files .whl/minilm --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/log"
+python3 -m bench.gpu --model-files .whl/minilm --variants padded,packed,packed-varlen --warm 20 \
+  --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/log"
 exit "${PIPESTATUS[0]}"

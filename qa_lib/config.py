@@ -20,6 +20,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Batching = Literal["auto", "padded", "packed"]
 Switch = Literal["auto", "on", "off"]
+PackedAttention = Literal["mask", "varlen"]
 # The Trainer's schedules that need no extra arguments; checked here so that a typo fails at load,
 # not after the features are built.
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -119,6 +120,12 @@ class PipelineConfig(_Strict):
         None, gt=0, description="Packed batches: tokens per step on each device, rounded up to whole rows of "
         "twice max_length (None: per_device_train_batch_size times the features' mean length, the same "
         "features per step on average as padded batches).")
+    packed_attention: PackedAttention = Field(
+        "mask", description="How packed batches keep their features apart. mask: a block-diagonal mask with "
+        "the model's own attention, every row's query/key pairs computed. varlen: each feature attends within "
+        "itself only (PyTorch's flash varlen kernel on a CUDA GPU in bf16/fp16; an exact per-feature loop "
+        "elsewhere, slow); needs attention dropout 0 and a model whose attention goes through transformers' "
+        "AttentionInterface (BERT, RoBERTa, XLM-R, ELECTRA...). Not measured on a GPU yet, hence not the default.")
     compile: Switch = Field(
         "auto", description="torch.compile the model for training. auto: on for packed batches on a CUDA GPU "
         "(fixed shapes, so it compiles once), off otherwise.")

@@ -120,10 +120,11 @@ class PackedCollator:
 
     Besides the model inputs it returns `position_ids` (restarting at each feature, plus the
     family's offset: RoBERTa counts from `padding_idx + 1`), `segment_ids` (the feature each token
-    belongs to, -1 for padding) and the labels as indices into the flattened batch, which is what
-    `loss.span_loss` takes. No attention mask: `block_mask` builds it from `segment_ids` where the
-    batch already is (on the GPU a `rows x width x width` mask is tens of MB a step to build on
-    the host and copy).
+    belongs to, -1 for padding), `cu_seq_lens` (where each feature and each row's padded tail
+    starts in the flattened batch, and its end: what varlen attention takes) and the labels as
+    indices into the flattened batch, which is what `loss.span_loss` takes. No attention mask:
+    `block_mask` builds it from `segment_ids` where the batch already is (on the GPU a
+    `rows x width x width` mask is tens of MB a step to build on the host and copy).
     """
 
     def __init__(self, padding: Padding, rows: int, width: int, position_offset: int = 0):
@@ -143,6 +144,7 @@ class PackedCollator:
         positions = np.zeros(shape, dtype=np.int64)
         segments = np.full(shape, -1, dtype=np.int64)
         labels = {label: [] for label in LABELS if features and label in features[0]}
+        bounds = [0]  # where each feature, and each row's padded tail, starts in the flattened batch
         k = 0
         for r, row in enumerate(rows):
             at = 0
@@ -158,10 +160,14 @@ class PackedCollator:
                     values.append(r * self.width + at + int(f[label]))
                 at += n
                 k += 1
+                bounds.append(r * self.width + at)
+            if at < self.width:
+                bounds.append((r + 1) * self.width)
         positions += self.position_offset
         out = {c: torch.from_numpy(v) for c, v in batch.items()}
         out["position_ids"] = torch.from_numpy(positions)
         out["segment_ids"] = torch.from_numpy(segments)
+        out["cu_seq_lens"] = torch.tensor(bounds, dtype=torch.int32)
         for label, values in labels.items():
             out[label] = torch.tensor(values, dtype=torch.long)
         return out
@@ -194,9 +200,17 @@ def packed_collator(model, padding: Padding, rows: int, width: int) -> PackedCol
 
 def model_inputs(batch: dict[str, Any], model) -> dict[str, Any]:
     """What the model takes of a collated batch (padded or packed): the loss's columns removed,
-    and a packed batch's block mask built from its segments."""
-    inputs = {k: v for k, v in batch.items() if k not in ("segment_ids", *LABELS)}
-    if "attention_mask" not in inputs:
+    and for a packed batch either its features' bounds (varlen attention) or a block mask built
+    from its segments."""
+    from qa_lib.varlen_attention import NAME as VARLEN
+
+    inputs = {k: v for k, v in batch.items() if k not in ("segment_ids", "cu_seq_lens", *LABELS)}
+    if "attention_mask" in inputs:
+        return inputs
+    if getattr(model.config, "_attn_implementation", None) == VARLEN:
+        # The longest a feature can be is the row: a constant, so a compiled step is not re-traced.
+        inputs.update(cu_seq_lens_q=batch["cu_seq_lens"], max_length_q=batch["segment_ids"].shape[1])
+    else:
         inputs["attention_mask"] = block_mask(batch["segment_ids"], model)
     return inputs
 

@@ -26,7 +26,7 @@ _QA_LIB = Path(__file__).resolve().parent
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "data": ("data.py", "validate.py"),
     "features": ("features.py",),
-    "model": ("train.py", "modeling.py", "batching.py", "packing.py", "loss.py"),
+    "model": ("train.py", "modeling.py", "batching.py", "packing.py", "loss.py", "varlen_attention.py"),
     "logits": ("predict.py", "features.py", "batching.py"),
     "predictions": ("postprocess.py",),
     "metrics": ("metrics.py",),
@@ -36,6 +36,7 @@ TRAIN_PARAMS = (
     "learning_rate", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "precision", "max_steps",
     "hidden_dropout", "attention_dropout", "freeze_word_embeddings", "batching", "tokens_per_batch", "compile",
+    "packed_attention",
 )
 
 _MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")

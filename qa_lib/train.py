@@ -38,6 +38,7 @@ class TrainResult:
     batching: str = "padded"
     batching_note: str | None = None  # why `auto` did not pack, when it could have
     compiled: bool = False
+    attention: str | None = None  # the attention implementation trained with (varlen: `varlen_attention.NAME`)
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
 
@@ -154,6 +155,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
         batching=trainer.batching,
         batching_note=trainer.batching_note,
         compiled=bool(trainer.args.torch_compile),
+        attention=trainer.model.config._attn_implementation,
         train_runtime_s=runtime,
         train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)) * per_item,
     )
@@ -187,6 +189,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     from qa_lib.batching import Padding, QACollator, feature_lengths
     from qa_lib.modeling import load_qa_model, load_tokenizer
     from qa_lib.packing import PackedBatches, packed_collator, plan_batches
+    from qa_lib.varlen_attention import kernel_problem
 
     configure_progress()
     tokenizer = load_tokenizer(config.model)
@@ -207,6 +210,8 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         collator = packed_collator(model, padding, rows, width)
         log.info("packed batches: %d rows of %d tokens per step, %d batches for %d features",
                  rows, width, len(dataset), len(train_features))
+        if on_gpu and config.packed_attention == "varlen" and (slow := kernel_problem(precision)):
+            log.warning("varlen attention: %s; each feature is attended alone, slowly", slow)
     else:
         dataset, collator = train_features, QACollator(padding)
     compile = config.compile == "on" or (config.compile == "auto" and on_gpu and batching == "packed")
@@ -232,22 +237,30 @@ def choose_batching(config: PipelineConfig, model, padding, train_features: data
     """`padded` or `packed`, and why not packed where `auto` could have packed.
 
     From `config.batching` and, for packing, a check of the model itself: two real features
-    (`lengths` are all features' token counts) through it packed and padded must give the same logits. `auto` packs only on
+    (`lengths` are all features' token counts) through it packed and padded must give the same logits.
+    With `packed_attention: varlen` the model's attention is switched to it first, so the check
+    runs that path; it is switched back when the batches end up padded. `auto` packs only on
     a GPU (on 2 CPU cores packing measured no faster: see BENCHMARKS.md); `packed` on a model that
     fails the check is a config error, named before training starts."""
     from qa_lib.packing import packing_problem
+    from qa_lib.varlen_attention import use_varlen
 
     if config.batching == "padded" or (config.batching == "auto" and not on_gpu) or len(train_features) == 0:
         return "padded", None
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2]])]
-    problem = packing_problem(model, padding, sample, pack_width(config, lengths))
+    own_attention = model.config._attn_implementation
+    problem = use_varlen(model) if config.packed_attention == "varlen" else None
+    problem = problem or packing_problem(model, padding, sample, pack_width(config, lengths))
     if problem is None:
         return "packed", None
+    model.set_attn_implementation(own_attention)  # padded batches take the model's own attention
     kind = getattr(model.config, "model_type", "this")
+    varlen = " with packed_attention: varlen" if config.packed_attention == "varlen" else ""
     if config.batching == "packed":
-        raise ConfigError(f"batching: packed does not work with {kind} models ({problem}); use padded or auto")
-    note = f"{kind} models cannot be packed ({problem})"
+        fix = "packed_attention: mask, or batching: padded" if varlen else "padded or auto"
+        raise ConfigError(f"batching: packed{varlen} does not work with {kind} models ({problem}); use {fix}")
+    note = f"{kind} models cannot be packed{varlen} ({problem})"
     log.info("padded batches: %s", note)
     return "padded", note
 

@@ -16,6 +16,7 @@ from qa_lib.config import PipelineConfig
 from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.store import open_store
 from qa_lib.train import fine_tune as qa_fine_tune
+from qa_lib.varlen_attention import NAME as VARLEN
 from tasks.policy import STAGE
 from tasks.stage import entry, fetch, run_stage
 
@@ -69,7 +70,9 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
             callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
             result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
             result["world_size"] = 1
-        logger.info("trained on %s batches%s, %s%s", result["batching"], " (compiled)" if result["compiled"] else "",
+        details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
+                                        "compiled" if result["compiled"] else "") if d)
+        logger.info("trained on %s batches%s, %s%s", result["batching"], f" ({details})" if details else "",
                     result["precision"], f"; {result['batching_note']}" if result.get("batching_note") else "")
         if result["resumed_from"]:
             step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")

@@ -37,11 +37,14 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
         shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
         extra = ["--model-files", str(files), "--no-cudnn-attention"]  # a no-op on the CPU, but recorded
     out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
-                          str(tmp_path / "g.json"), *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "g.json"), "--variants", "padded,packed,packed-varlen", *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"default model weights: {weights};" in out.stdout
-    for variant in ("padded", "packed"):
-        assert f"| minilm {variant} | {variant} | False |" in out.stdout  # never compiled on the CPU by auto
+    for variant, batching, attention in (("padded", "padded", "sdpa"), ("packed", "packed", "sdpa"),
+                                         ("packed-varlen", "packed", "qa_varlen")):
+        # never compiled on the CPU by auto
+        assert f"| minilm {variant} | {batching} | {attention} | False |" in out.stdout
     result = json.loads((tmp_path / "g.json").read_text())
     for name, fig in result["training"].items():
         assert fig["steps_timed"] >= 1 and fig["features_per_s"] > 0 and 0 < fig["mfu"] < 1, name

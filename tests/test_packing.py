@@ -19,6 +19,8 @@ from qa_lib.features import build_train_features
 from qa_lib.loss import span_loss
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.packing import block_mask, first_fit, model_inputs, packed_collator, packing_problem, plan_batches
+from qa_lib.varlen_attention import NAME as VARLEN
+from qa_lib.varlen_attention import register as register_varlen
 from tests.conftest import SQUAD
 from tests.families import build_family
 
@@ -58,21 +60,26 @@ def _loss_and_grads(model, batch):
 
 
 @pytest.mark.parametrize("name, attention", [("bert-wordpiece", "sdpa"), ("bert-wordpiece", "eager"),
-                                             ("roberta-bpe", "sdpa")])
+                                             ("roberta-bpe", "sdpa"), ("bert-wordpiece", VARLEN),
+                                             ("roberta-bpe", VARLEN)])
 def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, attention, families, windows):
+    """Packed with a block mask (sdpa, eager) or with varlen attention (its exact per-feature path,
+    which is what runs on the CPU), against the same features padded (with sdpa for varlen)."""
     folder = families[name]
     feats = windows(folder)
     rows = [feats[i] for i in range(12)]
     lengths = [len(r["input_ids"]) for r in rows]
     assert len(set(lengths)) > 3  # real padding in the padded batch, rows holding several features packed
     model = load_qa_model(str(folder), 0.0, 0.0).train()
-    model.set_attn_implementation(attention)
-    assert model.config._attn_implementation == attention
+    register_varlen()
+    model.set_attn_implementation("sdpa" if attention == VARLEN else attention)
     padding = Padding.of(load_tokenizer(str(folder)))
     placed = first_fit(lengths, 6, 256)
     assert placed is not None and max(len(r) for r in placed) > 1
     packed = packed_collator(model, padding, 6, 256)([[[rows[i] for i in row] for row in placed]])
     padded_loss, padded_grads = _loss_and_grads(model, QACollator(padding)(rows))
+    model.set_attn_implementation(attention)
+    assert model.config._attn_implementation == attention
     packed_loss, packed_grads = _loss_and_grads(model, packed)
     torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=0)
     scale = max(float(g.abs().max()) for g in padded_grads.values())
@@ -97,6 +104,14 @@ def test_packed_labels_point_at_the_answer_tokens(name, families, windows):
             at = int(batch[label][k])
             assert int(segments[at]) == k
             assert int(ids[at]) == rows[i]["input_ids"][rows[i][label]]
+    # Varlen bounds: each feature, then each row's padded tail, cut where the segments change.
+    bounds = batch["cu_seq_lens"].tolist()
+    tails = sum(1 for row in placed if sum(len(rows[i]["input_ids"]) for i in row) < 256)
+    assert bounds[0] == 0 and bounds[-1] == 6 * 256 and len(bounds) == len(order) + tails + 1
+    for lo, hi in zip(bounds, bounds[1:]):
+        assert lo < hi and lo // 256 == (hi - 1) // 256  # never across rows
+        assert len(set(segments[lo:hi].tolist())) == 1
+        assert hi == 6 * 256 or hi % 256 == 0 or segments[hi] != segments[hi - 1]
     mask = block_mask(batch["segment_ids"], model)
     assert mask.shape == (6, 1, 256, 256) and mask.dtype == torch.bool
     # A token sees exactly the tokens of its own feature; a row's padding sees only that padding.
@@ -157,6 +172,32 @@ def test_packable_families_pass_the_check(name, families, windows):
     assert choose_batching(config, model, padding, feats, lengths, on_gpu=False) == ("padded", None)  # auto, CPU
 
 
+@pytest.mark.parametrize("name", PACKABLE)
+def test_varlen_attention_passes_the_check_and_is_refused_with_attention_dropout(name, families, windows):
+    """`packed_attention: varlen` switches the model's attention before the check, so the check runs
+    it; a model that keeps attention dropout cannot take it (the kernel has none): `packed` is then a
+    config error and `auto` trains padded with the model's own attention and says why."""
+    from qa_lib.train import choose_batching
+
+    folder = families[name]
+    feats = windows(folder)
+    padding = Padding.of(load_tokenizer(str(folder)))
+    config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48, packed_attention="varlen")
+    model = load_qa_model(str(folder), 0.0, 0.0)
+    assert choose_batching(config, model, padding, feats, feature_lengths(feats), on_gpu=True) == ("packed", None)
+    assert model.config._attn_implementation == VARLEN
+
+    dropping = load_qa_model(str(folder), 0.0, 0.1)
+    own = dropping.config._attn_implementation
+    batching, note = choose_batching(config, dropping, padding, feats, feature_lengths(feats), on_gpu=True)
+    assert batching == "padded" and "attention dropout is 0.1" in note and "varlen" in note
+    assert dropping.config._attn_implementation == own
+    with pytest.raises(ConfigError, match="batching: packed with packed_attention: varlen does not work .*"
+                                          "set attention_dropout: 0.*use packed_attention: mask"):
+        choose_batching(config.model_copy(update={"batching": "packed"}), dropping, padding, feats,
+                        feature_lengths(feats), on_gpu=True)
+
+
 def test_the_check_catches_positions_that_do_not_restart(families, windows):
     """Packed with BERT's position offset, RoBERTa's tokens sit two positions off: the check must
     see it (this is what would go wrong for a family with an offset nobody declared)."""
@@ -209,6 +250,26 @@ def test_a_packed_training_run_trains_and_reports_it(tiny_model, train_examples,
     # Resuming a packed run takes the same plan and carries on from the checkpoint.
     again = fine_tune(config.model_copy(update={"max_steps": 8}), feats, tmp_path / "run")
     assert again.resumed_from.endswith("checkpoint-4")
+
+
+def test_a_packed_run_with_varlen_attention_trains_and_saves_a_plain_model(tiny_model, train_examples, tmp_path):
+    """Trained with varlen attention, the saved model loads anywhere with its family's own attention:
+    the attention choice is a training detail, not part of the model."""
+    import json
+
+    from qa_lib.train import fine_tune
+
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    config = PipelineConfig(model=str(tiny_model), max_length=128, doc_stride=48, batching="packed", max_steps=3,
+                            logging_steps=1, tokens_per_batch=1000, packed_attention="varlen")
+    result = fine_tune(config, feats, tmp_path / "run")
+    assert result.batching == "packed" and result.attention == VARLEN
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) == 3 and all(loss == loss for loss in losses)
+    assert VARLEN not in (tmp_path / "run/model/config.json").read_text()
+    reloaded = load_qa_model(result.model_dir)
+    assert reloaded.config._attn_implementation != VARLEN
+    assert json.loads((tmp_path / "run/model/config.json").read_text())["model_type"] == "bert"
 
 
 def test_packed_steps_weigh_every_feature_alike():
