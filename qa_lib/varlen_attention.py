@@ -22,6 +22,8 @@ padding-free path.
 
 from __future__ import annotations
 
+import inspect
+
 NAME = "qa_varlen"
 
 # Keys under which model configs keep their attention-dropout rate.
@@ -43,10 +45,11 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError(f"{NAME} attention has no dropout (got {dropout})")
     rows, heads, width, dim = query.shape
     q, k, v = (t.transpose(1, 2).reshape(rows * width, heads, dim) for t in (query, key, value))
-    kernel = _KERNEL if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) else None
-    if kernel is not None:
+    if _kernel_applies(q, scaling):
         cu = cu_seq_lens_q.to(torch.int32)
-        out = kernel(q, k, v, cu, cu, max_length_q or width, max_length_q or width, scale=scaling)
+        bound = max_length_q or width
+        scale = {"scale": scaling} if _KERNEL_TAKES_SCALE else {}
+        out = _KERNEL(q, k, v, cu, cu, bound, bound, **scale)
     else:
         out = torch.empty_like(q)
         bounds = cu_seq_lens_q.tolist()
@@ -54,6 +57,16 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             out[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
                 *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), scale=scaling).transpose(0, 1)
     return out.reshape(rows, width, heads, dim), None
+
+
+def _kernel_applies(q, scaling: float | None) -> bool:
+    """Whether PyTorch's varlen kernel can take these (tokens, heads, head dim) queries."""
+    import torch
+
+    if _KERNEL is None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    # torch 2.9 and 2.10's kernel takes no `scale`: it always divides by sqrt(head dim), as BERT does.
+    return _KERNEL_TAKES_SCALE or scaling is None or abs(scaling * q.shape[-1] ** 0.5 - 1) < 1e-6
 
 
 def kernel_problem(precision: str) -> str | None:
@@ -103,4 +116,6 @@ def use_varlen(model) -> str | None:
     return None
 
 
-_KERNEL = _varlen_attn()  # resolved once: the attention function runs inside compiled steps
+# Resolved once: the attention function runs inside compiled steps.
+_KERNEL = _varlen_attn()
+_KERNEL_TAKES_SCALE = _KERNEL is not None and "scale" in inspect.signature(_KERNEL).parameters

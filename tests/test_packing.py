@@ -88,6 +88,49 @@ def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, a
         torch.testing.assert_close(packed_grads[param], grad, rtol=1e-4, atol=1e-6 * scale, msg=param)
 
 
+@pytest.mark.parametrize("takes_scale", [True, False])
+def test_varlen_attention_calls_the_kernel_as_torch_defines_it(takes_scale, families, windows, monkeypatch):
+    """The CUDA kernel cannot run here, so a stand-in with `torch.nn.attention.varlen.varlen_attn`'s
+    contract takes its place: tokens x heads x head dim, int32 bounds, a maximum length at least
+    each feature's, `scale` where that torch has it. Through it, packed still gives padded's loss
+    and gradients."""
+    import qa_lib.varlen_attention as varlen
+
+    calls = []
+
+    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, **scale):
+        assert q.dim() == 3 and q.shape == k.shape == v.shape and cu_q.dtype == torch.int32
+        assert torch.equal(cu_q, cu_k) and int(torch.diff(cu_q).max()) <= max_q == max_k
+        assert ("scale" in scale) == takes_scale
+        calls.append(len(cu_q) - 1)
+        out = torch.empty_like(q)
+        bounds = cu_q.tolist()
+        for lo, hi in zip(bounds, bounds[1:]):
+            out[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
+                *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), scale=scale.get("scale")).transpose(0, 1)
+        return out
+
+    monkeypatch.setattr(varlen, "_KERNEL", kernel)
+    monkeypatch.setattr(varlen, "_KERNEL_TAKES_SCALE", takes_scale)
+    monkeypatch.setattr(varlen, "_kernel_applies", lambda q, scaling: True)
+    folder = families["bert-wordpiece"]
+    feats = windows(folder)
+    rows = [feats[i] for i in range(12)]
+    model = load_qa_model(str(folder), 0.0, 0.0).train()
+    padding = Padding.of(load_tokenizer(str(folder)))
+    placed = first_fit([len(r["input_ids"]) for r in rows], 6, 256)
+    packed = packed_collator(model, padding, 6, 256)([[[rows[i] for i in row] for row in placed]])
+    padded_loss, padded_grads = _loss_and_grads(model, QACollator(padding)(rows))
+    register_varlen()
+    model.set_attn_implementation(VARLEN)
+    packed_loss, packed_grads = _loss_and_grads(model, packed)
+    assert calls and set(calls) == {int(len(packed["cu_seq_lens"])) - 1}  # every layer, every feature
+    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=0)
+    scale = max(float(g.abs().max()) for g in padded_grads.values())
+    for param, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[param], grad, rtol=1e-4, atol=1e-6 * scale, msg=param)
+
+
 @pytest.mark.parametrize("name", PACKABLE)
 def test_packed_labels_point_at_the_answer_tokens(name, families, windows):
     folder = families[name]
