@@ -329,6 +329,43 @@ def prediction_agreement(model_dir: str, limit: int | None = None) -> dict:
             "max_logit_diff": float(np.abs(s_fast[finite] - s_cpu[finite]).max()) if finite.any() else 0.0}
 
 
+def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
+    """The first `n` training features, packed with varlen attention and padded with the model's
+    own attention, through the same model on the device (bf16 on a GPU, as training runs): the
+    largest start-logit gap. The CPU tests check the varlen path's CPU loop; this checks the kernel."""
+    import torch
+
+    from qa_lib.batching import QACollator
+    from qa_lib.modeling import load_qa_model, load_tokenizer
+    from qa_lib.packing import first_fit, model_inputs, packed_collator
+    from qa_lib.train import resolve_precision
+    from qa_lib.varlen_attention import NAME, kernel_problem, register
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision("auto")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    rows = [{k: v for k, v in features[i].items() if k not in ("start_positions", "end_positions")}
+            for i in range(min(n, len(features)))]
+    lengths = [len(r["input_ids"]) for r in rows]
+    width = -(-2 * max(lengths) // 8) * 8
+    placed = first_fit(lengths, len(rows), width)
+    model = load_qa_model(model_dir, 0.0, 0.0).eval().to(device)
+    padding = Padding.of(load_tokenizer(model_dir))
+    padded = QACollator(padding)(rows)
+    packed = packed_collator(model, padding, len(placed), width)([[[rows[i] for i in row] for row in placed]])
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        a = model(**{k: v.to(device) for k, v in model_inputs(padded, model).items()}).start_logits.float()
+        register()
+        model.set_attn_implementation(NAME)
+        inputs = model_inputs({k: v.to(device) for k, v in packed.items()}, model)
+        b = model(**inputs).start_logits.float().reshape(-1)
+    order = [i for row in placed for i in row]
+    starts = {i: r * width + sum(lengths[j] for j in row[:row.index(i)]) for r, row in enumerate(placed) for i in row}
+    gap = max(float((a[i, :lengths[i]] - b[starts[i]:starts[i] + lengths[i]]).abs().max()) for i in order)
+    return {"features": len(rows), "precision": precision, "kernel": device.type == "cuda" and not kernel_problem(precision),
+            "max_start_logit_diff": gap, "logit_scale": float(a.abs().max())}
+
+
 VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing
             "packed": {"batching": "packed", "compile": "auto"},   # auto: compiled on a GPU
             # For the CPU, where `auto` does not compile: what compiling would do there.
@@ -391,6 +428,16 @@ def main(argv=None) -> int:
     # The SQuAD-sized job first: it is a target of its own, and its compile warms the cache the
     # packed variants then reuse. A step that fails is recorded and the rest still runs.
     failed = args.e2e_train and not end_to_end(args, minilm, tmp, out, save)
+    if any("varlen" in v for v in args.variants.split(",")):
+        try:
+            out["varlen_agreement"] = check = varlen_agreement(minilm, feats)
+            print(f"varlen attention vs padded, {check['features']} features in {check['precision']} (kernel: "
+                  f"{check['kernel']}): largest start-logit difference {check['max_start_logit_diff']:.3g} "
+                  f"(logits up to {check['logit_scale']:.3g})", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            out["varlen_agreement"] = {"error": _failure("varlen agreement", exc)}
+            failed = True
+        save()
     for model in args.models.split(","):
         for variant in args.variants.split(","):
             name = f"{model} {variant}"
