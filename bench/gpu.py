@@ -330,40 +330,30 @@ def prediction_agreement(model_dir: str, limit: int | None = None) -> dict:
 
 
 def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
-    """The first `n` training features, packed with varlen attention and padded with the model's
-    own attention, through the same model on the device (bf16 on a GPU, as training runs): the
-    largest start-logit gap. The CPU tests check the varlen path's CPU loop; this checks the kernel."""
+    """The first `n` training features, packed with varlen attention and padded, through the same
+    model on the device (bf16 on a GPU, as training runs): the largest start-logit gap. The CPU
+    tests check the varlen path's CPU loop; this checks the kernel."""
     import torch
 
-    from qa_lib.batching import QACollator
     from qa_lib.modeling import load_qa_model, load_tokenizer
-    from qa_lib.packing import first_fit, model_inputs, packed_collator
+    from qa_lib.packing import packed_logit_gap
     from qa_lib.train import resolve_precision
-    from qa_lib.varlen_attention import NAME, kernel_problem, register
+    from qa_lib.varlen_attention import kernel_problem, use_varlen
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision("auto")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    rows = [{k: v for k, v in features[i].items() if k not in ("start_positions", "end_positions")}
-            for i in range(min(n, len(features)))]
-    lengths = [len(r["input_ids"]) for r in rows]
-    width = -(-2 * max(lengths) // 8) * 8
-    placed = first_fit(lengths, len(rows), width)
+    sample = [features[i] for i in range(min(n, len(features)))]
+    width = -(-2 * max(len(f["input_ids"]) for f in sample) // 8) * 8
     model = load_qa_model(model_dir, 0.0, 0.0).eval().to(device)
-    padding = Padding.of(load_tokenizer(model_dir))
-    padded = QACollator(padding)(rows)
-    packed = packed_collator(model, padding, len(placed), width)([[[rows[i] for i in row] for row in placed]])
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        a = model(**{k: v.to(device) for k, v in model_inputs(padded, model).items()}).start_logits.float()
-        register()
-        model.set_attn_implementation(NAME)
-        inputs = model_inputs({k: v.to(device) for k, v in packed.items()}, model)
-        b = model(**inputs).start_logits.float().reshape(-1)
-    order = [i for row in placed for i in row]
-    starts = {i: r * width + sum(lengths[j] for j in row[:row.index(i)]) for r, row in enumerate(placed) for i in row}
-    gap = max(float((a[i, :lengths[i]] - b[starts[i]:starts[i] + lengths[i]]).abs().max()) for i in order)
-    return {"features": len(rows), "precision": precision, "kernel": device.type == "cuda" and not kernel_problem(precision),
-            "max_start_logit_diff": gap, "logit_scale": float(a.abs().max())}
+    if problem := use_varlen(model):
+        raise RuntimeError(problem)
+    # Padded batches go through the varlen function's SDPA fallback: the model's own attention.
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        gap, scale = packed_logit_gap(model, Padding.of(load_tokenizer(model_dir)), sample, width, len(sample))
+    kernel = device.type == "cuda" and not kernel_problem(precision)
+    return {"features": len(sample), "precision": precision, "kernel": kernel, "max_start_logit_diff": gap,
+            "logit_scale": scale}
 
 
 VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing

@@ -215,36 +215,52 @@ def model_inputs(batch: dict[str, Any], model) -> dict[str, Any]:
     return inputs
 
 
-def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
-    """None if `model` gives the same logits for `sample` packed into one row as padded, one per
-    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU."""
+def packed_logit_gap(model, padding: Padding, sample: list[dict[str, Any]], width: int,
+                     rows: int) -> tuple[float, float] | None:
+    """`sample` through `model` padded (a feature a row) and packed (first fit into `rows` rows of
+    `width`), on the model's device and as the caller runs it (eval mode, autocast): the largest
+    start-logit difference between the two, and the largest padded logit. None when the sample
+    does not fit the rows."""
     import torch
 
     from qa_lib.batching import QACollator
 
+    unlabelled = [{k: v for k, v in f.items() if k not in LABELS} for f in sample]
+    lengths = [len(f["input_ids"]) for f in unlabelled]
+    placed = first_fit(lengths, rows, width)
+    if placed is None:
+        return None
+    device = next(model.parameters()).device
+    padded = QACollator(padding)(unlabelled)
+    packed = packed_collator(model, padding, rows, width)([[[unlabelled[i] for i in row] for row in placed]])
+    with torch.no_grad():
+        a, b = (model(**model_inputs({k: v.to(device) for k, v in batch.items()}, model)).start_logits.float()
+                for batch in (padded, packed))
+    b, gap = b.reshape(-1), 0.0
+    for r, row in enumerate(placed):
+        at = r * width
+        for i in row:
+            gap = max(gap, float((a[i, :lengths[i]] - b[at:at + lengths[i]]).abs().max()))
+            at += lengths[i]
+    return gap, float(a.abs().max())
+
+
+def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
+    """None if `model` gives the same logits for `sample` packed into one row as padded, one per
+    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU."""
     if not sample:
         return None
     was_training = model.training
     model.eval()
     try:
-        unlabelled = [{k: v for k, v in f.items() if k not in LABELS} for f in sample]
-        if first_fit([len(f["input_ids"]) for f in sample], 1, width) is None:
-            return None  # nothing to compare: the sample is wider than a row
-        padded = QACollator(padding)(unlabelled)
-        packed = packed_collator(model, padding, 1, width)([[unlabelled]])
-        with torch.no_grad():
-            a = model(**model_inputs(padded, model)).start_logits
-            b = model(**model_inputs(packed, model)).start_logits.reshape(-1)
+        found = packed_logit_gap(model, padding, sample, width, rows=1)
     except Exception as exc:  # noqa: BLE001 - any failure means this family cannot take packed rows
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
     finally:
         model.train(was_training)
-    at, worst = 0, 0.0
-    for i, f in enumerate(sample):
-        n = len(f["input_ids"])
-        worst = max(worst, float((a[i, :n] - b[at:at + n]).abs().max()))
-        at += n
-    scale = float(a.abs().max()) or 1.0
+    if found is None:
+        return None  # nothing to compare: the sample is wider than a row
+    worst, scale = found
     if not worst <= 1e-4 * max(1.0, scale):
         return f"packed logits differ from padded ones by up to {worst:.2g}"
     return None

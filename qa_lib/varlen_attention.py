@@ -74,7 +74,7 @@ def kernel_problem(precision: str) -> str | None:
     using the varlen kernel; None when it uses the kernel."""
     import torch
 
-    if _varlen_attn() is None:
+    if _KERNEL is None:
         return f"this torch ({torch.__version__}) has no varlen kernel (torch 2.9 and later)"
     if precision not in ("bf16", "fp16"):
         return f"the varlen kernel takes bf16 or fp16, not {precision}"
