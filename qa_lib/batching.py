@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from qa_lib.ragged import arrow_table
+
 # Columns the model takes, in the order they are passed; labels are copied as they are.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 LABELS = ("start_positions", "end_positions")
@@ -27,8 +29,7 @@ def feature_lengths(features) -> list[int]:
     """Each feature's token count, read from Arrow's list lengths (no token lists built)."""
     import pyarrow.compute as pc
 
-    ids = features.select_columns(["input_ids"]).with_format("arrow")[:].column("input_ids")
-    return pc.list_value_length(ids).to_pylist()
+    return pc.list_value_length(arrow_table(features, ["input_ids"]).column("input_ids")).to_pylist()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ Batches are formed from length-sorted features (little padding) and padded by th
 training (`batching.Padding`: on the right, the tokenizer's pad ids), and each row's logits are
 written back to its own feature index, so the output never depends on the batching. Positions
 past a feature's length hold -inf.
+
+On a GPU the loop never waits for the device: batches are cut from Arrow's flat buffers (no
+Python lists), and the logits stay on the device until a bounded amount has piled up, so the host
+prepares the next batch while the device runs this one.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import datasets
 import numpy as np
 import torch
 
-from qa_lib.batching import MODEL_INPUTS, Padding, feature_lengths
+from qa_lib.batching import MODEL_INPUTS, Padding
 from qa_lib.progress import progress_enabled
+from qa_lib.ragged import Ragged, arrow_table
+
+# Logit values (start and end together) held on the device before they are copied back: 256 MB.
+DEVICE_LOGITS_HELD = 1 << 26
 
 
 def _device() -> torch.device:
@@ -31,25 +39,37 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
     if padding is None:
         padding = Padding(pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
     columns = [c for c in MODEL_INPUTS if c in features.column_names]
-    inputs = features.select_columns(columns)
-    lengths = np.array(feature_lengths(inputs), dtype=np.int64)
+    table = arrow_table(features, columns)
+    ragged = {c: Ragged(table.column(c)) for c in columns}
+    lengths = ragged["input_ids"].lengths
     n, width = len(lengths), int(lengths.max()) if len(lengths) else 0
     start = np.full((n, width), -np.inf, dtype=np.float32)
     end = np.full((n, width), -np.inf, dtype=np.float32)
     order = np.argsort(-lengths, kind="stable")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    batches = range(0, n, batch_size)
+    held: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
+
+    def copy_back():
+        for idx, s, e in held:
+            w = min(s.shape[1], width)  # a batch padded to a multiple of 8 may be wider than the longest row
+            outside = np.arange(w) >= lengths[idx][:, None]
+            start[idx, :w] = np.where(outside, -np.inf, s[:, :w].cpu().numpy())
+            end[idx, :w] = np.where(outside, -np.inf, e[:, :w].cpu().numpy())
+        held.clear()
+
     progress = progress_enabled() if progress is None else progress
-    for lo in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+    held_values = 0
+    for lo in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
         idx = order[lo : lo + batch_size]
-        rows = inputs[idx.tolist()]
-        batch = {col: torch.from_numpy(padding.pad(col, rows[col])).to(device) for col in columns}
+        w = padding.width(int(lengths[idx].max()))
+        batch = {c: torch.from_numpy(ragged[c].padded(idx, w, padding.value(c))).to(device, non_blocking=True)
+                 for c in columns}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**batch)
-        s = out.start_logits.float().cpu().numpy()
-        e = out.end_logits.float().cpu().numpy()
-        for r, feat in enumerate(idx):
-            length = lengths[feat]
-            start[feat, :length] = s[r, :length]
-            end[feat, :length] = e[r, :length]
+        held.append((idx, out.start_logits.float(), out.end_logits.float()))
+        held_values += 2 * len(idx) * w
+        if held_values >= DEVICE_LOGITS_HELD:
+            copy_back()
+            held_values = 0
+    copy_back()
     return start, end
