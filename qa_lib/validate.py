@@ -33,19 +33,17 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> 
             continue
         if not texts and not version_2_with_negative:
             problems.append(f"{ex_id}: no answer, but version_2_with_negative is false (SQuAD v1 needs answers)")
-        for text, start in zip(texts, starts):
+        for k, (text, start) in enumerate(zip(texts, starts), 1):
             if not text:
-                problems.append(f"{ex_id}: empty answer text")
+                problems.append(f"{ex_id}: answer {k} has empty text")
             elif start < 0 or context[start : start + len(text)] != text:
-                found = context[max(start, 0) : max(start, 0) + len(text)]
-                problems.append(f"{ex_id}: answer {_clip(text)} not found at answer_start {start} "
-                                f"(context has {_clip(found)})")
+                # Where, not what: the data's own text is never quoted in an error (it may be
+                # private, and it is in the file for whoever fixes it).
+                at = context.find(text)
+                where = f"the context has it at {at}" if at >= 0 else "the context does not contain it"
+                problems.append(f"{ex_id}: answer {k} ({len(text)} characters) not found at answer_start {start}; "
+                                f"{where}")
     return problems
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """A quoted excerpt short enough for one log line, however long the data is."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool, source: str) -> None:

@@ -59,7 +59,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
     for name, data in files.items():
         (tmp / name).write_bytes(data)
     mismatch = _squad_with_payload()
-    mismatch["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 3
+    # The answer is the planted text, at a wrong start: the error says where it is, not what it is.
+    mismatch_para = mismatch["data"][0]["paragraphs"][0]
+    mismatch_para["qas"][0]["answers"][0].update(text=PAYLOAD, answer_start=mismatch_para["context"].index(PAYLOAD) - 2)
     (tmp / "mismatch.json").write_text(json.dumps(mismatch))
     bad_id = mismatch["data"][0]["paragraphs"][0]["qas"][0]["id"]
 
@@ -86,7 +88,7 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         ("CSV header only", train_on("header-only.csv"), ["header-only.csv", "header only"]),
         ("empty CSV", train_on("empty.csv"), ["empty.csv", "empty file"]),
         ("ragged CSV", train_on("ragged.csv"), ["ragged.csv", "line 3: 3 fields, but the header has 5"]),
-        ("answer not at its start", train_on("mismatch.json"), ["mismatch.json", bad_id, "not found at answer_start"]),
+        ("answer not at its start", train_on("mismatch.json"), ["mismatch.json", bad_id, "not found at answer_start", "the context has it at"]),
         ("Latin-1 eval file", ["evaluate", config("eval-latin1", eval_data={"path": str(tmp / "latin1.json")}),
                                "--model", str(tiny_model)], ["latin1.json", "not UTF-8"]),
         ("stride not below the window", ["train", config("stride"), "doc_stride=500"],

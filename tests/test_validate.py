@@ -33,7 +33,9 @@ def test_each_problem_names_the_example(tmp_path):
     with pytest.raises(DataError) as info:
         validate_examples(ds, False, "m.json")
     msg = str(info.value)
-    assert f"{qas[0]['id']}: answer 'Saint Bernadette Soubirous' not found at answer_start 518" in msg
+    assert (f"{qas[0]['id']}: answer 1 (26 characters) not found at answer_start 518; the context has it at 515"
+            in msg)
+    assert "Saint Bernadette" not in msg  # the data's text is not quoted
     assert f"{qas[2]['id']}: duplicate id" in msg
     assert f"{qas[3]['id']}: empty question" in msg
     assert "empty context" in msg
