@@ -189,11 +189,19 @@ class PipelineConfig(_Strict):
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         apply_overrides(raw, overrides or [])
-        return cls.parse(raw, where=str(path))
+        overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            # A bad value given on the command line is not looked for in the file.
+            first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            key = next((k for k in overridden if first == k or first.startswith(k + ".")), None)
+            where = f"the override {key}=... (on top of {path})" if key else str(path)
+            raise ConfigError(_explain(exc, where)) from None
 
     @classmethod
     def coerce(cls, value: PipelineConfig | dict[str, Any],
@@ -223,6 +231,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")
         node[parts[-1]] = yaml.safe_load(value) if value != "" else None
     return raw
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Line, column and the parser's complaint, without pyyaml's echo of the offending line."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    return f"{at}: {problem}" if problem else at
 
 
 def _explain(exc: ValidationError, where: str) -> str:

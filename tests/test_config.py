@@ -47,6 +47,31 @@ def test_bad_yaml_and_missing_file(tmp_path):
         PipelineConfig.from_yaml(_ok(tmp_path), ["max_length"])
 
 
+def test_yaml_errors_give_the_place_not_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x\nlearning_rate: [SECRET-VALUE\nseed: 2\n")
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.from_yaml(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad}: not valid YAML at line 3, column 5: ")
+    assert "SECRET-VALUE" not in msg and "\n" not in msg
+
+
+def test_a_bad_override_is_named_as_the_override(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("learning_rate: 0.001\ntrain_data: {path: t.json}\n")
+    with pytest.raises(ConfigError, match=r"in the override learning_rate=\.\.\. \(on top of .*good.yaml\): "
+                                          "learning_rate: Input should be greater than 0"):
+        PipelineConfig.from_yaml(good, ["learning_rate=-1"])
+    with pytest.raises(ConfigError, match=r"override train_data.limit=.*train_data.limit: Input should be greater"):
+        PipelineConfig.from_yaml(good, ["train_data.limit=0"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: -1\n")
+    with pytest.raises(ConfigError) as info:  # the file's own value: the file is named, not an override
+        PipelineConfig.from_yaml(bad, ["seed=3"])
+    assert str(info.value).startswith(f"invalid configuration in {bad}: learning_rate")
+
+
 def _ok(tmp_path):
     p = tmp_path / "ok.yaml"
     p.write_text("{}")
