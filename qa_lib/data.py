@@ -181,8 +181,10 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> da
         try:
             ds = ds.map(_flat_to_squad, batched=True, remove_columns=ds.column_names, features=FEATURES,
                         desc="normalizing columns")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(source, [f"cannot read answers: {type(exc).__name__}: {_first_line(exc)}"]) from None
+        except _BadAnswers as exc:
+            raise DataError(source, [str(exc)]) from None
+        except (KeyError, TypeError, ValueError) as exc:  # the message may quote the data: only its kind
+            raise DataError(source, [f"cannot read answers ({type(exc).__name__})"]) from None
     return ds.select_columns(list(COLUMNS)).cast(FEATURES)
 
 
@@ -196,15 +198,28 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         "answers": [],
     }
     if "answers" in batch:
-        for value in batch["answers"]:
-            out["answers"].append(_parse_answers(value))
+        for ex_id, value in zip(out["id"], batch["answers"]):
+            try:
+                out["answers"].append(_parse_answers(value))
+            except json.JSONDecodeError:
+                raise _BadAnswers(f"{ex_id}: answers is not valid JSON") from None
+            except (KeyError, TypeError, ValueError):
+                raise _BadAnswers(f"{ex_id}: answers must be {{text: [...], answer_start: [int, ...]}} or a list of "
+                                  "{text, answer_start} records") from None
     else:
-        for text, start in zip(batch["answer_text"], batch["answer_start"], strict=True):
+        for ex_id, text, start in zip(out["id"], batch["answer_text"], batch["answer_start"], strict=True):
             if text is None or text == "" or start is None or (isinstance(start, float) and start != start):
                 out["answers"].append({"text": [], "answer_start": []})
-            else:
+                continue
+            try:
                 out["answers"].append({"text": [str(text)], "answer_start": [int(start)]})
+            except (TypeError, ValueError):
+                raise _BadAnswers(f"{ex_id}: answer_start is not an integer") from None
     return out
+
+
+class _BadAnswers(ValueError):
+    """A row whose answers cannot be read, named by id (its values are not quoted)."""
 
 
 def _parse_answers(value: Any) -> dict[str, list[Any]]:

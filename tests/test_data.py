@@ -86,6 +86,23 @@ def test_missing_columns_are_named(tmp_path):
     assert "question" in str(info.value) and "answers" in str(info.value) and str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("row, problem", [
+    ({"answers": "SECRET-VALUE {"}, "r2: answers is not valid JSON"),
+    ({"answers": {"text": ["c"], "answer_start": ["SECRET-VALUE"]}}, "r2: answers must be {text: [...], answer_start"),
+    ({"answer_text": "c", "answer_start": "SECRET-VALUE"}, "r2: answer_start is not an integer"),
+])
+def test_unreadable_answers_name_the_row_not_the_value(tmp_path, row, problem):
+    base = {"context": "SECRET-VALUE c", "question": "q"}
+    good = {k: v for k, v in {"answers": {"text": ["c"], "answer_start": [13]}, "answer_text": "c",
+                              "answer_start": 13}.items() if k in row}
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, **base, **r}) for i, r in (("r1", good), ("r2", row))) + "\n")
+    with pytest.raises(DataError) as info:
+        load_examples(str(path))
+    assert problem in str(info.value) and str(path) in str(info.value)
+    assert "SECRET" not in str(info.value)
+
+
 def test_mapping_to_absent_column(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"id": "a", "context": "c", "question": "q", "answers": []}) + "\n")
