@@ -13,6 +13,7 @@ Every source becomes one `datasets.Dataset` with the SQuAD columns
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
     try:
         return datasets.load_dataset(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
-        raise DataError(str(path), [f"cannot read {suffix} file: {_first_line(exc)}"]) from None
+        raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
 
 
 def _read_squad_json(path: Path) -> datasets.Dataset | None:
@@ -100,7 +101,7 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
         try:
             return datasets.Dataset.from_list(doc["data"])
         except Exception as exc:  # noqa: BLE001 - mixed record shapes
-            raise DataError(str(path), [f"cannot read the records under 'data': {_first_line(exc)}"]) from None
+            raise DataError(str(path), [f"cannot read the records under 'data': {_reader_error(exc)}"]) from None
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     problems = []
     for a, article in enumerate(doc["data"]):
@@ -235,3 +236,14 @@ def _parse_answers(value: Any) -> dict[str, list[Any]]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def _reader_error(exc: BaseException) -> str:
+    """What a reader said about the file's contents: the root cause (`datasets` wraps it in "An
+    error occurred while generating the dataset"), with quoted values blanked, since readers quote
+    the data they choke on."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", _first_line(exc))

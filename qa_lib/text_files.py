@@ -55,7 +55,8 @@ def check_json_lines(path: Path, text: str) -> None:
 
 def check_csv(path: Path, text: str) -> None:
     """A header and at least one row, each row with the header's number of fields."""
-    rows = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error here, not a row that swallows the rest of the file.
+    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(rows, None)
         if header is None or not any(cell.strip() for cell in header):

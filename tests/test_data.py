@@ -103,6 +103,20 @@ def test_unreadable_answers_name_the_row_not_the_value(tmp_path, row, problem):
     assert "SECRET" not in str(info.value)
 
 
+def test_reader_errors_do_not_quote_the_data(tmp_path):
+    records = [{"id": "a", "context": "c", "question": "q", "answer_text": "c", "answer_start": 0},
+               {"id": "b", "context": "c", "question": "q", "answer_text": "c", "answer_start": "SECRET-VALUE"}]
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"version": "1", "data": records}))
+    with pytest.raises(DataError) as info:
+        load_examples(str(mixed))
+    assert "cannot read the records under 'data'" in str(info.value) and "SECRET" not in str(info.value)
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('id,context,question,answer_text,answer_start\na,c,q,c,0\nb,c,q,c,"SECRET-VALUE\n')
+    with pytest.raises(DataError, match=r"unclosed.csv: line 3: malformed CSV \(unexpected end of data\)"):
+        load_examples(str(unclosed))
+
+
 def test_mapping_to_absent_column(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"id": "a", "context": "c", "question": "q", "answers": []}) + "\n")
