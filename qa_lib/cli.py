@@ -21,12 +21,18 @@ def _score(args) -> int:
 
     from qa_lib.text_files import read_utf8
 
-    try:
-        doc = json.loads(read_utf8(Path(args.data_file)))
-        preds = json.loads(read_utf8(Path(args.pred_file)))
-        na_probs = json.loads(read_utf8(Path(args.na_prob_file))) if args.na_prob_file else None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise QAPipelineError(f"cannot read input: {exc}") from None
+    def read(path: str):
+        try:
+            return json.loads(read_utf8(Path(path)))
+        except FileNotFoundError:
+            raise QAPipelineError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise QAPipelineError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+    doc, preds = read(args.data_file), read(args.pred_file)
+    na_probs = read(args.na_prob_file) if args.na_prob_file else None
     _check_score_inputs(args, doc, preds, na_probs)
     v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
     try:
