@@ -14,11 +14,17 @@ import datasets
 import numpy as np
 
 from qa_lib.batching import Padding
+from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig
 from qa_lib.errors import ConfigError, DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
 from qa_lib.predict import predict_logits
+
+
+# The evaluation window of the pipeline's config.
+WINDOW = PipelineConfig.model_fields["eval_max_length"].default
+STRIDE = PipelineConfig.model_fields["eval_doc_stride"].default
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Answer:
 class QuestionAnswerer:
     """Loads a model folder once; call it for as many questions as you like."""
 
-    def __init__(self, model: str, max_length: int = 384, doc_stride: int = 128, batch_size: int = 32):
+    def __init__(self, model: str, max_length: int = WINDOW, doc_stride: int = STRIDE, batch_size: int = 32):
         self.model_dir = resolve_model(model)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.model = load_qa_model(self.model_dir)
@@ -44,7 +50,7 @@ class QuestionAnswerer:
         self.batch_size = batch_size
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
-                 max_answer_len: int = 15, handle_impossible_answer: bool = False):
+                 max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False):
         if top_k < 1 or max_answer_len < 1:
             raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
         single = isinstance(question, str)
@@ -123,8 +129,8 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def answer(model: str, question: str | list[str], context: str | list[str], top_k: int = 1,
-           max_answer_len: int = 15, handle_impossible_answer: bool = False, max_length: int = 384,
-           doc_stride: int = 128):
+           max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False, max_length: int = WINDOW,
+           doc_stride: int = STRIDE):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,

@@ -221,13 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
     s.set_defaults(func=_score)
 
+    from qa_lib.config import MAX_ANSWER_LEN
+
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
-    a.add_argument("--model", required=True)
+    a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
     a.add_argument("--question", required=True)
     a.add_argument("--context", required=True)
-    a.add_argument("--top-k", type=int, default=1)
-    a.add_argument("--max-answer-len", type=int, default=15)
-    a.add_argument("--handle-impossible-answer", action="store_true")
+    a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
+    a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
+                   help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")
+    a.add_argument("--handle-impossible-answer", action="store_true",
+                   help="allow the empty answer (SQuAD v2 models) when it scores best")
     a.set_defaults(func=_answer)
 
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")

@@ -27,6 +27,11 @@ Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "inverse_sqrt"]
 
 
+# `qa-pipeline answer` and `qa_lib.answer`: the longest answer in tokens, as transformers'
+# question-answering pipeline had it (the pipeline's own `max_answer_length` is for evaluation).
+MAX_ANSWER_LEN = 15
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos more often than not: refuse them instead of ignoring them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
