@@ -29,7 +29,8 @@ def _score(args) -> int:
         except OSError as exc:
             raise QAPipelineError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
         except json.JSONDecodeError as exc:
-            raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                                  f"{exc.msg}") from None
 
     doc, preds = read(args.data_file), read(args.pred_file)
     na_probs = read(args.na_prob_file) if args.na_prob_file else None

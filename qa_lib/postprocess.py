@@ -92,7 +92,8 @@ class RaggedOffsets:
 
     def __init__(self, column):
         ragged = Ragged(column)
-        self.lengths, self.pairs, self.row_start = ragged.lengths, ragged.values.reshape(-1, 2), ragged.starts  # (0, 2) when empty
+        # reshape: (0, 2) pairs when there are no tokens at all.
+        self.lengths, self.pairs, self.row_start = ragged.lengths, ragged.values.reshape(-1, 2), ragged.starts
 
     @classmethod
     def of(cls, features: datasets.Dataset) -> RaggedOffsets:
