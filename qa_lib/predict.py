@@ -58,7 +58,6 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         held.clear()
 
     progress = progress_enabled() if progress is None else progress
-    held_values = 0
     for lo in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
         idx = order[lo : lo + batch_size]
         w = padding.width(int(lengths[idx].max()))
@@ -67,9 +66,7 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**batch)
         held.append((idx, out.start_logits.float(), out.end_logits.float()))
-        held_values += 2 * len(idx) * w
-        if held_values >= DEVICE_LOGITS_HELD:
+        if sum(s.numel() + e.numel() for _, s, e in held) >= DEVICE_LOGITS_HELD:
             copy_back()
-            held_values = 0
     copy_back()
     return start, end
