@@ -7,7 +7,7 @@ Loaded from YAML (`PipelineConfig.from_yaml`) and overridable with dotted `key=v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -197,16 +197,8 @@ class PipelineConfig(_Strict):
             raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        apply_overrides(raw, overrides or [])
-        overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            # A bad value given on the command line is not looked for in the file.
-            first = ".".join(str(p) for p in exc.errors()[0]["loc"])
-            key = next((k for k in overridden if first == k or first.startswith(k + ".")), None)
-            where = f"the override {key}=... (on top of {path})" if key else str(path)
-            raise ConfigError(_explain(exc, where)) from None
+        overridden = apply_overrides(raw, overrides or [])
+        return cls.parse(raw, where=str(path), overridden=overridden)
 
     @classmethod
     def coerce(cls, value: PipelineConfig | dict[str, Any],
@@ -215,15 +207,21 @@ class PipelineConfig(_Strict):
         return value if isinstance(value, cls) else cls.parse(dict(value or {}), where=where)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any], where: str = "config") -> PipelineConfig:
+    def parse(cls, raw: dict[str, Any], where: str = "config", overridden: Collection[str] = ()) -> PipelineConfig:
+        """`overridden`: keys set by overrides on top of `where`; a bad value there is named as the
+        override, since the user would look for it in `where` in vain."""
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, where)) from None
+            first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            key = next((k for k in overridden if first == k or first.startswith(k + ".")), None)
+            raise ConfigError(_explain(exc, f"the override {key}=... (on top of {where})" if key else where)) from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=value` overrides in place; values are parsed as YAML scalars."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply `a.b=value` overrides to `raw` in place; values are parsed as YAML scalars. Returns the
+    keys set."""
+    keys = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -235,7 +233,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")
         node[parts[-1]] = yaml.safe_load(value) if value != "" else None
-    return raw
+        keys.append(key.strip())
+    return keys
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:
