@@ -137,7 +137,7 @@ def test_answer_spans_index_into_the_context(family, dev_v1_examples):
             assert context[a.start : a.end] == a.answer, (name, a)
 
 
-def test_train_batches_keep_labels_on_their_tokens(family, train_600):
+def test_train_batches_keep_labels_on_their_tokens(family, train_600, tmp_path):
     """The collator pads every family on the right, so a label still points at its token; the
     tokenizer's own side (left for XLNet) used to shift the tokens and leave the labels behind."""
     from qa_lib.config import PipelineConfig
@@ -149,7 +149,8 @@ def test_train_batches_keep_labels_on_their_tokens(family, train_600):
     by_length = {len(ids): i for i, ids in enumerate(train["input_ids"])}
     rows = [train[i] for i in list(by_length.values())[:16]]
     assert len(rows) == 16  # rows of many lengths: real padding
-    trainer = build_trainer(PipelineConfig(model=str(folder), output_dir="unused"), train, "unused/checkpoints", "fp32")
+    cfg = PipelineConfig(model=str(folder), output_dir=str(tmp_path))
+    trainer = build_trainer(cfg, train, str(tmp_path / "checkpoints"), "fp32")
     batch = trainer.data_collator(rows)
     width = batch["input_ids"].shape[1]
     for r, row in enumerate(rows):
