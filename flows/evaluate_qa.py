@@ -14,6 +14,7 @@ from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
 from tasks.preflight import preflight
+from tasks.publish import publish_local
 from tasks.report import report
 from tasks.stage import pipeline_run
 
@@ -41,10 +42,15 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
             run.use(evaluation=eval_keys(config, model_fingerprint(model_dir), tokenizer_fingerprint(model_dir)))
         eval_data = load_dataset(config, "eval")
         metrics, predictions = evaluate_stages(config, eval_data, model_dir, model_dir)
-    summary = {"model": model, "predictions_dir": run.store.uri("predictions", predictions["key"]),
+        out = Path(config.output_dir).resolve() / "evaluation"
+        if run.store.remote:  # as in train_qa: on a shared store the answers stay there
+            predictions_dir = run.store.uri("predictions", predictions["key"])
+        else:
+            with run.timed("publish"):
+                predictions_dir = publish_local(run.store.location, None, predictions, str(out))["predictions_dir"]
+    summary = {"model": model, "predictions_dir": predictions_dir,
                "eval_data": config.eval_data.path, "eval_data_key": run.keys["eval_data"],
                "store": run.store.location, "code_version": code_version(), "timings_s": run.timings}
-    out = Path(config.output_dir).resolve() / "evaluation"
     report("evaluate_qa", metrics, None, summary, str(out))
     get_run_logger().info("metrics: %s", metrics)
     return {"metrics": metrics, **summary, "artifacts_dir": str(out)}

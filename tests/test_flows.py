@@ -184,6 +184,12 @@ def test_flows_run_as_subflows(first_run):
     assert trained["metrics"] == result["metrics"]
     # Evaluating the published copy gives the same numbers as the pipeline's own evaluation.
     assert evaluated["metrics"]["f1"] == pytest.approx(result["metrics"]["f1"])
+    # ...and its answers land beside its metrics, as train's do beside its model.
+    out = Path(cfg.output_dir).resolve() / "evaluation"
+    assert evaluated["predictions_dir"] == str(out / "predictions")
+    answers = json.loads((out / "predictions" / "predictions.json").read_text())
+    assert answers == json.loads((Path(trained["predictions_dir"]) / "predictions.json").read_text())
+    assert json.loads((out / "metrics.json").read_text())
 
 
 def _subprocess_train(cfg, store, env, log):
