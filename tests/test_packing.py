@@ -295,6 +295,29 @@ def test_a_packed_training_run_trains_and_reports_it(tiny_model, train_examples,
     assert again.resumed_from.endswith("checkpoint-4")
 
 
+def test_a_compiled_packed_run_compiles_once_and_trains_as_eager(tiny_model, train_examples, tmp_path):
+    """`compile: auto` turns torch.compile on for packed batches on a GPU, on the grounds that
+    their shape never changes. Checked here on the CPU (inductor): a recompile is an error, and
+    the compiled steps give the eager steps' losses."""
+    import torch._dynamo
+
+    from qa_lib.train import fine_tune
+
+    feats = build_train_features(train_examples.select(range(60)), load_tokenizer(str(tiny_model)), 128, 48)
+    losses = {}
+    for compile in ("off", "on"):
+        config = PipelineConfig(model=str(tiny_model), max_length=128, doc_stride=48, batching="packed",
+                                max_steps=12, logging_steps=1, tokens_per_batch=1000, compile=compile)
+        torch._dynamo.reset()
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            result = fine_tune(config, feats, tmp_path / compile)
+        assert result.compiled == (compile == "on")
+        losses[compile] = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses["on"]) == 12
+    assert losses["on"] == pytest.approx(losses["off"], rel=1e-5)
+    torch._dynamo.reset()
+
+
 def test_a_packed_run_with_varlen_attention_trains_and_saves_a_plain_model(tiny_model, train_examples, tmp_path):
     """Trained with varlen attention, the saved model loads anywhere with its family's own attention:
     the attention choice is a training detail, not part of the model."""
