@@ -247,9 +247,16 @@ def packed_logit_gap(model, padding: Padding, sample: list[dict[str, Any]], widt
 
 def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
     """None if `model` gives the same logits for `sample` packed into one row as padded, one per
-    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU."""
+    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU.
+
+    A model whose attention is not built on transformers' AttentionInterface is refused without
+    running: such models (XLNet, DeBERTa, Longformer...) build their own masks from a 2D one, and
+    XLNet broadcasts a 4D mask far beyond the batch: 21.5 GB of memory for two
+    features in a row of 256 tokens, before it fails."""
     if not sample:
         return None
+    if not getattr(model, "_supports_attention_backend", False):
+        return "its attention is not built on transformers' AttentionInterface, which a packed row's mask needs"
     was_training = model.training
     model.eval()
     try:
