@@ -9,6 +9,8 @@ Environment knobs (read at registration time):
   QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
   QA_DEPLOY_SOURCE   git URL[@ref] that flow runs clone the code from (default: this checkout's path)
   QA_PIPELINE_STORE  the store every run uses (a folder, or s3://bucket/prefix for a fleet)
+  QA_HEARTBEAT_GRACE_S  seconds without a heartbeat before a run is marked Crashed (default 90: three
+                     of the 30 s heartbeats; more than 30)
 
 A deployment runs with the parameters it was registered with, so `retrain` (which publishes)
 is registered only with an eval set, and with `runs/registry` under the project as its
@@ -42,4 +44,5 @@ def settings() -> dict:
         "image": os.environ.get("QA_IMAGE"),
         "source": os.environ.get("QA_DEPLOY_SOURCE"),
         "store": os.environ.get("QA_PIPELINE_STORE"),
+        "heartbeat_grace_s": os.environ.get("QA_HEARTBEAT_GRACE_S", "90"),
     }

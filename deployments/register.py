@@ -11,10 +11,10 @@ from qa_lib.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# A flow run reports a heartbeat this often; a run silent for HEARTBEAT_GRACE is marked Crashed (its
-# machine died: a preempted GPU, an evicted pod), instead of showing Running for ever.
+# A flow run reports a heartbeat this often (Prefect's minimum); a run silent for the grace period
+# (QA_HEARTBEAT_GRACE_S) is marked Crashed (its machine died: a preempted GPU, an evicted pod),
+# instead of showing Running for ever.
 HEARTBEAT_S = 30
-HEARTBEAT_GRACE_S = 90
 ZOMBIE_AUTOMATION = "qa-pipeline: crash flow runs without heartbeats"
 
 
@@ -45,9 +45,21 @@ def deployment_config(spec: dict, config: PipelineConfig, where: str) -> Pipelin
     return config.model_copy(update={"publish_target": str(DEFAULT_REGISTRY)})
 
 
-def ensure_zombie_automation() -> None:
+def heartbeat_grace(value: str) -> int:
+    try:
+        grace = int(value)
+    except ValueError:
+        grace = 0
+    if grace <= HEARTBEAT_S:
+        raise ConfigError(f"QA_HEARTBEAT_GRACE_S must be a whole number of seconds above the {HEARTBEAT_S} s "
+                          "between heartbeats")
+    return grace
+
+
+def ensure_zombie_automation(grace_s: int) -> None:
     """The automation Prefect documents for runs whose process died without a word: no heartbeat,
-    completion or failure within the grace period, and the run is marked Crashed. Created once."""
+    completion or failure within `grace_s`, and the run is marked Crashed. Created once; a later
+    deploy with another grace updates it."""
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -56,26 +68,26 @@ def ensure_zombie_automation() -> None:
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    trigger = EventTrigger(
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+        match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=grace_s),
+    )
+    actions = [ChangeFlowRunState(state=StateType.CRASHED,
+                                  message=f"no heartbeat for {grace_s} s: the run's process or machine died")]
     try:
-        Automation.read(name=ZOMBIE_AUTOMATION)
-        return
+        existing = Automation.read(name=ZOMBIE_AUTOMATION)
     except ValueError:  # not there yet
-        pass
-    Automation(
-        name=ZOMBIE_AUTOMATION,
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=HEARTBEAT_GRACE_S),
-        ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message=f"no heartbeat for {HEARTBEAT_GRACE_S} s: the run's process or machine died")],
-    ).create()
+        Automation(name=ZOMBIE_AUTOMATION, trigger=trigger, actions=actions).create()
+        return
+    if existing.trigger.within != trigger.within:
+        existing.trigger, existing.actions = trigger, actions
+        existing.update()
 
 
 def code_source(source: str | None):
@@ -106,7 +118,8 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
     config = PipelineConfig.from_yaml(config_file)
     # Checked for every deployment before any is registered: all or nothing.
     configs = {spec["name"]: deployment_config(spec, config, str(config_file)) for spec in DEPLOYMENTS}
-    ensure_zombie_automation()
+    grace = heartbeat_grace(opts["heartbeat_grace_s"])
+    ensure_zombie_automation(grace)
     names = []
     for spec in DEPLOYMENTS:
         flow = prefect_flow.from_source(source=code_source(source), entrypoint=spec["entrypoint"])

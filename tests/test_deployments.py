@@ -29,6 +29,11 @@ def _wait(predicate, timeout, every=1.0):
     return None
 
 
+# The crash automation's grace here: the shortest that still spans one 30 s heartbeat interval, so
+# the dead-machine test waits 45 s for it rather than the default 90.
+GRACE_S = 45
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_server, tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
@@ -40,7 +45,7 @@ def deployed(prefect_server, tiny_model, tmp_path_factory):
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     env = {**prefect_server.env, "QA_WORK_POOL": "test-pool", "QA_DEPLOY_CONFIG": str(config_file),
            "QA_RETRAIN_CRON": "30 3 * * *", "QA_RETRAIN_TZ": "Europe/Paris", "QA_PIPELINE_STORE": str(tmp / "store"),
-           "QA_PIPELINE_NO_PROGRESS": "1"}
+           "QA_PIPELINE_NO_PROGRESS": "1", "QA_HEARTBEAT_GRACE_S": str(GRACE_S)}
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], env=env, check=True,
                    capture_output=True)
@@ -211,6 +216,28 @@ def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
         deployment_config(by_name["retrain"], default.model_copy(update={"eval_data": None}), "x.yaml")
 
 
+def test_the_crash_grace_is_checked_and_a_new_one_updates_the_automation(deployed):
+    from prefect.automations import Automation
+
+    from deployments.register import ZOMBIE_AUTOMATION, ensure_zombie_automation, heartbeat_grace
+    from qa_lib.errors import ConfigError
+
+    def grace():
+        found = Automation.read(name=ZOMBIE_AUTOMATION)
+        return found.trigger.within.total_seconds(), found.actions[0].message
+
+    assert grace() == (GRACE_S, f"no heartbeat for {GRACE_S} s: the run's process or machine died")
+    for bad in ("30", "1.5", "soon"):
+        with pytest.raises(ConfigError, match="QA_HEARTBEAT_GRACE_S must be a whole number of seconds above"):
+            heartbeat_grace(bad)
+    ensure_zombie_automation(heartbeat_grace("120"))
+    assert grace() == (120, "no heartbeat for 120 s: the run's process or machine died")
+    ensure_zombie_automation(GRACE_S)  # as registered, for the test below
+    assert grace()[0] == GRACE_S
+    with get_client(sync_client=True) as c:
+        assert len(c.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1  # updated, not added
+
+
 def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
     """The worker and its flow run killed at once, as when a GPU machine is preempted: nothing is
     left to report a state, so the heartbeat automation that deploy creates marks the run Crashed
@@ -218,7 +245,7 @@ def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
     import psutil
     from prefect.deployments import run_deployment
 
-    from deployments.register import HEARTBEAT_GRACE_S, HEARTBEAT_S
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     cfg = deployed["cfg"].model_dump(mode="json")
     cfg.update(max_steps=100000, save_steps=100000, logging_steps=1000)  # trains until killed
@@ -229,7 +256,13 @@ def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
             state = c.read_flow_run(run.id).state
         return state.is_running() and state
     assert _wait(training, 120, 1), "the run never started"
-    time.sleep(HEARTBEAT_S + 5)  # at least one heartbeat has gone out
+
+    def heartbeat():  # the automation watches a run only once it has heard a heartbeat from it
+        beats = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                            resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]))
+        with get_client(sync_client=True) as c:
+            return c.read_events(beats, limit=1).events  # the server takes at most 50
+    assert _wait(heartbeat, 60, 1), "no heartbeat from the run"
     worker = psutil.Process(deployed["worker"].pid)
     for proc in [*worker.children(recursive=True), worker]:
         proc.kill()
@@ -239,6 +272,6 @@ def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
         with get_client(sync_client=True) as c:
             state = c.read_flow_run(run.id).state
         return state.is_crashed() and state
-    state = _wait(crashed, HEARTBEAT_GRACE_S + 120, 3)
+    state = _wait(crashed, GRACE_S + 120, 3)
     assert state, "the dead run was left Running"
-    assert "no heartbeat" in state.message
+    assert f"no heartbeat for {GRACE_S} s" in state.message
