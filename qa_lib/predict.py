@@ -48,14 +48,17 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
     order = np.argsort(-lengths, kind="stable")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     held: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
+    held_values = 0  # logit values in `held`, kept with it: summing the list every batch grows with it
 
     def copy_back():
+        nonlocal held_values
         for idx, s, e in held:
             w = min(s.shape[1], width)  # a batch padded to a multiple of 8 may be wider than the longest row
             outside = np.arange(w) >= lengths[idx][:, None]
             start[idx, :w] = np.where(outside, -np.inf, s[:, :w].cpu().numpy())
             end[idx, :w] = np.where(outside, -np.inf, e[:, :w].cpu().numpy())
         held.clear()
+        held_values = 0
 
     progress = progress_enabled() if progress is None else progress
     for lo in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
@@ -66,7 +69,8 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**batch)
         held.append((idx, out.start_logits.float(), out.end_logits.float()))
-        if sum(s.numel() + e.numel() for _, s, e in held) >= DEVICE_LOGITS_HELD:
+        held_values += out.start_logits.numel() + out.end_logits.numel()
+        if held_values >= DEVICE_LOGITS_HELD:
             copy_back()
     copy_back()
     return start, end
