@@ -336,7 +336,7 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
     import torch
 
     from qa_lib.modeling import load_qa_model, load_tokenizer
-    from qa_lib.packing import packed_logit_gap
+    from qa_lib.packing import packed_logit_gap, row_width
     from qa_lib.train import resolve_precision
     from qa_lib.varlen_attention import kernel_problem, use_varlen
 
@@ -344,7 +344,7 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
     precision = resolve_precision("auto")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     sample = [features[i] for i in range(min(n, len(features)))]
-    width = -(-2 * max(len(f["input_ids"]) for f in sample) // 8) * 8
+    width = row_width(max(len(f["input_ids"]) for f in sample))
     model = load_qa_model(model_dir, 0.0, 0.0).eval().to(device)
     if problem := use_varlen(model):
         raise RuntimeError(problem)

@@ -30,6 +30,12 @@ from qa_lib.batching import LABELS, MODEL_INPUTS, Padding
 ROW_FEATURES = 2  # row width, in longest features
 
 
+def row_width(longest: int) -> int:
+    """Row width of packed batches for features of at most `longest` tokens: `ROW_FEATURES` of
+    them, in multiples of 8 for tensor cores."""
+    return -(-ROW_FEATURES * longest // 8) * 8
+
+
 class _Batch:
     """One batch being filled: `rows` rows of `width` tokens, each feature in the first row with room."""
 
@@ -251,8 +257,8 @@ def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width
 
     A model whose attention is not built on transformers' AttentionInterface is refused without
     running: such models (XLNet, DeBERTa, Longformer...) build their own masks from a 2D one, and
-    XLNet broadcasts a 4D mask far beyond the batch: 21.5 GB of memory for two
-    features in a row of 256 tokens, before it fails."""
+    XLNet broadcasts a 4D mask far beyond the batch: 21.5 GB of memory for two features in a row
+    of 256 tokens, before it fails."""
     if not sample:
         return None
     if not getattr(model, "_supports_attention_backend", False):

@@ -266,12 +266,10 @@ def choose_batching(config: PipelineConfig, model, padding, train_features: data
 
 
 def pack_width(config: PipelineConfig, lengths: list[int]) -> int:
-    """Row width of packed batches: twice the longest feature (`packing.ROW_FEATURES`), in
-    multiples of 8 for tensor cores."""
-    from qa_lib.packing import ROW_FEATURES
+    """Row width of packed batches (`packing.row_width`) for the window or the longest feature."""
+    from qa_lib.packing import row_width
 
-    longest = max(config.max_length, max(lengths, default=0))
-    return -(-ROW_FEATURES * longest // 8) * 8
+    return row_width(max(config.max_length, max(lengths, default=0)))
 
 
 def rows_per_batch(config: PipelineConfig, lengths: list[int], width: int) -> int:
