@@ -100,7 +100,7 @@ def bench_training(tut_feats, our_feats, tut_steps, our_steps, tmp, out):
     out["ours_train_mean_length"] = float(np.mean([len(x) for x in sample["input_ids"]]))
 
 
-def bench_predict_postprocess(examples, tokenizer, out):
+def bench_predict_postprocess(examples, tokenizer, tmp: Path, out):
     from transformers import Trainer, default_data_collator
 
     from bench import tutorial
@@ -115,7 +115,7 @@ def bench_predict_postprocess(examples, tokenizer, out):
                              fn_kwargs={"tokenizer": tokenizer})
     our_feats = build_eval_features(examples, tokenizer, tutorial.MAX_LENGTH, tutorial.DOC_STRIDE)
     out["eval_features"] = len(our_feats)
-    trainer = Trainer(model, tutorial.training_args(tempfile.mkdtemp()), data_collator=default_data_collator)
+    trainer = Trainer(model, tutorial.training_args(str(tmp / "tutorial-predict")), data_collator=default_data_collator)
     with measure(out, "tutorial_predict_s"):
         raw = trainer.predict(tut_feats.remove_columns(["example_id", "offset_mapping"]))
     with measure(out, "ours_predict_s"):
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     try:
         tut_feats, our_feats = bench_features(train, tokenizer, out)
         bench_training(tut_feats, our_feats, 2 if args.quick else 30, 2 if args.quick else 60, tmp, out)
-        bench_predict_postprocess(dev, tokenizer, out)
+        bench_predict_postprocess(dev, tokenizer, tmp, out)
         bench_orchestration(args.quick, tmp, out)
         if not args.skip_race:
             bench_race(train, dev, tokenizer, args.quick, tmp, out)

@@ -371,8 +371,6 @@ VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped
 def main(argv=None) -> int:
     import torch
 
-    from qa_lib.modeling import load_tokenizer
-
     p = argparse.ArgumentParser(prog="python -m bench.gpu")
     p.add_argument("--batch", type=int, default=128, help="features per step (packed: that many of the mean length)")
     p.add_argument("--max-length", type=int, default=384)
@@ -399,7 +397,16 @@ def main(argv=None) -> int:
         args.profile_steps, args.models = 1, "minilm"
         args.e2e_train, args.e2e_eval = (120, 30) if args.e2e_train else (0, 0)
 
-    tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-"))
+    # Scratch models and checkpoints run to gigabytes a call: they go when the bench ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="qa-bench-gpu-") as scratch:
+        return _run(args, Path(scratch))
+
+
+def _run(args, tmp: Path) -> int:
+    import torch
+
+    from qa_lib.modeling import load_tokenizer
+
     minilm, weights = default_model(args.model_files, tmp / "minilm")
     feats = bundled_train_features(load_tokenizer(minilm), args.max_length, args.doc_stride, args.quick)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

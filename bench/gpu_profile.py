@@ -119,11 +119,6 @@ def plain_loop(model_dir, sample, batch, steps, collator) -> dict:
 
 
 def main(argv=None) -> int:
-    import torch
-    from transformers import DataCollatorWithPadding
-
-    from qa_lib.modeling import load_tokenizer
-
     p = argparse.ArgumentParser(prog="python -m bench.gpu_profile")
     p.add_argument("--model", choices=["bert-base", "minilm"], default="bert-base")
     p.add_argument("--model-files", default=None)
@@ -136,7 +131,16 @@ def main(argv=None) -> int:
     if args.quick:
         args.steps, args.batch = 2, 4
 
-    tmp = Path(tempfile.mkdtemp(prefix="qa-bench-gpu-profile-"))
+    with tempfile.TemporaryDirectory(prefix="qa-bench-gpu-profile-") as scratch:
+        return _run(args, Path(scratch), max_length, stride)
+
+
+def _run(args, tmp: Path, max_length: int, stride: int) -> int:
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from qa_lib.modeling import load_tokenizer
+
     minilm, _ = default_model(args.model_files, tmp / "minilm")
     model_dir = minilm if args.model == "minilm" or args.quick else bert_base_sized(minilm, tmp / "bert-base")
     tok = load_tokenizer(model_dir)

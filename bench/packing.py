@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         variants["packed + compile"] = ["batching=packed", "compile=on"]
     out = {"date": time.strftime("%Y-%m-%d"), "runs": {}}
     for name, overrides in variants.items():
-        out["runs"][name] = run(quick + overrides, Path(tempfile.mkdtemp(prefix="qa-bench-packing-")))
+        with tempfile.TemporaryDirectory(prefix="qa-bench-packing-") as scratch:
+            out["runs"][name] = run(quick + overrides, Path(scratch))
     print("| batching | steps | features/s | training | F1 | EM |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, r in out["runs"].items():

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tutorial_recipe(steps_to_time: int, full: bool, out: dict) -> None:
+def tutorial_recipe(steps_to_time: int, full: bool, out: dict, tmp: Path) -> None:
     from transformers import Trainer, default_data_collator
 
     from bench import tutorial
@@ -37,13 +37,12 @@ def tutorial_recipe(steps_to_time: int, full: bool, out: dict) -> None:
     steps_per_epoch = -(-len(feats) // 16)
     out["tutorial_features"] = len(feats)
     out["tutorial_steps_per_epoch"] = steps_per_epoch
-    tmp = tempfile.mkdtemp()
     warm = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2", new_head_expected=True),
-                   tutorial.training_args(tmp, max_steps=3),
+                   tutorial.training_args(str(tmp), max_steps=3),
                    train_dataset=feats, data_collator=default_data_collator)
     warm.train()
     trainer = Trainer(load_qa_model("sentence-transformers/all-MiniLM-L6-v2", new_head_expected=True),
-                      tutorial.training_args(tmp, max_steps=-1 if full else steps_to_time),
+                      tutorial.training_args(str(tmp), max_steps=-1 if full else steps_to_time),
                       train_dataset=feats, data_collator=default_data_collator)
     t = time.perf_counter()
     trainer.train()
@@ -63,11 +62,11 @@ def tutorial_recipe(steps_to_time: int, full: bool, out: dict) -> None:
         out["tutorial_metrics"] = score(dev, dict(preds))
 
 
-def our_recipe(config_path: str, out: dict) -> None:
+def our_recipe(config_path: str, out: dict, tmp: Path) -> None:
     from qa_lib.config import PipelineConfig
     from qa_lib.pipeline import train_and_evaluate
 
-    cfg = PipelineConfig.from_yaml(ROOT / config_path, [f"output_dir={tempfile.mkdtemp()}"])
+    cfg = PipelineConfig.from_yaml(ROOT / config_path, [f"output_dir={tmp}"])
     t = time.perf_counter()
     result = train_and_evaluate(cfg)
     out["ours_total_s"] = time.perf_counter() - t
@@ -86,8 +85,10 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     out: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                  "date": time.strftime("%Y-%m-%d")}
-    our_recipe(args.config, out)
-    tutorial_recipe(args.tutorial_steps, args.full_tutorial, out)
+    # Both recipes write checkpoints and models; none of it outlives the run.
+    with tempfile.TemporaryDirectory(prefix="qa-bench-recipe-") as scratch:
+        our_recipe(args.config, out, Path(scratch) / "ours")
+        tutorial_recipe(args.tutorial_steps, args.full_tutorial, out, Path(scratch) / "tutorial")
     ratio = out["ours_train_s"] / out["tutorial_train_s"]
     print(json.dumps(out, indent=2))
     print(f"\ndefault recipe: F1 {out['ours_metrics']['f1']:.2f}, EM {out['ours_metrics']['exact_match']:.2f}, "

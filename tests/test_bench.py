@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -6,10 +7,23 @@ import pytest
 from tests.conftest import ROOT
 
 
+def run_bench(args: list[str], tmp_path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    """`python -m <args>` with its own temporary folder, which must be empty when it ends: each bench
+    builds models and checkpoints there (gigabytes for the GPU bench), and a bench that leaves them
+    behind fills the disk of whoever runs it often, CI included."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **env, "TMPDIR": str(scratch)})
+    # torch's compile cache is torch's to keep (it is reused, and bounded by what gets compiled)
+    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+    assert not left, f"{args[0]} left {left} in its temporary folder"
+    return out
+
+
 def test_quick_bench_runs_and_prints_every_figure(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(tmp_path / "b.json")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "PREFECT_HOME": str(tmp_path / "ph")})
+    out = run_bench(["bench", "--quick", "--json", str(tmp_path / "b.json")], tmp_path,
+                    PREFECT_HOME=str(tmp_path / "ph"))
     assert out.returncode == 0, out.stderr[-3000:]
     for label in ("feature building", "training throughput", "prediction throughput", "post-processing",
                   "peak RSS", "answers identical: True", "orchestration overhead", "cached rerun",
@@ -36,9 +50,8 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, weights):
         files = tmp_path / "minilm"
         shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
         extra = ["--model-files", str(files), "--no-cudnn-attention"]  # a no-op on the CPU, but recorded
-    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--peak-tflops", "1", "--json",
-                          str(tmp_path / "g.json"), "--variants", "padded,packed,packed-varlen", *extra],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = run_bench(["bench.gpu", "--quick", "--peak-tflops", "1", "--json", str(tmp_path / "g.json"),
+                     "--variants", "padded,packed,packed-varlen", *extra], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"default model weights: {weights};" in out.stdout
     for variant, batching, attention in (("padded", "padded", "sdpa"), ("packed", "packed", "sdpa"),
@@ -70,9 +83,8 @@ def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path):
     next one still runs; the exit code says that something failed."""
     import json
 
-    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--quick", "--variants", "no-such-variant,padded",
-                          "--e2e-train", "0", "--json", str(tmp_path / "g.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = run_bench(["bench.gpu", "--quick", "--variants", "no-such-variant,padded", "--e2e-train", "0",
+                     "--json", str(tmp_path / "g.json")], tmp_path)
     assert out.returncode == 1, out.stderr[-3000:]
     result = json.loads((tmp_path / "g.json").read_text())["training"]
     assert result["minilm no-such-variant"] == {"error": "KeyError: 'no-such-variant'"}
@@ -84,8 +96,7 @@ def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path):
     """`bench.gpu_profile` times each TrainingArguments variant, a plain loop and a profiled run."""
     from bench.gpu_profile import VARIANTS
 
-    out = subprocess.run([sys.executable, "-m", "bench.gpu_profile", "--quick", "--json", str(tmp_path / "p.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = run_bench(["bench.gpu_profile", "--quick", "--json", str(tmp_path / "p.json")], tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = __import__("json").loads((tmp_path / "p.json").read_text())
     assert list(result["variants"]) == list(VARIANTS)
