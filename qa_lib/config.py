@@ -54,6 +54,12 @@ class DataSource(_Strict):
     )
     limit: int | None = Field(None, gt=0, description="Keep only the first N examples.")
 
+    @property
+    def local_path(self) -> Path:
+        """`path` as a local path, `~` expanded on the machine that reads it (not where the config
+        was written: a deployment's config runs on a worker)."""
+        return Path(self.path).expanduser()
+
 
 def _valued_fields_required(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """In the run form, a field whose default is a value (not None) needs one to make sense: list

@@ -49,14 +49,17 @@ def load_examples(source: DataSource | str, default_split: str = "train") -> dat
     if path.startswith("s3://"):
         from qa_lib.s3 import download_source
 
-        path = str(download_source(path))
-    local = Path(path)
+        local = download_source(path)
+    else:
+        local = source.local_path
     if local.is_file():
         raw = _load_file(local, source.split)
     elif local.is_dir():
         raw = _load_folder(local, source.split or default_split)
     elif local.suffix in _FLAT_SUFFIXES or "/" in path and (path.startswith((".", "/", "~"))):
-        raise DataError(path, ["file or folder not found"])
+        # Relative paths are read from the current folder, not the config file's: say which.
+        where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(path, [f"file or folder not found{where}"])
     else:
         raw = _load_hub(path, source.split or default_split)
     ds = _normalize(raw, source.columns, path)

@@ -49,7 +49,7 @@ def code_fingerprint(stage: str) -> str:
 
 def source_fingerprint(source) -> str:
     """Fingerprint of a `DataSource`: file bytes for local data, name+split+revision for the Hub."""
-    path = Path(source.path)
+    path = source.local_path
     if source.path.startswith("s3://"):
         from qa_lib.s3 import object_fingerprint
 

@@ -145,6 +145,29 @@ def test_missing_file_and_unknown_hub_name(tmp_path):
         load_examples("no-such-dataset-anywhere-xyz")
 
 
+def test_a_home_relative_path_is_read_and_fingerprinted_from_home(tmp_path, monkeypatch):
+    from qa_lib.plan import source_fingerprint
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev.json").write_bytes(DEV_V1.read_bytes())
+    source = DataSource(path="~/data/dev.json", limit=5)
+    assert load_examples(source)["id"] == load_examples(DataSource(path=str(DEV_V1), limit=5))["id"]
+    # Keyed by the file's bytes like any local file, not as a Hub name.
+    assert source_fingerprint(source) == source_fingerprint(DataSource(path=str(tmp_path / "data/dev.json"),
+                                                                       limit=5))
+
+
+def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_examples("data/squad/dev.json")
+    assert str(info.value) == f"data/squad/dev.json: file or folder not found (relative to {tmp_path})"
+    with pytest.raises(DataError) as info:
+        load_examples(str(tmp_path / "none.json"))
+    assert str(info.value) == f"{tmp_path / 'none.json'}: file or folder not found"
+
+
 def test_squad_json_with_bad_answer_record(tmp_path):
     doc = json.loads(DEV_V2.read_text())
     del doc["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"]
