@@ -34,7 +34,9 @@ MAX_ANSWER_LEN = 15
 
 class _Strict(BaseModel):
     # Unknown keys are typos more often than not: refuse them instead of ignoring them.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass no bound and compare false with everything: a `.nan` threshold would
+    # silently answer every v2 question. Refuse them in every float field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataSource(_Strict):
@@ -119,7 +121,7 @@ class PipelineConfig(_Strict):
     freeze_word_embeddings: bool = Field(
         True, description="Keep the pretrained word-embedding table fixed during fine-tuning: a third "
         "of a small model's weights, and the AdamW update of that table every step.")
-    seed: int = Field(42, description="Seeds the new QA head, data order and dropout: same config, same model.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seeds the new QA head, data order and dropout: same config, same model.")
     precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "
                                  "on the CPU.")
     batching: Batching = Field(

@@ -27,6 +27,11 @@ def test_defaults_and_yaml_with_overrides(tmp_path):
         ({"train_data": {"path": "x", "limit": -1}}, "train_data.limit"),
         ({"hub_repo_id": "my org/model"}, "hub_repo_id"),
         ({"hub_repo_id": "org/team/model"}, "hub_repo_id"),
+        # NaN passes every bound; as a threshold it would answer every v2 question.
+        ({"null_score_diff_threshold": float("nan")}, "null_score_diff_threshold"),
+        ({"promote_margin": float("inf")}, "promote_margin"),
+        ({"seed": -1}, "seed"),  # numpy's seeding takes 0 to 2**32 - 1, and fails only once training starts
+        ({"seed": 2**32}, "seed"),
     ],
 )
 def test_impossible_values_name_the_field(raw, field):
