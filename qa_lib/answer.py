@@ -51,18 +51,8 @@ class QuestionAnswerer:
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
                  max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False):
-        if top_k < 1 or max_answer_len < 1:
-            raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
         single = isinstance(question, str)
-        questions = [question] if single else list(question)
-        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-        if len(questions) != len(contexts):
-            raise DataError("answer", [f"{len(questions)} questions but {len(contexts)} contexts"])
-        # As the transformers question-answering pipeline did: an empty input is an error, not a guess.
-        empty = [f"{name} {i} is empty" for i, (q, c) in enumerate(zip(questions, contexts))
-                 for name, text in (("question", q), ("context", c)) if not (text or "").strip()]
-        if empty:
-            raise DataError("answer", empty)
+        questions, contexts = _checked_inputs(question, context, top_k, max_answer_len)
         if not questions:
             return []
         examples = datasets.Dataset.from_dict({
@@ -122,6 +112,23 @@ class QuestionAnswerer:
         return out
 
 
+def _checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
+                    max_answer_len: int) -> tuple[list[str], list[str]]:
+    """The questions and their contexts as lists, or the error that makes them unanswerable."""
+    if top_k < 1 or max_answer_len < 1:
+        raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
+    questions = [question] if isinstance(question, str) else list(question)
+    contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+    if len(questions) != len(contexts):
+        raise DataError("answer", [f"{len(questions)} questions but {len(contexts)} contexts"])
+    # As the transformers question-answering pipeline did: an empty input is an error, not a guess.
+    empty = [f"{name} {i} is empty" for i, (q, c) in enumerate(zip(questions, contexts))
+             for name, text in (("question", q), ("context", c)) if not (text or "").strip()]
+    if empty:
+        raise DataError("answer", empty)
+    return questions, contexts
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     m = np.max(x, axis=1, keepdims=True)
     z = x - m
@@ -132,6 +139,7 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
            max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False, max_length: int = WINDOW,
            doc_stride: int = STRIDE):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
+    _checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer)

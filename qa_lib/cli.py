@@ -67,10 +67,19 @@ def _check_score_inputs(args, doc, preds, na_probs) -> None:
 
 
 def _answer(args) -> int:
+    from transformers.utils import logging as hf_logging
+
     from qa_lib.answer import answer
 
-    result = answer(args.model, args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
-                    handle_impossible_answer=args.handle_impossible_answer)
+    # One model load for one answer: its "Loading weights" bar is only noise before the JSON.
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        result = answer(args.model, args.question, args.context, top_k=args.top_k,
+                        max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     items = result if isinstance(result, list) else [result]
     print(json.dumps([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict(), ensure_ascii=False))
     return 0

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from qa_lib.answer import QuestionAnswerer
+from qa_lib.answer import QuestionAnswerer, answer
 from qa_lib.config import PipelineConfig
 from qa_lib.features import build_train_features
 from qa_lib.modeling import load_tokenizer
@@ -42,14 +42,38 @@ def test_handle_impossible_answer(trained_tiny, dev_v1_examples):
     assert len(null) == 1 and null[0].start == 0 and null[0].end == 0
 
 
-def test_answer_cli(trained_tiny, capsys):
+def test_answer_cli(trained_tiny, capsys, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
     from qa_lib.cli import main
 
+    # As on a terminal: bars on (the tests turn them off), yet the JSON comes without a loading bar.
+    monkeypatch.delenv("QA_PIPELINE_NO_PROGRESS")
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
     ctx = "The Eiffel Tower was completed in 1889 in Paris."
-    assert main(["answer", "--model", trained_tiny, "--question", "When was it completed?", "--context", ctx]) == 0
-    out = json.loads(capsys.readouterr().out)
+    try:
+        assert main(["answer", "--model", trained_tiny, "--question", "When was it completed?", "--context", ctx]) == 0
+        assert hf_logging.is_progress_bar_enabled()  # the CLI's own switch-off does not outlive the call
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert set(out) == {"answer", "score", "start", "end"}
     assert ctx[out["start"] : out["end"]] == out["answer"]
+    assert "Loading weights" not in captured.err
+
+
+def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
+    from qa_lib.cli import main
+    from qa_lib.errors import DataError
+
+    missing = str(tmp_path / "no-model")
+    with pytest.raises(DataError, match="question 0 is empty"):
+        answer(missing, " ", "The Broncos won.")
+    assert main(["answer", "--model", missing, "--question", "Who won?", "--context", ""]) == 2
+    assert capsys.readouterr().err.strip() == "error: answer: context 0 is empty"
 
 
 def test_empty_inputs(trained_tiny):
