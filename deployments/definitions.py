@@ -5,7 +5,7 @@ Environment knobs (read at registration time):
   QA_DEPLOY_CONFIG   YAML config whose values become the parameter defaults (default configs/default.yaml)
   QA_RETRAIN_CRON    nightly schedule (default "0 2 * * *")
   QA_RETRAIN_TZ      its timezone (default "UTC")
-  QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1)
+  QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1; 0 or more)
   QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
   QA_DEPLOY_SOURCE   git URL[@ref] that flow runs clone the code from (default: this checkout's path)
   QA_PIPELINE_STORE  the store every run uses (a folder, or s3://bucket/prefix for a fleet)
@@ -40,7 +40,7 @@ def settings() -> dict:
         "config": os.environ.get("QA_DEPLOY_CONFIG", "configs/default.yaml"),
         "cron": os.environ.get("QA_RETRAIN_CRON", "0 2 * * *"),
         "timezone": os.environ.get("QA_RETRAIN_TZ", "UTC"),
-        "gpus": int(os.environ.get("QA_GPUS", "1")),
+        "gpus": os.environ.get("QA_GPUS", "1"),
         "image": os.environ.get("QA_IMAGE"),
         "source": os.environ.get("QA_DEPLOY_SOURCE"),
         "store": os.environ.get("QA_PIPELINE_STORE"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from deployments.definitions import DATA_LANDED_EVENT, DEPLOYMENTS, settings
 from qa_lib.config import PipelineConfig
+from qa_lib.env import parse_number
 from qa_lib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +47,28 @@ def deployment_config(spec: dict, config: PipelineConfig, where: str) -> Pipelin
 
 
 def heartbeat_grace(value: str) -> int:
+    return parse_number("QA_HEARTBEAT_GRACE_S", value, int, HEARTBEAT_S + 1,
+                        f"a whole number of seconds above the {HEARTBEAT_S} s between heartbeats")
+
+
+def gpu_count(value: str) -> int:
+    return parse_number("QA_GPUS", value, int, 0, "a whole number of GPUs per flow run, 0 or more")
+
+
+def nightly_schedule(cron: str, timezone: str):
+    """The retrain schedule, checked before any deployment is registered (`Cron` alone would leave
+    a bad time zone to the server, after the first deployments are in)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.schedules import Cron
+    from pydantic import ValidationError
+
     try:
-        grace = int(value)
-    except ValueError:
-        grace = 0
-    if grace <= HEARTBEAT_S:
-        raise ConfigError(f"QA_HEARTBEAT_GRACE_S must be a whole number of seconds above the {HEARTBEAT_S} s "
-                          "between heartbeats")
-    return grace
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError as exc:
+        if any(error["loc"][:1] == ("timezone",) for error in exc.errors()):
+            raise ConfigError("QA_RETRAIN_TZ must be an IANA time zone such as Europe/Paris") from None
+        raise ConfigError("QA_RETRAIN_CRON must be a cron expression such as '0 2 * * *'") from None
+    return Cron(cron, timezone=timezone)
 
 
 def ensure_zombie_automation(grace_s: int) -> None:
@@ -108,7 +123,6 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
              store: str | None = None) -> list[str]:
     from prefect import flow as prefect_flow
     from prefect.events import DeploymentEventTrigger
-    from prefect.schedules import Cron
 
     opts = settings()
     pool = work_pool or opts["work_pool"]
@@ -118,7 +132,10 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
     config = PipelineConfig.from_yaml(config_file)
     # Checked for every deployment before any is registered: all or nothing.
     configs = {spec["name"]: deployment_config(spec, config, str(config_file)) for spec in DEPLOYMENTS}
+    # So are the settings from the environment, before the automation and the first deployment.
     grace = heartbeat_grace(opts["heartbeat_grace_s"])
+    schedule = nightly_schedule(opts["cron"], opts["timezone"])
+    variables = job_variables(gpu_count(opts["gpus"]), opts["image"], store)
     ensure_zombie_automation(grace)
     names = []
     for spec in DEPLOYMENTS:
@@ -126,7 +143,7 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
         params = {"config": configs[spec["name"]].model_dump(mode="json")}
         kwargs: dict = {}
         if spec.get("nightly"):
-            kwargs["schedules"] = [Cron(opts["cron"], timezone=opts["timezone"])]
+            kwargs["schedules"] = [schedule]
         if spec.get("on_data_landed"):
             kwargs["triggers"] = [DeploymentEventTrigger(
                 name="retrain-on-new-data",
@@ -138,7 +155,7 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
             kwargs["concurrency_limit"] = spec["concurrency_limit"]
         deployment_id = flow.deploy(
             name=spec["name"], work_pool_name=pool, parameters=params, description=spec["description"],
-            job_variables=job_variables(opts["gpus"], opts["image"], store), build=False, push=False,
+            job_variables=variables, build=False, push=False,
             print_next_steps=False, ignore_warnings=True,
             # The form marks valued fields required (config._valued_fields_required); a caller of
             # run_deployment may still send a partial config, which the flow completes and checks.

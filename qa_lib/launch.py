@@ -17,9 +17,11 @@ from qa_lib.errors import QAPipelineError
 
 
 def process_count() -> int:
-    forced = os.environ.get("QA_PIPELINE_NPROC")
+    from qa_lib.env import env_number
+
+    forced = env_number("QA_PIPELINE_NPROC", 0, 1, "a whole number of training processes, 1 or more")
     if forced:
-        return int(forced)
+        return forced
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 1

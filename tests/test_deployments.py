@@ -216,6 +216,48 @@ def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
         deployment_config(by_name["retrain"], default.model_copy(update={"eval_data": None}), "x.yaml")
 
 
+@pytest.mark.parametrize("variable, value", [
+    ("QA_RETRAIN_TZ", "Mars/Olympus"), ("QA_RETRAIN_CRON", "nightly"), ("QA_RETRAIN_CRON", "61 2 * * *"),
+    ("QA_GPUS", "two"), ("QA_GPUS", "-1"), ("QA_HEARTBEAT_GRACE_S", "soon"),
+])
+def test_a_bad_deploy_setting_is_one_line_before_anything_is_registered(variable, value, capsys, monkeypatch):
+    """The server here is a closed port: any call to it before the check would fail otherwise."""
+    from qa_lib.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv(variable, value)
+    assert main(["deploy", "--work-pool", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {variable} must be ") and err.count("\n") == 1
+    assert value not in err
+
+
+def test_numbers_from_the_environment_are_checked_where_they_are_read(monkeypatch):
+    from qa_lib.env import env_number
+    from qa_lib.errors import ConfigError
+    from qa_lib.launch import process_count
+
+    monkeypatch.setenv("QA_PIPELINE_NPROC", "2")
+    assert process_count() == 2
+    for bad in ("0", "two", "1.5"):
+        monkeypatch.setenv("QA_PIPELINE_NPROC", bad)
+        with pytest.raises(ConfigError, match="^QA_PIPELINE_NPROC must be a whole number of training processes"):
+            process_count()
+    monkeypatch.setenv("QA_X", " 2.5 ")
+    assert env_number("QA_X", 1.0, 1.0, "x") == 2.5
+    for bad in ("nan", "inf", "0.5", ""):
+        monkeypatch.setenv("QA_X", bad)
+        if bad:
+            with pytest.raises(ConfigError, match="^QA_X must be x$"):
+                env_number("QA_X", 1.0, 1.0, "x")
+        else:
+            assert env_number("QA_X", 1.0, 1.0, "x") == 1.0
+    # Read when the S3 store is first used: a one-line error, exit 2, not an import traceback.
+    out = subprocess.run([sys.executable, "-m", "qa_lib.cli", "store", "ls", "--store", "s3://bucket/qa"], cwd=ROOT,
+                         env={**os.environ, "QA_PIPELINE_LEASE_TTL": "two minutes"}, capture_output=True, text=True)
+    assert (out.returncode, out.stderr) == (2, "error: QA_PIPELINE_LEASE_TTL must be a number of seconds, 1 or more\n")
+
+
 def test_the_crash_grace_is_checked_and_a_new_one_updates_the_automation(deployed):
     from prefect.automations import Automation
 

@@ -28,6 +28,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Iterator
 
+from qa_lib.env import env_number
 from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain
 from qa_lib.store.base import RESERVED, Entry, Lease
 
@@ -36,7 +37,7 @@ _log = logging.getLogger(__name__)
 MARKER = "_COMPLETE"
 # A lease not renewed for LEASE_TTL_S seconds (by the S3 server's clock) is free to take over;
 # its holder renews it every LEASE_TTL_S / 4.
-LEASE_TTL_S = float(os.environ.get("QA_PIPELINE_LEASE_TTL", "120"))
+LEASE_TTL_S = env_number("QA_PIPELINE_LEASE_TTL", 120.0, 1.0, "a number of seconds, 1 or more")
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 _MISSING = ("NoSuchKey", "404", "NotFound")
 
