@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -267,6 +269,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INTERRUPTED = ("interrupted: finished stages stay in the store and a rerun reuses them (training resumes from its "
+               "newest checkpoint)")
+# Ctrl-C reaches the terminal's whole process group, so Prefect's temporary server (a child of this
+# process) stops too, and Prefect then spends minutes retrying to report the crash to it (145 s
+# measured) before failing with "Connection refused". Our own code unwinds at once (locks and
+# leases released on the way out); this bounds the rest: long enough for a real server to record
+# the crash, short where the server was our own child and is gone.
+INTERRUPT_GRACE_S = {"server": 10.0, "temporary server": 2.0}
+
+
+def _leave_interrupted() -> None:
+    sys.stderr.write(f"\n{INTERRUPTED}\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _bounded_interrupts():
+    """Ctrl-C raises KeyboardInterrupt as usual, and the process exits `INTERRUPT_GRACE_S` later
+    if it is still waiting on the (temporary) server; a second Ctrl-C exits at once. Returns the handler it
+    replaced (None off the main thread, where no handler can be set)."""
+    def on_interrupt(signum, frame):
+        if on_interrupt.fired:
+            _leave_interrupted()
+        on_interrupt.fired = True
+        from prefect.settings import get_current_settings
+
+        grace = INTERRUPT_GRACE_S["server" if get_current_settings().api.url else "temporary server"]
+        timer = threading.Timer(grace, _leave_interrupted)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    on_interrupt.fired = False
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, on_interrupt)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Options and `key=value` overrides in any order, as users type them."""
     parser = build_parser()
@@ -282,13 +322,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    if args.command in ("train", "evaluate", "retrain") and not verbose:
+    previous_handler = None
+    if args.command in ("train", "evaluate", "retrain"):
         _prefect_defaults()
-        from flows.console import quiet_expected_tracebacks
+        previous_handler = _bounded_interrupts()
+        if not verbose:
+            from flows.console import quiet_expected_tracebacks
 
-        quiet_expected_tracebacks()
+            quiet_expected_tracebacks()
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except QAPipelineError as exc:
         # One line; the full message (every problem found) and the traceback under --verbose.
         message = str(exc) if verbose else str(exc).splitlines()[0]
@@ -303,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback; the Prefect "
               "log has it too)", file=sys.stderr)
         return 1
+    finally:
+        if previous_handler is not None:  # main() is also called from code (and tests): leave it as found
+            signal.signal(signal.SIGINT, previous_handler)
 
 
 if __name__ == "__main__":

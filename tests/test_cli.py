@@ -42,3 +42,76 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     assert "retrain needs publish_target" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def _interrupt_a_training_run(tiny_model, tmp_path, env):
+    """Start `qa-pipeline train` in a process group of its own, send the group SIGINT (what Ctrl-C in
+    a terminal does) once the first training step is logged; the output after it, the exit code and
+    the seconds from Ctrl-C to exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests.conftest import ROOT
+    from tests.flow_helpers import tiny_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out", max_steps=10**6,
+                                                 save_steps=10**6).model_dump(mode="json")))
+    proc = subprocess.Popen([sys.executable, "-m", "qa_lib.cli", "train", str(config), "--store", str(tmp_path / "store")],
+                            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1", "PREFECT_LOGGING_LEVEL": "INFO"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # If no step is ever logged, the run is killed so that the reading below ends (and the test fails).
+    stuck = threading.Timer(300, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    stuck.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "fine-tune" in line and " step " in line:
+                break
+        else:
+            raise AssertionError("the run ended before training:\n" + "".join(lines[-30:]))
+        os.killpg(proc.pid, signal.SIGINT)
+        interrupted = time.monotonic()
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        stuck.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return rest, proc.returncode, time.monotonic() - interrupted
+
+
+def test_ctrl_c_stops_a_run_on_the_temporary_server_at_once(tiny_model, tmp_path):
+    """Ctrl-C reaches the whole process group, Prefect's temporary server included; Prefect then
+    retried reporting the crash to the stopped server for 145 s and failed with 'Connection refused'.
+    Now: the interrupted message, exit 130, within seconds."""
+    import os
+
+    from qa_lib.cli import INTERRUPTED
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    rest, code, waited = _interrupt_a_training_run(tiny_model, tmp_path, {**env, "PREFECT_HOME": str(tmp_path / "home")})
+    assert code == 130, rest[-3000:]
+    assert rest.rstrip().splitlines()[-1] == INTERRUPTED
+    assert "ConnectError" not in rest and "Connection refused" not in rest
+    assert waited < 60, f"{waited:.0f} s from Ctrl-C to exit"  # a bound on a hang, not a speed figure
+
+
+def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_model, tmp_path):
+    """With a server of its own the run's end is recorded (not left Running), then the same exit."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from qa_lib.cli import INTERRUPTED
+
+    rest, code, _ = _interrupt_a_training_run(tiny_model, tmp_path, prefect_server.env)
+    assert code == 130, rest[-3000:]
+    assert rest.rstrip().splitlines()[-1] == INTERRUPTED
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+    assert run.state.name == "Crashed"
