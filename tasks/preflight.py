@@ -26,5 +26,6 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None, 
     check_windows_fit(model or config.model, windows)
     resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)
-    if store is not None and store.startswith("s3://"):
-        open_store(store).check()  # a missing bucket or bad credentials fail here, in one line
+    if store is not None:
+        # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
+        open_store(store).check()

@@ -103,6 +103,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         ("unknown key", ["train", config("typo"), "lerning_rate=0.1"], ["lerning_rate", "Extra inputs"]),
         ("missing model folder", ["train", config("nomodel", model=str(tmp / "no-model"))],
          ["model folder not found", "no-model"]),
+        # A store folder that cannot be made: it was retried three times, then a FileNotFoundError traceback.
+        ("store that cannot be written", ["train", config("store"), "--store", str(tmp / "latin1.json" / "store")],
+         [f"store {tmp / 'latin1.json' / 'store'}: cannot write there: Not a directory"]),
         ("Latin-1 predictions to score", ["score", str(DEV_V1), str(tmp / "latin1.json")],
          ["latin1.json", "not UTF-8"]),
     ]

@@ -28,6 +28,19 @@ class LocalStore:
         self.location = str(self.root)
         self.downloaded = 0  # bytes fetched from elsewhere: none, for a local folder
 
+    def check(self) -> None:
+        """Fail early, in one line, on a folder this process cannot create or write to."""
+        import tempfile
+
+        from qa_lib.errors import ConfigError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"store {self.location}: cannot write there: {exc.strerror or exc}") from None
+
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
