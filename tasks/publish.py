@@ -14,20 +14,27 @@ from tasks.stage import fetch
 
 @task(name="publish-local", retry_condition_fn=retry_unless_deterministic, **RETRY)
 def publish_local(store: str, model: dict | None, predictions: dict | None, output_dir: str) -> dict:
-    """Copy model and predictions to `output_dir`, swapping the folder in whole (never half-written)."""
+    """Copy the model and the predictions to `output_dir/model` and `output_dir/predictions`, each
+    swapped in whole (never half-written). Nothing else in `output_dir` is touched: it is the
+    user's folder (`output_dir: .` must not cost them their files), and `artifacts/` or an
+    `evaluation/` written there earlier stay."""
     storage = open_store(store)
     out = Path(output_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
+    out.mkdir(parents=True, exist_ok=True)
     if model:
-        shutil.copytree(fetch(storage, model), tmp / "model")
+        _swap_in(fetch(storage, model), out / "model")
     if predictions:
-        shutil.copytree(fetch(storage, predictions), tmp / "predictions", ignore=shutil.ignore_patterns("_COMPLETE"))
-    old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+        _swap_in(fetch(storage, predictions), out / "predictions")
     return {"model_dir": str(out / "model") if model else None,
             "predictions_dir": str(out / "predictions") if predictions else None}
+
+
+def _swap_in(source: Path, dest: Path) -> None:
+    """`dest` becomes a copy of the store entry `source` in one rename, the old `dest` removed after."""
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("_COMPLETE"))
+    old = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.old"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -140,6 +140,39 @@ def test_bad_eval_data_fails_before_training(prefect_server, tiny_model, tmp_pat
     assert "build-features" not in names and "fine-tune" not in names
 
 
+def test_publishing_to_output_dir_swaps_model_and_predictions_and_keeps_the_rest(tmp_path):
+    """output_dir is the user's folder: the whole folder used to be swapped for one holding only
+    model/ and predictions/, so `output_dir: .` deleted everything else in it."""
+    from qa_lib.store import open_store
+    from tasks.publish import publish_local
+
+    store = open_store(str(tmp_path / "store"))
+    for stage, files in (("model", {"config.json": "{}", "model.safetensors": "new"}),
+                         ("predictions", {"predictions.json": "{}"})):
+        with store.writing(stage, "k1") as folder:
+            (folder / stage).mkdir()
+            for name, text in files.items():
+                (folder / stage / name).write_text(text)
+    out = tmp_path / "home"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "keep.txt").write_text("mine")
+    (out / "evaluation").mkdir()
+    (out / "evaluation" / "metrics.json").write_text("{}")
+    (out / "model").mkdir()
+    (out / "model" / "model.safetensors").write_text("old")
+    (out / "model" / "stale.bin").write_text("old")
+
+    done = publish_local.fn(store.location, {"stage": "model", "key": "k1", "name": "model"},
+                            {"stage": "predictions", "key": "k1", "name": "predictions"}, str(out))
+    assert done == {"model_dir": str(out / "model"), "predictions_dir": str(out / "predictions")}
+    assert (out / "notes" / "keep.txt").read_text() == "mine"
+    assert (out / "evaluation" / "metrics.json").exists()
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
+    assert (out / "model" / "model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["predictions.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["evaluation", "model", "notes", "predictions"]  # no leftovers
+
+
 def test_unwritable_output_dir_fails_in_preflight(prefect_server, tiny_model, tmp_path):
     from qa_lib.errors import ConfigError
 
