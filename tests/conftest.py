@@ -82,5 +82,9 @@ def prefect_server(tmp_path_factory):
     try:
         with temporary_settings({PREFECT_API_URL: server.url, PREFECT_HOME: str(server.home)}):
             yield server
+            # Logs still queued for the server go now, not to a stopped server ("Error logging to API").
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler().flush()
     finally:
         server.stop()
