@@ -49,17 +49,36 @@ def _files(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _pushed(repo) -> dict[str, bytes]:
+    """A Hub repo's files but the `.gitattributes` the Hub itself writes."""
+    return {k: v for k, v in repo["files"].items() if k != ".gitattributes"}
+
+
 def test_push_to_hub_uploads_the_model_folder_as_one_commit(hub, tiny_model, tmp_path):
+    from tests.hub_stand_in import GITATTRIBUTES
+
     loc = publish_run(FolderTarget(tmp_path / "pub"), str(tiny_model), {"f1": 61.0, "exact_match": 52.5}, {}, {},
                       "r1", "dev-v1.1.json", False)
     url = push_model(f"{loc}/model", "org/qa-model")
     repo = hub.repos["org/qa-model"]
     assert url == f"{hub.url}/org/qa-model/commit/{repo['commits'][0]['oid']}"
     assert repo["private"] is True and len(repo["commits"]) == 1
-    assert repo["files"] == _files(tmp_path / "pub/runs/r1/model")  # byte for byte, card included
+    assert _pushed(repo) == _files(tmp_path / "pub/runs/r1/model")  # byte for byte, card included
     assert b"value: 61.0000" in repo["files"]["README.md"]
     push_model(f"{loc}/model", "org/qa-model")  # an existing repo is reused, not an error
-    assert len(repo["commits"]) == 2
+    assert len(repo["commits"]) == 2 and repo["commits"][1]["deleted"] == []
+
+    # A later champion whose folder lacks a file of the earlier one: the repo becomes that folder, in
+    # one commit (the stale file would otherwise be downloaded and loaded with the new model).
+    stale = tmp_path / "pub/runs/r1/model/pytorch_model.bin"
+    stale.write_bytes(b"an older champion's weights")
+    push_model(f"{loc}/model", "org/qa-model")
+    assert repo["files"]["pytorch_model.bin"] == b"an older champion's weights"
+    stale.unlink()
+    push_model(f"{loc}/model", "org/qa-model")
+    assert repo["commits"][-1]["deleted"] == ["pytorch_model.bin"] and len(repo["commits"]) == 4
+    assert _pushed(repo) == _files(tmp_path / "pub/runs/r1/model")
+    assert repo["files"][".gitattributes"] == GITATTRIBUTES  # the Hub's own file stays
 
 
 def test_hub_token_from_a_prefect_secret_block(prefect_server, hub, monkeypatch):
@@ -200,7 +219,7 @@ def test_retrain_pushes_the_promoted_champion_to_the_hub(prefect_server, hub, ti
     pointer = json.loads((pub / "champion.json").read_text())
     repo = hub.repos["org/qa-champion"]
     assert result["promoted"] is True and result["hub_commit"].endswith(repo["commits"][0]["oid"])
-    assert repo["files"] == _files(pub / "runs" / pointer["run_id"] / "model")
+    assert _pushed(repo) == _files(pub / "runs" / pointer["run_id"] / "model")
     assert pointer["run_id"] in repo["commits"][0]["summary"]
     assert result["hub_commit"] in artifacts(state.state_details.flow_run_id)["hub-push"].data
     # Not promoted: nothing pushed.

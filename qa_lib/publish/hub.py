@@ -109,14 +109,18 @@ def push_model(model_dir: str, repo_id: str, private: bool = True, token: str | 
                commit_message: str = "qa-pipeline: publish model") -> str:
     """Upload the model folder (card checked first) as one Hub commit; returns the commit URL.
 
-    One commit holds every file, so a failed push leaves the repo as it was.
+    One commit holds every file, so a failed push leaves the repo as it was. The same commit
+    deletes the repo's files that the folder lacks (the Hub keeps `.gitattributes`), so the repo
+    is the folder: an older champion's files (another tokenizer's vocabulary, sharded weights
+    beside single-file ones) would otherwise stay and be loaded with the new model.
     """
     check_repo_id(repo_id)
     check_card(model_dir)
     api = _api(token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=model_dir, repo_id=repo_id, commit_message=commit_message)
+        info = api.upload_folder(folder_path=model_dir, repo_id=repo_id, commit_message=commit_message,
+                                 delete_patterns="*")
     except Exception as exc:  # noqa: BLE001
         raise _explain(exc, f"push to the Hub ({repo_id})") from None
     return str(getattr(info, "commit_url", info))
