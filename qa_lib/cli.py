@@ -171,15 +171,21 @@ def _store_ls(args) -> int:
 
 def _store_gc(args) -> int:
     from qa_lib.errors import ConfigError
-    from qa_lib.store import collect_garbage, open_store
+    from qa_lib.store import collect_garbage, open_store, sweep_local_copies
 
     if args.older_than < 0:
         raise ConfigError(f"--older-than: must be 0 or more days, got {args.older_than}")
-    removed = collect_garbage(open_store(args.store), args.older_than, dry_run=args.dry_run)
+    store = open_store(args.store)
+    removed = collect_garbage(store, args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for e in removed:
         print(f"{verb} {e.stage}/{e.key} ({_size(e.size)}, {_age(e.created)} old)")
     print(f"{verb} {len(removed)} entries, {_size(sum(e.size for e in removed))}")
+    if store.remote:  # and this machine's downloaded copies, which only this machine can sweep
+        swept = sweep_local_copies(store, args.older_than, dry_run=args.dry_run)
+        for e in swept:
+            print(f"{verb} the local copy of {e.stage}/{e.key} ({_size(e.size)}, unused for {_age(e.created)})")
+        print(f"{verb} {len(swept)} local copies in {store.cache}, {_size(sum(e.size for e in swept))}")
     return 0
 
 

@@ -182,6 +182,43 @@ def test_store_cli_lists_and_collects(s3env, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--older-than" in bad.stderr
 
 
+def test_gc_sweeps_a_workers_local_copies_unused_for_the_age(s3env, tmp_path):
+    """A long-lived worker downloads every new model and feature set; gc on that worker removes the
+    copies it has not used for the age asked (at least an hour), and nothing of the store itself."""
+    writer = S3Store(f"s3://{s3env}/p", tmp_path / "writer")
+    for key in ("old", "reused", "fresh"):
+        _write(writer, "model", key, {"w.bin": b"x" * 4096})
+    cache = tmp_path / "worker"
+    worker = S3Store(f"s3://{s3env}/p", cache)
+    for key in ("old", "reused", "fresh"):
+        worker.fetch("model", key)
+    two_days_ago = time.time() - 2 * 86400
+    for key in ("old", "reused"):
+        os.utime(worker.cache / "model" / key / "_COMPLETE", (two_days_ago, two_days_ago))
+    worker.fetch("model", "reused")  # used again today: its copy stays
+    cut_off = worker.cache / "model" / ".k.1234abcd.part"  # a download killed two days ago
+    (cut_off / "w.bin").parent.mkdir(parents=True)
+    (cut_off / "w.bin").write_bytes(b"x" * 100)
+    os.utime(cut_off, (two_days_ago, two_days_ago))
+
+    run = [sys.executable, "-m", "qa_lib.cli", "store", "gc", "--older-than", "1", "--store", f"s3://{s3env}/p"]
+    env = {**os.environ, "QA_PIPELINE_CACHE": str(cache)}
+    dry = subprocess.run([*run, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "would remove 2 local copies" in dry.stdout, dry.stdout + dry.stderr
+    assert (worker.cache / "model" / "old").exists()
+    gc = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert gc.returncode == 0 and "removed the local copy of model/old (4.0 KB, unused for 2.0 d)" in gc.stdout, gc
+    assert "removed 0 entries" in gc.stdout  # the store's entries are a day old at most: kept
+    assert sorted(p.name for p in (worker.cache / "model").iterdir()) == ["fresh", "reused"]
+    assert worker.fetch("model", "old").joinpath("w.bin").read_bytes() == b"x" * 4096  # downloaded again
+    assert {e.key for e in writer.entries()} == {"old", "reused", "fresh"}
+    # Whatever the age asked, a copy used within the hour is never swept (a run may be reading it).
+    from qa_lib.store import sweep_local_copies
+
+    assert sweep_local_copies(worker, 0) == []
+    assert sweep_local_copies(LocalStore(tmp_path / "folder"), 0) == []
+
+
 def test_data_parallel_training_uploads_its_checkpoints(s3env, tiny_model, train_examples, tmp_path):
     """The multi-GPU launcher (2 CPU processes here) copies each checkpoint to the shared store, once."""
     from qa_lib.config import PipelineConfig

@@ -39,7 +39,8 @@ def open_store(location: str | None = None) -> Store:
     return _open(location, os.environ.get("QA_PIPELINE_CACHE"))
 
 
-# A writer may still be uploading an attempt this young, whatever age the user asks for.
+# A writer may still be uploading an attempt this young, whatever age the user asks for; and a
+# worker's local copy used this recently may be in use (or still downloading).
 ORPHAN_MIN_AGE_S = 3600
 
 
@@ -61,5 +62,13 @@ def collect_garbage(store: Store, older_than_days: float, dry_run: bool = False)
     return doomed + orphans
 
 
+def sweep_local_copies(store: Store, older_than_days: float, dry_run: bool = False) -> list[Entry]:
+    """This machine's downloaded copies of a shared store's stages unused for the given age (at
+    least an hour), removed or listed; nothing for a folder store, which keeps no copies."""
+    if not store.remote:
+        return []
+    return store.sweep_cache(max(older_than_days * 86400, ORPHAN_MIN_AGE_S), dry_run=dry_run)
+
+
 __all__ = ["DEFAULT_STORE", "Entry", "Lease", "LocalStore", "S3Store", "Store", "collect_garbage", "open_store",
-           "store_location"]
+           "store_location", "sweep_local_copies"]

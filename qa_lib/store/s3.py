@@ -157,6 +157,7 @@ class S3Store(S3Prefix):
         """The stage's files in the local cache, downloaded on first use."""
         local = self.cache / stage / key
         if (local / MARKER).exists():
+            (local / MARKER).touch()  # its last use, which `sweep_cache` goes by
             return local
         marker, _ = self._get_json(self._key(stage, key, MARKER))
         if marker is None:
@@ -190,6 +191,26 @@ class S3Store(S3Prefix):
                 os.replace(tmp, local)  # the writer reads its own output without downloading it
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def sweep_cache(self, unused_for_s: float, dry_run: bool = False) -> list[Entry]:
+        """This worker's copies of stages not used for `unused_for_s` seconds, removed (or only
+        listed): a long-lived worker downloads every new model and feature set, and nothing else
+        ever removes them. A copy is content-addressed, so a later run that needs it downloads it
+        again. Downloads or staging folders cut off by a killed process go once as old."""
+        cutoff = time.time() - unused_for_s
+        swept: list[Entry] = []
+        for folder in sorted(self.cache.glob("*/*")):
+            if not folder.is_dir():
+                continue
+            marker = folder / MARKER
+            used = (marker if marker.exists() else folder).stat().st_mtime
+            if used >= cutoff:
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            swept.append(Entry(folder.parent.name, folder.name, size, used))
+            if not dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+        return swept
 
     # -- resumable work ------------------------------------------------------------------------
     def work_dir(self, stage: str, key: str) -> Path:
