@@ -285,16 +285,25 @@ INTERRUPTED = ("interrupted: finished stages stay in the store and a rerun reuse
 INTERRUPT_GRACE_S = {"server": 10.0, "temporary server": 2.0}
 
 
+_interrupt_announced = threading.Event()
+
+
+def _announce_interrupted() -> None:
+    """Say it once, whether `main` or the timer gets there first."""
+    if not _interrupt_announced.is_set():
+        _interrupt_announced.set()
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+
+
 def _leave_interrupted() -> None:
-    sys.stderr.write(f"\n{INTERRUPTED}\n")
-    sys.stderr.flush()
+    _announce_interrupted()
     os._exit(130)
 
 
 def _bounded_interrupts():
     """Ctrl-C raises KeyboardInterrupt as usual, and the process exits `INTERRUPT_GRACE_S` later
-    if it is still waiting on the (temporary) server; a second Ctrl-C exits at once. Returns the handler it
-    replaced (None off the main thread, where no handler can be set)."""
+    if it is still waiting on the (temporary) server; a second Ctrl-C exits at once. Returns the
+    handler it replaced (None off the main thread, where no handler can be set)."""
     def on_interrupt(signum, frame):
         if on_interrupt.fired:
             _leave_interrupted()
@@ -308,6 +317,7 @@ def _bounded_interrupts():
         raise KeyboardInterrupt
 
     on_interrupt.fired = False
+    _interrupt_announced.clear()
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGINT, on_interrupt)
@@ -339,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        _announce_interrupted()
         return 130
     except QAPipelineError as exc:
         # One line; the full message (every problem found) and the traceback under --verbose.
