@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import datasets
 from transformers import Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
-from qa_lib.errors import ConfigError
+from qa_lib.errors import ConfigError, ModelError
 from qa_lib.progress import configure_progress, progress_enabled
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_NoFinalCheckpoint())
+    trainer.add_callback(_StopOnDivergence(config.learning_rate, precision))
     return trainer
 
 
@@ -279,6 +281,28 @@ def rows_per_batch(config: PipelineConfig, lengths: list[int], width: int) -> in
 
     budget = config.tokens_per_batch or round(config.per_device_train_batch_size * sum(lengths) / max(1, len(lengths)))
     return rows_for(budget, width)
+
+
+class TrainingDiverged(ModelError):
+    """The loss went NaN or infinite: the weights are broken, and no model is written from them."""
+
+
+class _StopOnDivergence(TrainerCallback):
+    """Fail training at the first logged loss that is not finite. Its weights are NaN from then on,
+    and a model trained on would be saved, scored near zero and, on a first retrain, promoted and
+    pushed. Checked where the Trainer logs (it reads the loss on the host there anyway), not per
+    step, which would add a host sync to every step."""
+
+    def __init__(self, learning_rate: float, precision: str):
+        self.learning_rate, self.precision = learning_rate, precision
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            hint = "use bf16 or fp32 instead of fp16, or " if self.precision == "fp16" else ""
+            raise TrainingDiverged(f"training diverged: the loss was {float(loss)} at step {state.global_step} of "
+                                   f"{state.max_steps}, and no model was saved; {hint}lower learning_rate "
+                                   f"(now {self.learning_rate:g})")
 
 
 class _NoFinalCheckpoint(TrainerCallback):

@@ -42,6 +42,13 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     assert "retrain needs publish_target" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    # A run whose loss goes NaN stops there with one line, and publishes nothing.
+    assert main(["train", str(config), "learning_rate=1e10", "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged: the loss was nan at step "), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "model").exists()
 
 
 def _interrupt_a_training_run(tiny_model, tmp_path, env):

@@ -64,6 +64,20 @@ def test_resume_skips_a_checkpoint_cut_off_while_saving(tiny_model, train_exampl
     assert max(h["step"] for h in result.log_history if "loss" in h) == 8
 
 
+def test_a_diverging_run_fails_and_saves_no_model(tiny_model, train_examples, tmp_path):
+    """A NaN loss used to train on to the end: NaN weights saved as the model, scored near zero,
+    and promoted by a first retrain."""
+    from qa_lib.errors import ModelError
+
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    with pytest.raises(ModelError, match=r"^training diverged: the loss was nan at step \d of 6, and no model was "
+                                         r"saved; lower learning_rate \(now 1e\+10\)$"):
+        fine_tune(_config(tiny_model, tmp_path, learning_rate=1e10, save_steps=100), feats, tmp_path)
+    assert not (tmp_path / "model").exists()
+    ok = fine_tune(_config(tiny_model, tmp_path / "ok"), feats, tmp_path / "ok")  # a sane rate trains through
+    assert all(h["loss"] == h["loss"] for h in ok.log_history if "loss" in h)
+
+
 def test_precision_auto_is_fp32_on_cpu():
     import torch
 
