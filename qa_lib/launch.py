@@ -13,7 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qa_lib.errors import QAPipelineError
+from qa_lib.errors import ConfigError, ModelError, QAPipelineError
+
+# A rank's own error, for the launching process to raise with its message and kind (a diverged
+# loss is a ModelError) instead of "exited with code 1".
+ERROR_FILE = "train_error.json"
+_KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
 def process_count() -> int:
@@ -37,8 +42,12 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
     env = {**os.environ, "QA_PIPELINE_CHECKPOINTS_TO": json.dumps(checkpoints_to)} if checkpoints_to else None
+    (output_dir / ERROR_FILE).unlink(missing_ok=True)
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
     if proc.returncode != 0:
+        if (output_dir / ERROR_FILE).exists():
+            failure = json.loads((output_dir / ERROR_FILE).read_text())
+            raise _KINDS[failure["kind"]](failure["message"])
         raise RuntimeError(f"distributed training exited with code {proc.returncode}")
     result_file = output_dir / "train_result.json"
     if not result_file.exists():
@@ -62,7 +71,13 @@ def main(argv: list[str]) -> None:
 
         location, stage, key = json.loads(target)
         callbacks.append(CheckpointToStore(open_store(location), stage, key))
-    result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
+    try:
+        result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
+    except QAPipelineError as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            kind = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS)
+            Path(argv[2], ERROR_FILE).write_text(json.dumps({"kind": kind, "message": str(exc)}))
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         payload = dataclasses.asdict(result) | {"world_size": int(os.environ.get("WORLD_SIZE", "1"))}
         Path(argv[2], "train_result.json").write_text(json.dumps(payload))

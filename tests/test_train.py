@@ -103,6 +103,13 @@ def test_two_process_data_parallel_launch_on_cpu(tiny_model, train_examples, tmp
     from transformers import AutoModelForQuestionAnswering
 
     AutoModelForQuestionAnswering.from_pretrained(result["model_dir"])
+    # A rank's own error reaches the caller as itself, not as "exited with code 1".
+    from qa_lib.errors import ModelError
+
+    with pytest.raises(ModelError, match="^training diverged: the loss was nan at step "):
+        fine_tune_distributed(_config(tiny_model, tmp_path, learning_rate=1e10), str(tmp_path / "features"),
+                              tmp_path / "ddp-nan", nproc=2)
+    assert not (tmp_path / "ddp-nan" / "model").exists()
 
 
 def test_dropout_overrides_and_frozen_word_embeddings(tiny_model, train_examples, tmp_path):
