@@ -121,7 +121,8 @@ class PipelineConfig(_Strict):
     freeze_word_embeddings: bool = Field(
         True, description="Keep the pretrained word-embedding table fixed during fine-tuning: a third "
         "of a small model's weights, and the AdamW update of that table every step.")
-    seed: int = Field(42, ge=0, lt=2**32, description="Seeds the new QA head, data order and dropout: same config, same model.")
+    seed: int = Field(42, ge=0, lt=2**32,  # numpy's seeding range
+                      description="Seeds the new QA head, data order and dropout: same config, same model.")
     precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "
                                  "on the CPU.")
     batching: Batching = Field(

@@ -71,14 +71,15 @@ def main(argv: list[str]) -> None:
 
         location, stage, key = json.loads(target)
         callbacks.append(CheckpointToStore(open_store(location), stage, key))
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
         result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
     except QAPipelineError as exc:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if rank0:
             kind = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS)
             Path(argv[2], ERROR_FILE).write_text(json.dumps({"kind": kind, "message": str(exc)}))
         raise
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank0:
         payload = dataclasses.asdict(result) | {"world_size": int(os.environ.get("WORLD_SIZE", "1"))}
         Path(argv[2], "train_result.json").write_text(json.dumps(payload))
 

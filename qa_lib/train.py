@@ -230,7 +230,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_NoFinalCheckpoint())
-    trainer.add_callback(_StopOnDivergence(config.learning_rate, precision))
+    trainer.add_callback(_StopOnDivergence())
     return trainer
 
 
@@ -293,16 +293,13 @@ class _StopOnDivergence(TrainerCallback):
     pushed. Checked where the Trainer logs (it reads the loss on the host there anyway), not per
     step, which would add a host sync to every step."""
 
-    def __init__(self, learning_rate: float, precision: str):
-        self.learning_rate, self.precision = learning_rate, precision
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            hint = "use bf16 or fp32 instead of fp16, or " if self.precision == "fp16" else ""
+            hint = "use bf16 or fp32 instead of fp16, or " if args.fp16 else ""
             raise TrainingDiverged(f"training diverged: the loss was {float(loss)} at step {state.global_step} of "
                                    f"{state.max_steps}, and no model was saved; {hint}lower learning_rate "
-                                   f"(now {self.learning_rate:g})")
+                                   f"(now {args.learning_rate:g})")
 
 
 class _NoFinalCheckpoint(TrainerCallback):
