@@ -292,7 +292,8 @@ def _announce_interrupted() -> None:
     """Say it once, whether `main` or the timer gets there first."""
     if not _interrupt_announced.is_set():
         _interrupt_announced.set()
-        print(INTERRUPTED, file=sys.stderr, flush=True)
+        # On a line of its own: Prefect's failed log shipping may have left one unfinished.
+        print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
 
 
 def _leave_interrupted() -> None:
