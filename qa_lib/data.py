@@ -41,6 +41,22 @@ FEATURES = datasets.Features(
 _FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
 
 
+def check_source_exists(source: DataSource) -> None:
+    """A local file or folder that is not there, refused by name (cheap: preflight runs it for every
+    source, so a missing eval file does not wait until the training data has been read). A name
+    that is not a path is left to the Hub loader; so is an `s3://` object."""
+    path = source.path
+    if path.startswith("s3://"):
+        return
+    local = source.local_path
+    if local.exists():
+        return
+    if local.suffix in _FLAT_SUFFIXES or "/" in path and path.startswith((".", "/", "~")):
+        # Relative paths are read from the current folder, not the config file's: say which.
+        where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(path, [f"file or folder not found{where}"])
+
+
 def load_examples(source: DataSource | str, default_split: str = "train") -> datasets.Dataset:
     """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure."""
     if isinstance(source, str):
@@ -56,11 +72,8 @@ def load_examples(source: DataSource | str, default_split: str = "train") -> dat
         raw = _load_file(local, source.split)
     elif local.is_dir():
         raw = _load_folder(local, source.split or default_split)
-    elif local.suffix in _FLAT_SUFFIXES or "/" in path and (path.startswith((".", "/", "~"))):
-        # Relative paths are read from the current folder, not the config file's: say which.
-        where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
-        raise DataError(path, [f"file or folder not found{where}"])
     else:
+        check_source_exists(source)
         raw = _load_hub(path, source.split or default_split)
     ds = _normalize(raw, source.columns, path)
     if source.limit is not None:

@@ -48,7 +48,21 @@ def load_tokenizer(model: str):
         raise ModelError(f"cannot load a tokenizer for model {model!r}: {first}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {model!r} has no fast tokenizer; offset mappings need one")
+    # transformers 5 quietly builds a tokenizer of special tokens only when vocabulary files are
+    # missing; training on it would "work" and learn nothing, and answers from it are noise.
+    if len(tokenizer) < 100:
+        raise ModelError(f"{model}: the tokenizer has only {len(tokenizer)} tokens; its vocabulary files are "
+                         f"missing ({tokenizer_files_expected(tokenizer)})")
     return tokenizer
+
+
+def tokenizer_files_expected(tokenizer) -> str:
+    """The files a tokenizer of this class loads from, as a user would look for them."""
+    files = dict(getattr(tokenizer, "vocab_files_names", None) or {})
+    fast = files.pop("tokenizer_file", "tokenizer.json")
+    slow = " + ".join(files.values())
+    name = type(tokenizer).__name__
+    return f"{name} expects {fast}" + (f", or {slow}" if slow else "")
 
 
 # Architectures name their dropout rates differently (BERT/RoBERTa/ELECTRA vs DistilBERT/XLNet).

@@ -56,7 +56,8 @@ def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool,
 
 
 def check_model_source(model: str) -> None:
-    """Fail early on a model reference that cannot work: a missing folder, or no fast tokenizer."""
+    """Fail early on a model reference that cannot work: a missing folder, unreadable weights, no
+    fast tokenizer or one without its vocabulary."""
     from qa_lib.modeling import load_tokenizer, resolve_model
 
     resolved = resolve_model(model)
@@ -66,18 +67,53 @@ def check_model_source(model: str) -> None:
             raise ModelError(f"model folder not found: {model}")
         if not (path / "config.json").exists():
             raise ModelError(f"{model}: not a model folder (no config.json)")
+        check_weights(model, path)
     check_qa_architecture(model, resolved)
     tokenizer = load_tokenizer(resolved)
-    # transformers 5 quietly builds a tokenizer of special tokens only when vocabulary files are
-    # missing; training on it would "work" and learn nothing.
-    if len(tokenizer) < 100:
-        raise ModelError(f"{model}: the tokenizer has only {len(tokenizer)} tokens; its vocabulary files are "
-                         f"missing ({tokenizer_files_expected(tokenizer)})")
     config_file = path / "config.json"
     if config_file.exists():
         vocab_size = json.loads(config_file.read_text()).get("vocab_size")
         if vocab_size and len(tokenizer) > vocab_size:
             raise ModelError(f"{model}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
+
+
+def check_weights(model: str, folder: Path) -> None:
+    """Weights that cannot be loaded fail here, not after the features are built: none at all, a
+    shard its index lists but the folder lacks, a truncated or corrupt file (an interrupted copy or
+    download). Only headers are read: a safetensors header, a zip's directory."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickles = sorted(folder.glob("pytorch_model*.bin"))
+    if not safetensors and not pickles:
+        raise ModelError(f"{model}: no weights in the folder (model.safetensors or pytorch_model.bin)")
+    for index in sorted(folder.glob("*.index.json")):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{index}: not a readable weights index (JSON with a 'weight_map')") from None
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise ModelError(f"{index}: {len(missing)} of its {len(shards)} shards are missing, the first: {missing[0]}")
+    for file in safetensors:
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for every flaw
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelError(f"{file}: cannot read these weights ({first}); the file is truncated or corrupt") from None
+    for file in pickles:
+        with file.open("rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since 1.6; older files are plain pickles
+        if zipped:
+            try:
+                with zipfile.ZipFile(file):
+                    pass
+            except (zipfile.BadZipFile, OSError):
+                raise ModelError(f"{file}: cannot read these weights (a damaged zip archive); the file is truncated "
+                                 "or corrupt") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -154,15 +190,6 @@ def check_trained_head(model: str) -> None:
     if head and not any(k in stored for k in head):
         raise ModelError(f"{model}: its weights hold no question-answering head ({', '.join(head)}); it is a base "
                          "model, and its answers would be noise: fine-tune it first (qa-pipeline train)")
-
-
-def tokenizer_files_expected(tokenizer) -> str:
-    """The files a tokenizer of this class loads from, as a user would look for them."""
-    files = dict(getattr(tokenizer, "vocab_files_names", None) or {})
-    fast = files.pop("tokenizer_file", "tokenizer.json")
-    slow = " + ".join(files.values())
-    name = type(tokenizer).__name__
-    return f"{name} expects {fast}" + (f", or {slow}" if slow else "")
 
 
 def check_output_dir(output_dir: str) -> None:

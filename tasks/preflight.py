@@ -3,6 +3,7 @@ from __future__ import annotations
 from prefect import task
 
 from qa_lib.config import PipelineConfig
+from qa_lib.data import check_source_exists
 from qa_lib.errors import ConfigError
 from qa_lib.store import open_store
 from qa_lib.train import resolve_precision
@@ -26,6 +27,10 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None, 
     check_windows_fit(model or config.model, windows)
     resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)
+    # Every source before any is read: a missing eval file must not wait for the training set to load.
+    for source in (config.train_data if training else None, config.eval_data):
+        if source is not None:
+            check_source_exists(source)
     if store is not None:
         # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
         open_store(store).check()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,12 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
     (tmp / "mismatch.json").write_text(json.dumps(mismatch))
     bad_id = mismatch["data"][0]["paragraphs"][0]["qas"][0]["id"]
 
+    # An interrupted copy of a trained model: evaluate retried it twice and ended in a SafetensorError traceback.
+    truncated_model = tmp / "truncated-model"
+    shutil.copytree(tiny_model, truncated_model)
+    weights = (truncated_model / "model.safetensors").read_bytes()
+    (truncated_model / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
     def config(name, **raw):
         raw = {"model": str(tiny_model), "output_dir": str(tmp / "out" / name),
                "train_data": {"path": str(TRAIN_V1), "limit": 8}, "eval_data": {"path": str(DEV_V1), "limit": 8},
@@ -106,6 +113,12 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         # A store folder that cannot be made: it was retried three times, then a FileNotFoundError traceback.
         ("store that cannot be written", ["train", config("store"), "--store", str(tmp / "latin1.json" / "store")],
          [f"store {tmp / 'latin1.json' / 'store'}: cannot write there: Not a directory"]),
+        ("truncated model weights", ["evaluate", config("truncated"), "--model", str(truncated_model)],
+         [f"{truncated_model / 'model.safetensors'}: cannot read these weights", "truncated or corrupt"]),
+        # The training file is unreadable too: the missing eval file is named before any data is read.
+        ("missing eval file", ["train", config("no-eval", train_data={"path": str(tmp / "latin1.json")},
+                                              eval_data={"path": str(tmp / "no-dev.json")})],
+         [f"{tmp / 'no-dev.json'}: file or folder not found"]),
         ("Latin-1 predictions to score", ["score", str(DEV_V1), str(tmp / "latin1.json")],
          ["latin1.json", "not UTF-8"]),
     ]

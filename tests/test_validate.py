@@ -82,6 +82,61 @@ def test_model_without_tokenizer_vocabulary(tmp_path, tiny_model):
         check_model_source(str(folder))
 
 
+def test_unreadable_weights_are_refused_before_any_work(tmp_path, tiny_model):
+    """An interrupted copy or download: named by file in preflight, not found after the features."""
+    import shutil
+    import zipfile
+
+    import torch
+    from safetensors.torch import load_file
+
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(tiny_model, folder)
+        return folder
+
+    truncated = copy("truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[:-100])
+    with pytest.raises(ModelError, match=f"{truncated / 'model.safetensors'}: cannot read these weights .*truncated or corrupt"):
+        check_model_source(str(truncated))
+
+    empty = copy("no-weights")
+    (empty / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=f"{empty}: no weights in the folder"):
+        check_model_source(str(empty))
+
+    state = load_file(tiny_model / "model.safetensors")
+    torch.save(state, empty / "pytorch_model.bin")
+    assert zipfile.is_zipfile(empty / "pytorch_model.bin")
+    check_model_source(str(empty))  # a whole .bin passes
+    data = (empty / "pytorch_model.bin").read_bytes()
+    (empty / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="pytorch_model.bin: cannot read these weights"):
+        check_model_source(str(empty))
+
+    sharded = copy("sharded")
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match="model.safetensors.index.json: 1 of its 2 shards are missing, the first: "
+                                         "model-00002-of-00002.safetensors"):
+        check_model_source(str(sharded))
+
+
+def test_answer_refuses_a_tokenizer_without_its_vocabulary(tmp_path, tiny_model):
+    """`answer` loads no preflight: the check lives in the loader, so it answered with 5 tokens before."""
+    import shutil
+
+    from qa_lib.answer import QuestionAnswerer
+
+    folder = tmp_path / "no-vocab"
+    shutil.copytree(tiny_model, folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="the tokenizer has only 5 tokens; its vocabulary files are missing"):
+        QuestionAnswerer(str(folder))
+
+
 def test_unknown_hub_model():
     with pytest.raises(ModelError, match="no-such-org/no-such-model"):
         check_model_source("no-such-org/no-such-model")
