@@ -111,7 +111,19 @@ def download_source(uri: str) -> Path:
 
 def download_model(uri: str) -> Path:
     """`s3://bucket/prefix/champion` → the champion's model folder, downloaded once; a store's
-    `s3://bucket/prefix/model/<key>[/model]` → that trained model, from the store's local cache."""
+    `s3://bucket/prefix/model/<key>[/model]` → that trained model, from the store's local cache.
+
+    No credentials, a missing bucket or an unreachable endpoint is one `StorageError` naming the
+    URI: this runs in preflight and in `answer`, before anything else could report it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return _download_model(uri)
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, uri) from None
+
+
+def _download_model(uri: str) -> Path:
     import re
 
     if m := re.fullmatch(r"(s3://.+)/model/([0-9a-f]{24})(/model)?/?", uri):

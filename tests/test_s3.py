@@ -152,8 +152,9 @@ def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_
                            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"},
      "no AWS credentials"),
 ])
-def test_bad_targets_get_one_clear_message(moto, monkeypatch, uri, env, message):
+def test_bad_targets_get_one_clear_message(moto, monkeypatch, tmp_path, uri, env, message):
     monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path))  # a store object of its own (one per location and cache)
     for k, v in env.items():
         if v is None:
             monkeypatch.delenv(k, raising=False)
@@ -163,6 +164,14 @@ def test_bad_targets_get_one_clear_message(moto, monkeypatch, uri, env, message)
         S3Target(uri).check()
     assert message in str(info.value)
     assert "testing-secret-value" not in str(info.value)
+    # The same trouble in a model URI (`evaluate --model`, `answer --model`): it was a botocore
+    # traceback, retried by preflight, exit 1.
+    from qa_lib.modeling import resolve_model
+
+    for model_uri in (f"{uri}/champion", f"{uri}/model/{'0' * 24}"):
+        with pytest.raises(StorageError) as info:
+            resolve_model(model_uri)
+        assert message in str(info.value) and uri in str(info.value)
 
 
 def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatch, tmp_path):
