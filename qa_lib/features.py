@@ -17,6 +17,7 @@ Nothing is padded here: the collator pads each batch to its own longest row.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
@@ -24,6 +25,8 @@ import datasets
 import numpy as np
 
 from qa_lib.errors import DataError
+
+_log = logging.getLogger(__name__)
 
 
 def _context_first(tokenizer) -> bool:
@@ -58,23 +61,40 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
         backend.post_processor = post_processor
         # The tokenizer's own pair path is encode(first) + encode(second) + post_process, which
         # truncates into overlapping windows and adds the special tokens: the same steps here.
-        backend.enable_truncation(max_length, stride=doc_stride, strategy="only_first" if ctx_first else "only_second",
-                                  direction=tokenizer.truncation_side)
-        encodings, sample_map, type_ids = [], [], []
+        truncation = {"strategy": "only_first" if ctx_first else "only_second", "direction": tokenizer.truncation_side}
+        backend.enable_truncation(max_length, stride=doc_stride, **truncation)
+        specials = post_processor.num_special_tokens_to_add(True) if post_processor is not None else 0
+        encodings, sample_map, type_ids, narrowed = [], [], [], []
         context_id = 0 if ctx_first else 1
         for i, (question, c) in enumerate(zip(question_encs, ctx_slot)):
             pair = (contexts[c], question) if ctx_first else (question, contexts[c])
+            # A long question leaves the context fewer tokens per window than the stride; the tokenizer
+            # panics then (a Rust panic, not an Exception). Such an example's windows overlap by half
+            # the room left instead, so one long question does not fail a whole run.
+            room = max_length - len(question.ids) - specials
+            narrow = 0 < room <= doc_stride and len(contexts[c].ids) > room
             try:
+                if narrow:
+                    narrowed.append(i)
+                    backend.enable_truncation(max_length, stride=room // 2, **truncation)
                 merged = backend.post_process(*pair, add_special_tokens=True)
             except Exception as exc:  # noqa: BLE001 - the tokenizer's only failure here: no room left
                 raise DataError("features", [
                     f"example {batch['id'][i] if 'id' in batch else i}: the question is {len(question.ids)} tokens, "
                     f"which leaves no room for the context in a {max_length}-token window ({exc}); "
                     "raise max_length or drop the question"]) from None
+            finally:
+                if narrow:
+                    backend.enable_truncation(max_length, stride=doc_stride, **truncation)
             windows = [merged, *merged.overflowing]
             encodings.extend(windows)
             sample_map.extend([i] * len(windows))
             type_ids.extend(_window_type_ids(windows, context_id))
+    if narrowed:
+        first = batch["id"][narrowed[0]] if "id" in batch else narrowed[0]
+        _log.warning("%d example(s) (the first: %s) have a question so long that fewer than doc_stride (%d) tokens of "
+                     "the %d-token window are left for the context; their windows overlap by half of what is left",
+                     len(narrowed), first, doc_stride, max_length)
     data = {
         "input_ids": [e.ids for e in encodings],
         "token_type_ids": type_ids,

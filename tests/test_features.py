@@ -218,3 +218,57 @@ def test_context_without_tokens_gives_a_window_without_context(tokenizer):
     zeros = np.zeros((2, width), dtype=np.float32)
     answers = postprocess(ex, feats, zeros, zeros).answers
     assert answers["zw"] == "" and answers["ok"] in "The Broncos won." and answers["ok"]
+
+
+def test_a_question_leaving_less_than_the_stride_narrows_only_its_own_windows(train_examples, tokenizer, caplog):
+    """With a question this long, fewer than doc_stride tokens of the window are left for the context,
+    and the tokenizer panics (a Rust panic: the whole run died). That example's windows now overlap by
+    half of what is left; every other example's windows are unchanged, and its label still decodes."""
+    import logging
+
+    examples = train_examples.select(range(30))
+    target = 3
+    long_question = examples[target]["question"] + " and more" * 40
+    longer = examples.map(lambda ex, i: {"question": long_question if i == target else ex["question"]},
+                          with_indices=True)
+    n_question = len(tokenizer(long_question.lstrip(), add_special_tokens=False)["input_ids"])
+    room = 128 - n_question - 3  # [CLS] question [SEP] context [SEP]
+    n_context = len(tokenizer(longer[target]["context"], add_special_tokens=False)["input_ids"])
+    assert 0 < room <= 48 < n_context  # the case itself: room below the stride, a context that needs windows
+
+    with caplog.at_level(logging.WARNING, logger="qa_lib.features"):
+        train = build_train_features(longer, tokenizer, 128, 48)
+        ev = build_eval_features(longer, tokenizer, 128, 48)
+    assert any(longer[target]["id"] in r.getMessage() and "doc_stride (48)" in r.getMessage() for r in caplog.records)
+    assert len(train) == len(ev)
+    mine = [i for i, eid in enumerate(ev["example_id"]) if eid == longer[target]["id"]]
+
+    # Every other example: the same windows as without the long question.
+    rest = build_eval_features(examples.select([i for i in range(len(examples)) if i != target]), tokenizer, 128, 48)
+    others = [i for i in range(len(ev)) if i not in mine]
+    assert ev.select(others)[:] == rest[:]
+
+    # Its own windows: within the window, covering the whole context, overlapping by room // 2 tokens.
+    spans = []
+    for i in mine:
+        assert len(ev[i]["input_ids"]) <= 128
+        ctx = [tuple(o) for o in ev[i]["offset_mapping"] if o[0] >= 0]
+        assert len(ctx) <= room
+        spans.append(ctx)
+    assert len(mine) > 1 and spans[0][0][0] <= 1
+    assert spans[-1][-1][1] == len(longer[target]["context"].rstrip())
+    for a, b in zip(spans, spans[1:]):
+        assert a[-(room // 2):] == b[: room // 2]
+
+    # Its label: the window holding the answer points at it.
+    answer = longer[target]["answers"]
+    start_char, text = answer["answer_start"][0], answer["text"][0]
+    found = 0
+    for i in mine:
+        s, e = train[i]["start_positions"], train[i]["end_positions"]
+        if s != e or s != 0:
+            offsets = ev[i]["offset_mapping"]
+            found += 1
+            assert offsets[s][0] <= start_char and offsets[e][1] >= start_char + len(text)
+            assert text in longer[target]["context"][offsets[s][0]:offsets[e][1]]
+    assert found >= 1
