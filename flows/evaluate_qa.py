@@ -13,6 +13,7 @@ from qa_lib.plan import eval_keys, model_fingerprint, tokenizer_fingerprint
 from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
+from tasks.features import build_features
 from tasks.preflight import preflight
 from tasks.publish import publish_local
 from tasks.report import report
@@ -41,7 +42,8 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
             model_dir = resolve_model(model)
             run.use(evaluation=eval_keys(config, model_fingerprint(model_dir), tokenizer_fingerprint(model_dir)))
         eval_data = load_dataset(config, "eval")
-        metrics, predictions = evaluate_stages(config, eval_data, model_dir, model_dir)
+        features = build_features(eval_data, config, model_dir)
+        metrics, predictions = evaluate_stages(config, eval_data, features, model_dir)
         out = Path(config.output_dir).resolve() / "evaluation"
         if run.store.remote:  # as in train_qa: on a shared store the answers stay there
             predictions_dir = run.store.uri("predictions", predictions["key"])

@@ -47,8 +47,10 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
         # Eval data is loaded and validated now, not after training: a bad eval file fails in seconds.
         eval_data = load_dataset(config, "eval") if config.eval_data is not None else None
         features = build_features(train_data, config, base)
+        # Eval windows before training, too: one that cannot be built fails in seconds, not after it.
+        eval_features = build_features(eval_data, config, base) if eval_data else None
         trained = fine_tune(features, config)
-        metrics, predictions = evaluate_stages(config, eval_data, trained, base) if eval_data else ({}, None)
+        metrics, predictions = evaluate_stages(config, eval_data, eval_features, trained) if eval_data else ({}, None)
 
         if run.store.remote:
             # On a shared store the model and answers stay there (their URIs below): copying them

@@ -140,6 +140,25 @@ def test_bad_eval_data_fails_before_training(prefect_server, tiny_model, tmp_pat
     assert "build-features" not in names and "fine-tune" not in names
 
 
+def test_eval_windows_that_cannot_be_built_fail_before_training(prefect_server, tiny_model, tmp_path):
+    """An eval question that leaves no room for its context in the eval window: the eval features
+    used to be built after training, so this failed only once the training was done."""
+    doc = json.loads(DEV_V2.read_text())
+    qa = doc["data"][0]["paragraphs"][0]["qas"][0]
+    qa["question"] = "why " * 400
+    long = tmp_path / "long-question-dev.json"
+    long.write_text(json.dumps(doc))
+    cfg = tiny_config(tiny_model, tmp_path / "out", eval_data={"path": str(long)})
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=f"example {qa['id']}: the question is 400 tokens"):
+        state.result()
+    runs = [r for r in task_runs(state.state_details.flow_run_id)]
+    names = [r.name.rsplit("-", 1)[0] for r in runs]
+    assert names.count("build-features") == 2 and "fine-tune" not in names
+    assert all(r.run_count == 1 for r in runs)  # a DataError is not retried
+
+
 def test_publishing_to_output_dir_swaps_model_and_predictions_and_keeps_the_rest(tmp_path):
     """output_dir is the user's folder: the whole folder used to be swapped for one holding only
     model/ and predictions/, so `output_dir: .` deleted everything else in it."""
