@@ -10,6 +10,7 @@ from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
+from qa_lib.plan import eval_protocol
 from qa_lib.progress import configure_progress
 from qa_lib.publish.local import PointerChanged
 from tasks.publish_remote import (check_hub, check_target, pin_champion, promote, publish, push_to_hub, read_champion,
@@ -39,13 +40,14 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     trained = train_qa(config=config, store_root=store_root)
     metric = config.promote_metric
     challenger = trained["metrics"][metric]
+    protocol = eval_protocol(config, trained["eval_data_key"])
     run_id = str(flow_run.get_id() or "local")
     location = None
     # Another retrain may promote between our read of the champion and our conditional write:
     # the write then fails, and this challenger is gated again, against the new champion.
     for _ in range(GATE_ROUNDS):
         current = read_champion(config.publish_target)
-        champion_score = _champion_score(config, current["pointer"], trained, store_root)
+        champion_score = _champion_score(config, current["pointer"], protocol, store_root)
         if champion_score is not None and challenger < champion_score + config.promote_margin:
             record_not_promoted(metric, challenger, champion_score, config.promote_margin)
             logger.info("not promoted: %s %.3f vs champion %.3f", metric, challenger, champion_score)
@@ -56,7 +58,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
             location = publish(config.publish_target, trained["model_dir"], trained["metrics"], config.model_dump(),
                                fingerprints, run_id, config.eval_data.path, config.version_2_with_negative)
         pointer = {"run_id": run_id, "location": location, "metrics": trained["metrics"],
-                   "eval_data_key": trained["eval_data_key"], "model_key": trained["model_key"]}
+                   "eval_data_key": trained["eval_data_key"], "eval_protocol": protocol, "model_key": trained["model_key"]}
         try:
             promote(config.publish_target, pointer, current["raw"])
             break
@@ -76,13 +78,15 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
 GATE_ROUNDS = 5
 
 
-def _champion_score(config: PipelineConfig, champion: dict | None, trained: dict, store_root: str | None):
-    """The champion's score on this run's eval set (None: no champion yet)."""
+def _champion_score(config: PipelineConfig, champion: dict | None, protocol: str, store_root: str | None):
+    """The champion's score on this run's eval set, under this run's evaluation settings and code
+    (None: no champion yet)."""
     if champion is None:
         return None
-    if champion.get("eval_data_key") == trained["eval_data_key"]:
+    if champion.get("eval_protocol") == protocol:
         return champion["metrics"][config.promote_metric]
-    # Scored on another eval set: evaluate it on ours.
+    # Scored on another eval set, with other windows or post-processing, or by other code (a
+    # max_answer_length or a null threshold changed moves F1 by points): evaluate it as we were.
     from qa_lib.publish.run import open_target
 
     model = open_target(config.publish_target).local_model(champion)

@@ -109,6 +109,18 @@ def train_keys(config: PipelineConfig, resolved_model: str) -> TrainKeys:
     return TrainKeys(data=data, features=features, model=model)
 
 
+def eval_protocol(config: PipelineConfig, eval_data_key: str) -> str:
+    """What makes two models' scores comparable: the same eval data, windows, precision and
+    post-processing, and the same code turning a model into a score. The retrain gate reuses a
+    champion's recorded score only under the same protocol; otherwise it scores the champion again."""
+    max_length, doc_stride = config.eval_window
+    return hash_json({"data": eval_data_key, "max_length": max_length, "doc_stride": doc_stride,
+                      "precision": config.precision, "n_best_size": config.n_best_size,
+                      "max_answer_length": config.max_answer_length, "v2": config.version_2_with_negative,
+                      "null_score_diff_threshold": config.null_score_diff_threshold,
+                      "code": {stage: code_fingerprint(stage) for stage in ("features", "logits", "predictions", "metrics")}})
+
+
 def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: str) -> EvalKeys:
     """Keys for evaluating a model whose identity (a model key or a folder fingerprint) is given."""
     data = data_key(config.eval_data, config.version_2_with_negative)

@@ -157,6 +157,12 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     art = artifacts(state.state_details.flow_run_id)["promotion-decision"].data
     assert "Not promoted" in art and f"{second['champion']:.4f}" in art
     assert json.loads((pub / "champion.json").read_text()) == pointer
+    # Other post-processing: the champion's recorded score (max_answer_length 30) is not comparable,
+    # so it is scored again under the new settings; the same model then ties with itself.
+    shorter = cfg.model_copy(update={"promote_margin": 1.0, "max_answer_length": 1})
+    third = retrain(config=shorter, store_root=str(tmp_path / "store"))
+    assert third["promoted"] is False and third["challenger"] == third["champion"]
+    assert third["challenger"] != second["challenger"]  # the setting did move the score
 
 
 @pytest.mark.parametrize("rival_f1, promoted", [(-1.0, True), (101.0, False)])
@@ -165,13 +171,14 @@ def test_retrain_that_loses_the_race_is_gated_again(prefect_server, tiny_model, 
     """Another retrain promotes right after this one read the champion: the conditional write
     fails, and this challenger is gated against the rival (it used to exit as if the user erred)."""
     from flows.retrain import retrain
-    from qa_lib.plan import data_key
+    from qa_lib.plan import data_key, eval_protocol
     from tests.flow_helpers import tiny_config
 
     pub = tmp_path / "pub"
     cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(pub))
+    eval_data_key = data_key(cfg.eval_data, cfg.version_2_with_negative)
     rival = {"run_id": "rival", "location": str(pub / "runs" / "rival"), "metrics": {"f1": rival_f1},
-             "eval_data_key": data_key(cfg.eval_data, cfg.version_2_with_negative)}
+             "eval_data_key": eval_data_key, "eval_protocol": eval_protocol(cfg, eval_data_key)}
     read = FolderTarget.read_pointer
     reads = []
 
