@@ -159,6 +159,8 @@ def _store_ls(args) -> int:
     from qa_lib.store import open_store
 
     store = open_store(args.store)
+    if store.remote:  # no credentials, no bucket, no endpoint: one line, not botocore's traceback
+        store.check()
     entries = store.entries()
     keep = store.pinned()
     print(f"{'stage':<12} {'key':<24} {'size':>10} {'age':>9}  (store {store.location})")
@@ -176,6 +178,8 @@ def _store_gc(args) -> int:
     if args.older_than < 0:
         raise ConfigError(f"--older-than: must be 0 or more days, got {args.older_than}")
     store = open_store(args.store)
+    if store.remote:
+        store.check()
     removed = collect_garbage(store, args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for e in removed:

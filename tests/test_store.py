@@ -180,6 +180,11 @@ def test_store_cli_lists_and_collects(s3env, tmp_path):
     bad = subprocess.run([*run, "gc", "--older-than", "-1", "--store", str(store.root)], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--older-than" in bad.stderr
+    # An s3:// store that is not there: one line naming it (it was botocore's error, exit 1).
+    for cmd in (["ls"], ["gc", "--older-than", "30"]):
+        missing = subprocess.run([*run, *cmd, "--store", "s3://no-such-store-bucket/x"], cwd=ROOT, capture_output=True,
+                                 text=True)
+        assert missing.returncode == 2 and missing.stderr == "error: s3://no-such-store-bucket/x: bucket does not exist\n", missing
 
 
 def test_gc_sweeps_a_workers_local_copies_unused_for_the_age(s3env, tmp_path):
