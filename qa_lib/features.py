@@ -295,7 +295,7 @@ def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int,
                          num_proc: int | None = None, drop_answerless: bool = False) -> datasets.Dataset:
     """Train windows with labels. `drop_answerless` (SQuAD v1 only) skips windows labelled CLS:
     a v1 model is never asked for "no answer", so they cost compute and teach nothing it uses."""
-    return examples.map(
+    features = examples.map(
         _train_batch,
         batched=True,
         remove_columns=examples.column_names,
@@ -304,6 +304,13 @@ def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int,
         num_proc=num_proc,
         desc="train features",
     )
+    if len(features) == 0:
+        # Said here, not as an empty dataset that the store cannot load back (an IndexError, retried).
+        raise DataError("features", [
+            f"no training windows: in none of the {len(examples)} examples does a {max_length}-token window "
+            f"(doc_stride {doc_stride}) hold the whole answer, and windows without it are dropped (drop_answerless); "
+            "raise max_length"])
+    return features
 
 
 def build_eval_features(examples: datasets.Dataset, tokenizer, max_length: int, doc_stride: int,

@@ -272,3 +272,15 @@ def test_a_question_leaving_less_than_the_stride_narrows_only_its_own_windows(tr
             assert offsets[s][0] <= start_char and offsets[e][1] >= start_char + len(text)
             assert text in longer[target]["context"][offsets[s][0]:offsets[e][1]]
     assert found >= 1
+
+
+def test_no_window_holding_an_answer_is_a_clear_error(train_examples, tokenizer):
+    """Every answer longer than its window and answerless windows dropped: no features at all. The
+    empty dataset used to be stored, and loading it back for training raised an IndexError (retried)."""
+    from qa_lib.errors import DataError
+
+    examples = train_examples.select(range(5))
+    long_answers = examples.map(lambda ex: {"answers": {"text": [ex["context"][:400]], "answer_start": [0]}})
+    with pytest.raises(DataError, match="no training windows: in none of the 5 examples does a 40-token window"):
+        build_train_features(long_answers, tokenizer, 40, 8, drop_answerless=True)
+    assert len(build_train_features(long_answers, tokenizer, 40, 8, drop_answerless=False)) > 5  # CLS-labelled windows
