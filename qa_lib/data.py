@@ -197,12 +197,14 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> da
     if "answers" not in cols or ds.features["answers"] != FEATURES["answers"] or "title" not in cols:
         try:
             ds = ds.map(_flat_to_squad, batched=True, remove_columns=ds.column_names, features=FEATURES,
-                        desc="normalizing columns")
+                        desc="normalizing columns", keep_in_memory=True)
         except _BadAnswers as exc:
             raise DataError(source, [str(exc)]) from None
         except (KeyError, TypeError, ValueError) as exc:  # the message may quote the data: only its kind
             raise DataError(source, [f"cannot read answers ({type(exc).__name__})"]) from None
-    return ds.select_columns(list(COLUMNS)).cast(FEATURES)
+    # In memory: datasets would otherwise write its cache files beside a save_to_disk folder's own
+    # files, that is into the user's data folder, changing its fingerprint (and so every stage's key).
+    return ds.select_columns(list(COLUMNS)).cast(FEATURES, keep_in_memory=True)
 
 
 def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -303,6 +303,7 @@ def build_train_features(examples: datasets.Dataset, tokenizer, max_length: int,
                    "drop_answerless": drop_answerless},
         num_proc=num_proc,
         desc="train features",
+        keep_in_memory=True,  # not as cache files beside the examples' own: those are a store entry
     )
     if len(features) == 0:
         # Said here, not as an empty dataset that the store cannot load back (an IndexError, retried).
@@ -322,4 +323,5 @@ def build_eval_features(examples: datasets.Dataset, tokenizer, max_length: int, 
         fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride},
         num_proc=num_proc,
         desc="eval features",
+        keep_in_memory=True,
     )

@@ -203,3 +203,29 @@ def test_squad_json_structure_problems_are_located(tmp_path):
     assert "data[0].paragraphs[1]: needs a 'context' string and a 'qas' list" in msg
     assert "data[0].paragraphs[2].qas[0]: not an object" in msg
     assert "data[1]: an article needs a 'paragraphs' list" in msg
+
+
+def test_loading_a_saved_dataset_folder_writes_nothing_into_it(tmp_path):
+    """datasets wrote its map and cast cache files beside a save_to_disk folder's own files: into the
+    user's data folder (read-only mounts fail), and the folder's fingerprint, hence every stage key,
+    changed after the first run."""
+    import datasets
+
+    from qa_lib.data import load_examples
+    from qa_lib.plan import source_fingerprint
+
+    doc = json.loads(TRAIN_V1.read_text())
+    flat = {"id": [], "context": [], "question": [], "answer_text": [], "answer_start": []}
+    for para in doc["data"][0]["paragraphs"]:
+        for qa in para["qas"]:
+            flat["id"].append(qa["id"]), flat["context"].append(para["context"]), flat["question"].append(qa["question"])
+            flat["answer_text"].append(qa["answers"][0]["text"]), flat["answer_start"].append(qa["answers"][0]["answer_start"])
+    folder = tmp_path / "flat"
+    datasets.Dataset.from_dict(flat).save_to_disk(str(folder))
+    before = sorted(p.name for p in folder.iterdir())
+    source = DataSource(path=str(folder))
+    key = source_fingerprint(source)
+    examples = load_examples(source)
+    assert len(examples) == len(flat["id"]) and examples[0]["answers"]["text"] == [flat["answer_text"][0]]
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert source_fingerprint(source) == key

@@ -284,3 +284,16 @@ def test_no_window_holding_an_answer_is_a_clear_error(train_examples, tokenizer)
     with pytest.raises(DataError, match="no training windows: in none of the 5 examples does a 40-token window"):
         build_train_features(long_answers, tokenizer, 40, 8, drop_answerless=True)
     assert len(build_train_features(long_answers, tokenizer, 40, 8, drop_answerless=False)) > 5  # CLS-labelled windows
+
+
+def test_building_features_writes_nothing_beside_the_examples(train_examples, tokenizer, tmp_path):
+    """The examples come from a store entry (load_from_disk): datasets wrote each map's result as a
+    cache file into that entry, one more copy of the features per window setting."""
+    import datasets
+
+    train_examples.select(range(200)).save_to_disk(str(tmp_path / "examples"))
+    before = sorted(p.name for p in (tmp_path / "examples").iterdir())
+    examples = datasets.load_from_disk(str(tmp_path / "examples"))
+    assert len(build_train_features(examples, tokenizer, 128, 48, drop_answerless=True)) > 0
+    assert len(build_eval_features(examples, tokenizer, 128, 48)) >= 200
+    assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == before
