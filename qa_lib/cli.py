@@ -214,13 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common],
                        help="run the train_qa flow: data → features → fine-tune → predict → metrics")
     t.add_argument("config", help="YAML config file")
-    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
+    t.add_argument("overrides", nargs="*", default=[], help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
     t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
     e.add_argument("config")
-    e.add_argument("overrides", nargs="*")
+    e.add_argument("overrides", nargs="*", default=[])
     e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
     e.add_argument("--store", default=None)
     e.set_defaults(func=_evaluate)
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("retrain", parents=[common],
                        help="run the retrain flow once: train, gate against the champion, promote, push")
     r.add_argument("config")
-    r.add_argument("overrides", nargs="*")
+    r.add_argument("overrides", nargs="*", default=[])
     r.add_argument("--store", default=None)
     r.set_defaults(func=_retrain)
 

@@ -191,3 +191,15 @@ def test_options_and_overrides_in_any_order(argv):
         parse_args(["evaluate", "c.yaml", "--model", "m", "--no-such-option"])
     with pytest.raises(SystemExit):
         parse_args(["score", "d.json", "p.json", "n_best_size=7"])  # score takes no overrides
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "retrain"])
+def test_a_missing_config_names_only_the_config(command, capsys):
+    """argparse listed the optional overrides as required too: "required: config, overrides"."""
+    from qa_lib.cli import parse_args
+
+    with pytest.raises(SystemExit) as info:
+        parse_args([command])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("error: the following arguments are required: config\n")
+    assert parse_args([command, "c.yaml"]).overrides == []
