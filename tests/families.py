@@ -10,6 +10,8 @@ model of the matching architecture.
 | roberta-bpe-prefix  | byte-level BPE, add_prefix_space=True       | a space is added before the text      |
 | deberta-v2-unigram  | Unigram with a Metaspace pre-tokenizer       | offsets include the space before words |
 | xlnet-left          | Unigram + Metaspace, padding_side="left"    | context first, CLS last               |
+| xlm-roberta-unigram | Unigram + Metaspace, RoBERTa's architecture | positions numbered after the pad id   |
+| albert-unigram      | Unigram + Metaspace, lower-cased            | offsets into the original-case text   |
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-FAMILIES = ("bert-wordpiece", "roberta-bpe", "roberta-bpe-prefix", "deberta-v2-unigram", "xlnet-left")
+FAMILIES = ("bert-wordpiece", "roberta-bpe", "roberta-bpe-prefix", "deberta-v2-unigram", "xlnet-left",
+            "xlm-roberta-unigram", "albert-unigram")
 
 _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
@@ -89,6 +92,20 @@ def build_family(family: str, folder: Path, squad_dir: Path) -> Path:
         assert tokenizer.padding_side == "left"
         config = XLNetConfig(vocab_size=len(tokenizer), d_model=32, n_layer=2, n_head=2, d_inner=64,
                              pad_token_id=tokenizer.pad_token_id)
+    elif family == "xlm-roberta-unigram":
+        from transformers import XLMRobertaConfig, XLMRobertaTokenizer
+
+        tokenizer = XLMRobertaTokenizer(vocab=_unigram_vocab(texts))
+        config = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
+                                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **_TINY)
+    elif family == "albert-unigram":
+        from transformers import AlbertConfig, AlbertTokenizer
+
+        tokenizer = AlbertTokenizer(vocab=_unigram_vocab(texts))
+        assert tokenizer.do_lower_case
+        config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, max_position_embeddings=512,
+                              pad_token_id=tokenizer.pad_token_id, **_TINY)
     else:
         raise ValueError(f"unknown family {family}")
     torch.manual_seed(0)

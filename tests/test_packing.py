@@ -24,7 +24,7 @@ from qa_lib.varlen_attention import register as register_varlen
 from tests.conftest import SQUAD
 from tests.families import build_family
 
-PACKABLE = ("bert-wordpiece", "roberta-bpe")
+PACKABLE = ("bert-wordpiece", "roberta-bpe", "xlm-roberta-unigram", "albert-unigram")
 NOT_PACKABLE = ("deberta-v2-unigram", "xlnet-left")
 
 
@@ -61,13 +61,17 @@ def _loss_and_grads(model, batch):
 
 @pytest.mark.parametrize("name, attention", [("bert-wordpiece", "sdpa"), ("bert-wordpiece", "eager"),
                                              ("roberta-bpe", "sdpa"), ("bert-wordpiece", VARLEN),
-                                             ("roberta-bpe", VARLEN)])
+                                             ("roberta-bpe", VARLEN), ("xlm-roberta-unigram", "sdpa"),
+                                             ("xlm-roberta-unigram", VARLEN), ("albert-unigram", "sdpa"),
+                                             ("albert-unigram", VARLEN)])
 def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, attention, families, windows):
     """Packed with a block mask (sdpa, eager) or with varlen attention (its exact per-feature path,
     which is what runs on the CPU), against the same features padded (with sdpa for varlen)."""
     folder = families[name]
     feats = windows(folder)
-    rows = [feats[i] for i in range(12)]
+    # Twelve windows spread over the lengths (a finer vocabulary fills most windows to the brim).
+    by_length = sorted(range(len(feats)), key=lambda i: (len(feats[i]["input_ids"]), i))
+    rows = [feats[i] for i in by_length[:: max(1, len(by_length) // 12)][:12]]
     lengths = [len(r["input_ids"]) for r in rows]
     assert len(set(lengths)) > 3  # real padding in the padded batch, rows holding several features packed
     model = load_qa_model(str(folder), 0.0, 0.0).train()
