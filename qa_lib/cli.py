@@ -73,11 +73,12 @@ def _answer(args) -> int:
 
     from qa_lib.answer import answer
 
+    context = args.context if args.context is not None else _read_context(args.context_file)
     # One model load for one answer: its "Loading weights" bar is only noise before the JSON.
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        result = answer(args.model, args.question, args.context, top_k=args.top_k,
+        result = answer(args.model, args.question, context, top_k=args.top_k,
                         max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer)
     finally:
         if was_enabled:
@@ -85,6 +86,23 @@ def _answer(args) -> int:
     items = result if isinstance(result, list) else [result]
     print(json.dumps([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict(), ensure_ascii=False))
     return 0
+
+
+def _read_context(name: str) -> str:
+    """A context from a file or stdin, checked as UTF-8 like every data file (no bytes echoed)."""
+    from qa_lib.errors import DataError
+    from qa_lib.text_files import read_utf8
+
+    if name == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError("stdin", [f"not UTF-8 (byte offset {exc.start})"]) from None
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise DataError(name, ["file not found"])
+    return read_utf8(path)
 
 
 def _prefect_defaults() -> None:
@@ -248,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
     a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
     a.add_argument("--question", required=True)
-    a.add_argument("--context", required=True)
+    context = a.add_mutually_exclusive_group(required=True)
+    context.add_argument("--context", help="the context text")
+    context.add_argument("--context-file", metavar="PATH", help="read the context from a UTF-8 file (- for stdin)")
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
                    help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")

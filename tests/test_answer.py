@@ -65,6 +65,29 @@ def test_answer_cli(trained_tiny, capsys, monkeypatch):
     assert "Loading weights" not in captured.err
 
 
+def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_path, capsys, monkeypatch):
+    import io
+
+    from qa_lib.cli import main
+
+    ctx = "Le château fut achevé en 1889 à Paris. " * 40  # longer than one window
+    (tmp_path / "ctx.txt").write_text(ctx, encoding="utf-8")
+    argv = ["answer", "--model", trained_tiny, "--question", "Quand ?"]
+    assert main([*argv, "--context", ctx]) == 0
+    inline = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--context-file", str(tmp_path / "ctx.txt")]) == 0
+    assert json.loads(capsys.readouterr().out) == inline
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(ctx.encode())))
+    assert main([*argv, "--context-file", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == inline
+    (tmp_path / "latin1.txt").write_bytes(ctx.encode("latin-1"))
+    assert main([*argv, "--context-file", str(tmp_path / "latin1.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'latin1.txt'}: not UTF-8") and "teau" not in err  # no text echoed
+    assert main([*argv, "--context-file", str(tmp_path / "none.txt")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none.txt'}: file not found\n"
+
+
 def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
     from qa_lib.cli import main
     from qa_lib.errors import DataError
