@@ -51,7 +51,12 @@ def _score(args) -> int:
     except (KeyError, TypeError) as exc:
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
     if args.out_file:
-        Path(args.out_file).write_text(json.dumps(out))
+        from qa_lib.errors import ConfigError
+
+        try:
+            Path(args.out_file).expanduser().write_text(json.dumps(out))
+        except OSError as exc:
+            raise ConfigError(f"--out-file {args.out_file}: cannot write there: {exc.strerror or exc}") from None
     else:
         # The official scripts print v2.0 results indented and v1.1 results on one line.
         print(json.dumps(out, indent=2) if v2 else json.dumps(out))
