@@ -105,6 +105,28 @@ def ensure_zombie_automation(grace_s: int) -> None:
         existing.update()
 
 
+def check_server(pool: str) -> None:
+    """A real server, reachable, that has the work pool: each said in one line before anything is
+    registered (a temporary server's deployments would vanish with it; a missing pool was Prefect's
+    ValueError after the automation had been written)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.server import api_url, check_api
+
+    url = api_url()
+    if url is None:
+        raise ConfigError("deploy needs a Prefect server to register with: set PREFECT_API_URL (deployments "
+                          "registered with a temporary server would vanish with it)")
+    check_api()
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_work_pool(pool)
+    except ObjectNotFound:
+        raise ConfigError(f"work pool {pool!r} not found on {url}: create it first "
+                          f"(prefect work-pool create {pool} --type process)") from None
+
+
 def code_source(source: str | None):
     """Where workers get the code: this checkout's path (workers must have it at that path), or a
     git repository (`URL[@ref]`) that each flow run clones, recording the commit it ran."""
@@ -136,6 +158,7 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
     grace = heartbeat_grace(opts["heartbeat_grace_s"])
     schedule = nightly_schedule(opts["cron"], opts["timezone"])
     variables = job_variables(gpu_count(opts["gpus"]), opts["image"], store)
+    check_server(pool)
     ensure_zombie_automation(grace)
     names = []
     for spec in DEPLOYMENTS:

@@ -118,9 +118,12 @@ def _prefect_defaults() -> None:
 
 def _load_config(args):
     _prefect_defaults()
+    from flows.server import check_api
     from qa_lib.config import PipelineConfig
 
-    return PipelineConfig.from_yaml(args.config, args.overrides)
+    config = PipelineConfig.from_yaml(args.config, args.overrides)
+    check_api()
+    return config
 
 
 def _train(args) -> int:

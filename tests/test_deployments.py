@@ -222,14 +222,45 @@ def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
 ])
 def test_a_bad_deploy_setting_is_one_line_before_anything_is_registered(variable, value, capsys, monkeypatch):
     """The server here is a closed port: any call to it before the check would fail otherwise."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from qa_lib.cli import main
 
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     monkeypatch.setenv(variable, value)
-    assert main(["deploy", "--work-pool", "nowhere"]) == 2
+    # A setting, not the variable: the session's server fixture holds PREFECT_API_URL as a setting.
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["deploy", "--work-pool", "nowhere"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {variable} must be ") and err.count("\n") == 1
     assert value not in err
+
+
+def test_deploy_needs_a_reachable_server_with_the_pool(prefect_server, tmp_path):
+    """Each one line, exit 2, before anything is registered: no server set (a temporary server's
+    deployments vanish with it), a server that does not answer (an httpx ConnectError; "RuntimeError:
+    Failed to reach API" for train, exit 1), a pool it does not have (Prefect's ValueError, exit 1).
+    Run as the user runs them: in-process, Prefect's console handler would keep pytest's stream."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+
+    def cli(*argv, api=None):
+        return subprocess.run([sys.executable, "-m", "qa_lib.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                              env={**env, **({"PREFECT_API_URL": api} if api else {})})
+
+    alone = cli("deploy")
+    assert alone.returncode == 2
+    assert alone.stderr.startswith("error: deploy needs a Prefect server to register with: set PREFECT_API_URL")
+    closed = "http://127.0.0.1:9/api"
+    for argv in (["deploy"], ["train", str(ROOT / "configs/default.yaml")]):
+        out = cli(*argv, api=closed)
+        assert out.returncode == 2
+        assert out.stderr == f"error: cannot reach the Prefect API at {closed} (PREFECT_API_URL): ConnectError\n"
+    out = cli("deploy", "--work-pool", "no-such-pool", api=prefect_server.url)
+    assert out.returncode == 2
+    assert out.stderr == (f"error: work pool 'no-such-pool' not found on {prefect_server.url}: create it first "
+                          "(prefect work-pool create no-such-pool --type process)\n")
+    with get_client(sync_client=True) as client:
+        assert not [d for d in client.read_deployments() if d.work_pool_name == "no-such-pool"]
 
 
 def test_numbers_from_the_environment_are_checked_where_they_are_read(monkeypatch):
