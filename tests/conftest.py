@@ -88,3 +88,24 @@ def prefect_server(tmp_path_factory):
             APILogHandler().flush()
     finally:
         server.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """Prefect's console handlers write to the sys.stderr of when they were made, which inside a
+    `capsys` test is that test's stream, closed once it ends: the next test's Prefect logs then
+    failed with "--- Logging error ---" and a traceback (which tests checking for one saw, when run
+    in some orders). Point them at the stream in place between tests."""
+    import logging
+    import sys
+
+    try:
+        from prefect.logging.handlers import PrefectConsoleHandler
+    except ImportError:
+        return
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.stream = sys.stderr  # not setStream(): it flushes the old, closed stream
+                handler.console.file = sys.stderr

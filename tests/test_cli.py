@@ -119,6 +119,10 @@ def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_mode
     rest, code, _ = _interrupt_a_training_run(tiny_model, tmp_path, prefect_server.env)
     assert code == 130, rest[-3000:]
     assert rest.rstrip().splitlines()[-1] == INTERRUPTED and rest.count(INTERRUPTED) == 1
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
     with get_client(sync_client=True) as client:
-        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        # Runs that started: the deployments' tests leave scheduled runs (no start time) on this server.
+        started = FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False))
+        run = client.read_flow_runs(flow_run_filter=started, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
     assert run.state.name == "Crashed"
