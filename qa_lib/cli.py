@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -343,7 +344,12 @@ def _bounded_interrupts():
         on_interrupt.fired = True
         from prefect.settings import get_current_settings
 
-        grace = INTERRUPT_GRACE_S["server" if get_current_settings().api.url else "temporary server"]
+        real_server = bool(get_current_settings().api.url)
+        if not real_server:
+            # Ctrl-C stopped the temporary server too: Prefect's log shipping to it can only fail
+            # now, and printed "--- Error logging to API --- All connection attempts failed".
+            logging.raiseExceptions = False
+        grace = INTERRUPT_GRACE_S["server" if real_server else "temporary server"]
         timer = threading.Timer(grace, _leave_interrupted)
         timer.daemon = True
         timer.start()
