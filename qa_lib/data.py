@@ -44,9 +44,12 @@ _FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json
 def check_source_exists(source: DataSource) -> None:
     """A local file or folder that is not there, refused by name (cheap: preflight runs it for every
     source, so a missing eval file does not wait until the training data has been read). A name
-    that is not a path is left to the Hub loader; so is an `s3://` object."""
+    that is not a path is left to the Hub loader. An `s3://` object is asked for its size (one HEAD)."""
     path = source.path
     if path.startswith("s3://"):
+        from qa_lib.s3 import object_fingerprint
+
+        object_fingerprint(path)
         return
     local = source.local_path
     if local.exists():

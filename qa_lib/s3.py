@@ -85,9 +85,22 @@ def _cache_dir() -> Path:
 
 
 def object_fingerprint(uri: str) -> str:
+    """The object's ETag and size; a missing object or bucket is one `StorageError` naming which."""
+    from botocore.exceptions import ClientError
+
     bucket, key = parse_uri(uri)
+    s3 = client()
     try:
-        head = client().head_object(Bucket=bucket, Key=key)
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        # A HEAD has no body: a missing key and a missing bucket both come back as a bare 404.
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            try:
+                s3.head_bucket(Bucket=bucket)
+            except Exception as bucket_exc:  # noqa: BLE001
+                raise explain(bucket_exc, uri) from None
+            raise StorageError(f"{uri}: no such object in bucket {bucket}") from None
+        raise explain(exc, uri) from None
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, uri) from None
     return f"s3:{bucket}/{key}:{head['ETag']}:{head['ContentLength']}"

@@ -183,6 +183,17 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     _direct(moto).upload_file(str(DEV_V1), bucket, "data/dev.json")
     ds = load_examples(f"s3://{bucket}/data/dev.json")
     assert len(ds) == 810
+    # A missing object is named as one (a HEAD's bare 404 was reported as "bucket does not exist"),
+    # and preflight's existence check asks S3 too.
+    from qa_lib.config import DataSource
+    from qa_lib.data import check_source_exists
+
+    check_source_exists(DataSource(path=f"s3://{bucket}/data/dev.json"))
+    for check in (load_examples, lambda uri: check_source_exists(DataSource(path=uri))):
+        with pytest.raises(StorageError, match=f"s3://{bucket}/data/nope.json: no such object in bucket {bucket}$"):
+            check(f"s3://{bucket}/data/nope.json")
+        with pytest.raises(StorageError, match="s3://no-such-data-bucket/x.json: bucket does not exist"):
+            check("s3://no-such-data-bucket/x.json")
     target = S3Target(f"s3://{bucket}/serve")
     loc = _publish(target, tiny_model, "r1")
     target.put_pointer({"run_id": "r1", "location": loc}, None)
