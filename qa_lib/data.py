@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 
 from qa_lib.config import DataSource
-from qa_lib.errors import DataError
+from qa_lib.errors import DataError, first_line
 from qa_lib.text_files import check_csv, check_json_lines, read_utf8
 
 COLUMNS = ("id", "title", "context", "question", "answers")
@@ -165,7 +165,7 @@ def _load_folder(path: Path, split: str) -> datasets.Dataset:
         else:
             loaded = datasets.load_dataset(str(path), split=split)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(str(path), [f"cannot load dataset folder: {_first_line(exc)}"]) from None
+        raise DataError(str(path), [f"cannot load dataset folder: {first_line(exc)}"]) from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise DataError(str(path), [f"no split {split!r}; available: {sorted(loaded)}"])
@@ -177,7 +177,7 @@ def _load_hub(name: str, split: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(name, split=split)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {_first_line(exc)}"]) from None
+        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {first_line(exc)}"]) from None
 
 
 def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> datasets.Dataset:
@@ -254,11 +254,6 @@ def _parse_answers(value: Any) -> dict[str, list[Any]]:
     return {"text": list(value["text"]), "answer_start": [int(s) for s in value["answer_start"]]}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 def _reader_error(exc: BaseException) -> str:
     """What a reader said about the file's contents: the root cause (`datasets` wraps it in "An
     error occurred while generating the dataset"), with quoted values blanked, since readers quote
@@ -267,4 +262,4 @@ def _reader_error(exc: BaseException) -> str:
     while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
         seen.add(id(inner))
         exc = inner
-    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", _first_line(exc))
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first_line(exc))

@@ -1,6 +1,12 @@
 """Errors the user can act on. Each names the problem and where it is."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """A library's error as one line for a message: its first line, cut at `limit` characters."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 class QAPipelineError(Exception):
     """Base class: a deterministic failure that retrying will not fix."""
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from qa_lib.config import DEFAULT_MODEL
-from qa_lib.errors import ModelError
+from qa_lib.errors import ModelError, first_line
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def load_tokenizer(model: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
     except Exception as exc:  # noqa: BLE001 - unreachable Hub, bad folder, unknown id: same advice
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ModelError(f"cannot load a tokenizer for model {model!r}: {first}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {model!r} has no fast tokenizer; offset mappings need one")
@@ -95,7 +95,7 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
         finally:
             hf_logging.set_verbosity(verbosity)
     except Exception as exc:  # noqa: BLE001
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ModelError(f"cannot load model {model!r}: {first}") from None
     missing = sorted(info.get("missing_keys") or [])
     if missing:

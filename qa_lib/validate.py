@@ -8,7 +8,7 @@ from pathlib import Path
 
 import datasets
 
-from qa_lib.errors import ConfigError, DataError, ModelError
+from qa_lib.errors import ConfigError, DataError, ModelError, first_line
 
 
 def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> list[str]:
@@ -102,7 +102,7 @@ def check_weights(model: str, folder: Path) -> None:
             with safe_open(str(file), "pt"):
                 pass
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for every flaw
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = first_line(exc, 200)
             raise ModelError(f"{file}: cannot read these weights ({first}); the file is truncated or corrupt") from None
     for file in pickles:
         with file.open("rb") as f:
@@ -131,7 +131,7 @@ def check_qa_architecture(model: str, resolved: str) -> None:
     try:
         config = _model_config(resolved)
     except Exception as exc:  # noqa: BLE001 - an unknown model_type, an unreadable config.json
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ModelError(f"cannot load the configuration of model {model!r}: {first}") from None
     if config.model_type not in MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES:
         raise ModelError(f"{model}: a {config.model_type!r} model has no question-answering head in transformers "
