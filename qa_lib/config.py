@@ -199,7 +199,7 @@ class PipelineConfig(_Strict):
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
         path = Path(path)
         try:
-            raw = yaml.safe_load(read_utf8(path)) or {}
+            raw = yaml.load(read_utf8(path), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as exc:
@@ -244,6 +244,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
         node[parts[-1]] = yaml.safe_load(value) if value != "" else None
         keys.append(key.strip())
     return keys
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: YAML's last-one-wins would silently
+    drop the first `learning_rate:` of two, and the run would train with a value nobody chose."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged by the base class
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:

@@ -62,6 +62,22 @@ def test_yaml_errors_give_the_place_not_the_line(tmp_path):
     assert "SECRET-VALUE" not in msg and "\n" not in msg
 
 
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("learning_rate: 1.0e-4\ntrain_data:\n  path: a.json\n  limit: 5\n  limit: 50\n")
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.from_yaml(twice)
+    assert str(info.value) == f"{twice}: not valid YAML at line 5, column 3: 'limit' is given twice in one mapping"
+    twice.write_text("learning_rate: 1.0e-4\ntrain_data: {path: a.json}\nlearning_rate: 3.0e-5\n")
+    with pytest.raises(ConfigError, match="line 3, column 1: 'learning_rate' is given twice"):
+        PipelineConfig.from_yaml(twice)
+    # The same key in two mappings, and a key that overrides a merged one, are not given twice.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("train_data: &d {path: a.json, limit: 5}\neval_data: {<<: *d, path: b.json}\n")
+    cfg = PipelineConfig.from_yaml(merged)
+    assert (cfg.eval_data.path, cfg.eval_data.limit, cfg.train_data.path) == ("b.json", 5, "a.json")
+
+
 def test_a_bad_override_is_named_as_the_override(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("learning_rate: 0.001\ntrain_data: {path: t.json}\n")
