@@ -21,6 +21,8 @@ def resolve_model(model: str) -> str:
 
         return str(download_model(model))
     path = Path(model).expanduser()
+    if path.is_file():  # a model's config.json or weights file given for its folder
+        raise ModelError(f"{model}: a file, not a model folder (give the folder that holds config.json)")
     if path.exists():
         return str(path)
     # A Hub id is `name` or `namespace/name`; anything else is a folder that is not there, and the

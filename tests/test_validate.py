@@ -68,6 +68,18 @@ def test_model_folder_missing(tmp_path):
             QuestionAnswerer(missing)
 
 
+def test_a_file_given_for_the_model_folder_is_named_as_one(tiny_model):
+    from qa_lib.answer import QuestionAnswerer
+
+    # Before, preflight called it "not found" and `answer` built a 33-token tokenizer from it.
+    file = str(tiny_model / "config.json")
+    expected = f"{file}: a file, not a model folder (give the folder that holds config.json)"
+    for load in (check_model_source, QuestionAnswerer):
+        with pytest.raises(ModelError) as info:
+            load(file)
+        assert str(info.value) == expected
+
+
 def test_model_without_tokenizer_vocabulary(tmp_path, tiny_model):
     import shutil
 
