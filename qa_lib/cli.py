@@ -223,7 +223,7 @@ def _store_gc(args) -> int:
 def _print_summary(summary: dict) -> None:
     metrics = summary.get("metrics", {})
     line = "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    print(f"metrics: {line}")
+    print(f"metrics: {line or 'none (no eval_data)'}")
     for key in ("model_dir", "predictions_dir", "flow_run"):
         if summary.get(key):
             print(f"{key}: {summary[key]}")

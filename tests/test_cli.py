@@ -130,3 +130,12 @@ def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_mode
         started = FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False))
         run = client.read_flow_runs(flow_run_filter=started, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
     assert run.state.name == "Crashed"
+
+
+def test_the_summary_says_when_there_are_no_metrics(capsys):
+    from qa_lib.cli import _print_summary
+
+    _print_summary({"metrics": {}, "model_dir": "/m"})
+    _print_summary({"metrics": {"exact_match": 47.904191616766, "f1": 56.2}, "model_dir": "/m"})
+    assert capsys.readouterr().out.splitlines() == [
+        "metrics: none (no eval_data)", "model_dir: /m", "metrics: exact_match=47.90  f1=56.20", "model_dir: /m"]
