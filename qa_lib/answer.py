@@ -20,6 +20,7 @@ from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
 from qa_lib.predict import predict_logits
+from qa_lib.validate import check_windows_fit
 
 
 # The evaluation window of the pipeline's config.
@@ -42,7 +43,10 @@ class QuestionAnswerer:
     """Loads a model folder once; call it for as many questions as you like."""
 
     def __init__(self, model: str, max_length: int = WINDOW, doc_stride: int = STRIDE, batch_size: int = 32):
+        _check_window_values(max_length, doc_stride)
         self.model_dir = resolve_model(model)
+        # A window past the position embeddings fails deep in the model's forward, not here.
+        check_windows_fit(self.model_dir, {"max_length": max_length})
         self.tokenizer = load_tokenizer(self.model_dir)
         self.model = load_qa_model(self.model_dir)
         self.max_length = max_length
@@ -129,6 +133,13 @@ def _checked_inputs(question: str | list[str], context: str | list[str], top_k: 
     return questions, contexts
 
 
+def _check_window_values(max_length: int, doc_stride: int) -> None:
+    if max_length < 1:
+        raise ConfigError(f"max_length ({max_length}) must be at least 1")
+    if not 0 <= doc_stride < max_length:
+        raise ConfigError(f"doc_stride ({doc_stride}) must be at least 0 and smaller than max_length ({max_length})")
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     m = np.max(x, axis=1, keepdims=True)
     z = x - m
@@ -140,6 +151,7 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
            doc_stride: int = STRIDE):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
     _checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
+    _check_window_values(max_length, doc_stride)
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer)

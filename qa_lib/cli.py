@@ -85,7 +85,8 @@ def _answer(args) -> int:
     hf_logging.disable_progress_bar()
     try:
         result = answer(args.model, args.question, context, top_k=args.top_k,
-                        max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer)
+                        max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer,
+                        max_length=args.max_length, doc_stride=args.doc_stride)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
@@ -270,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
     s.set_defaults(func=_score)
 
-    from qa_lib.config import MAX_ANSWER_LEN
+    from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig
 
+    # `answer` windows a context as evaluation does.
+    answer_window = PipelineConfig.model_fields["eval_max_length"].default
+    answer_stride = PipelineConfig.model_fields["eval_doc_stride"].default
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
     a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
     a.add_argument("--question", required=True)
@@ -281,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
                    help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")
+    a.add_argument("--max-length", type=int, default=answer_window,
+                   help=f"tokens per window, question included (default {answer_window}, the evaluation window)")
+    a.add_argument("--doc-stride", type=int, default=answer_stride,
+                   help=f"tokens shared by consecutive windows of a long context (default {answer_stride})")
     a.add_argument("--handle-impossible-answer", action="store_true",
                    help="allow the empty answer (SQuAD v2 models) when it scores best")
     a.set_defaults(func=_answer)

@@ -114,3 +114,29 @@ def test_empty_inputs(trained_tiny):
 
     with pytest.raises(ConfigError, match="top_k"):
         qa("Who won?", "The Broncos won.", top_k=0)
+
+
+def test_window_settings_are_checked_and_the_cli_takes_them(trained_tiny, tmp_path, capsys):
+    from qa_lib.cli import main
+    from qa_lib.errors import ConfigError
+
+    # Before, these reached the tokenizer or the model: a ValueError, an OverflowError, or a
+    # tensor-size RuntimeError from the position embeddings.
+    missing = str(tmp_path / "no-model")  # refused before the model is looked for
+    for kw, message in [({"max_length": 0}, r"max_length \(0\) must be at least 1"),
+                        ({"doc_stride": 400}, r"doc_stride \(400\) must be at least 0 and smaller than max_length \(384\)"),
+                        ({"doc_stride": -1}, r"doc_stride \(-1\) must be"),
+                        ({"max_length": 20}, r"doc_stride \(128\) must be at least 0 and smaller than max_length \(20\)")]:
+        with pytest.raises(ConfigError, match=message):
+            answer(missing, "Who won?", "The Broncos won.", **kw)
+    with pytest.raises(ConfigError, match=r"max_length \(600\) is longer than model .* \(512 positions\)"):
+        QuestionAnswerer(trained_tiny, max_length=600)
+
+    # A question too long for the default window: the error's advice is an option the CLI has.
+    question = " ".join(["what"] * 400) + "?"
+    argv = ["answer", "--model", trained_tiny, "--question", question, "--context", "The Broncos won in 2016."]
+    assert main(argv) == 2
+    assert "leaves no room for the context in a 384-token window" in capsys.readouterr().err
+    assert main([*argv, "--max-length", "512", "--doc-stride", "64"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "The Broncos won in 2016."[out["start"]:out["end"]] == out["answer"] != ""
