@@ -1,5 +1,16 @@
 """Errors the user can act on. Each names the problem and where it is."""
 
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+from typing import Iterator
+
+# A full disk or an exhausted quota: no retry frees the space, and a retried copy only adds another
+# partial one.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """A library's error as one line for a message: its first line, cut at `limit` characters."""
@@ -33,3 +44,41 @@ class DataError(QAPipelineError):
 
 class ModelError(QAPipelineError):
     pass
+
+
+class StorageError(QAPipelineError):
+    """A store, target or folder that cannot be used as asked (bad URI, bucket, credentials,
+    endpoint, or no space left): retrying will not help."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is a write that ran out of space. Libraries say so in their
+    own ways: an `OSError`, `shutil.Error`'s list of failed copies, safetensors' "os error 28"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        if isinstance(exc, shutil.Error):
+            if any(f"[Errno {code}]" in str(why) for *_, why in _copy_failures(exc) for code in _NO_SPACE):
+                return True
+        elif "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _copy_failures(exc: shutil.Error) -> list[tuple]:
+    failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return [f for f in failures if isinstance(f, tuple)]
+
+
+@contextlib.contextmanager
+def naming_full_disk(where: str) -> Iterator[None]:
+    """Turn running out of space inside the block into one `StorageError` naming `where`."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise StorageError(f"{where}: no space left on device") from exc
+        raise

@@ -7,11 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from qa_lib.errors import QAPipelineError
-
-
-class StorageError(QAPipelineError):
-    """Bad URI, bucket, credentials or endpoint: retrying will not help."""
+from qa_lib.errors import StorageError
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

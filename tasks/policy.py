@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect.tasks import exponential_backoff
 
-from qa_lib.errors import QAPipelineError
+from qa_lib.errors import QAPipelineError, is_disk_full
 
 # Transient trouble (storage, network) gets three retries: 2 s, 4 s, 8 s, each +-50 % jitter.
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.5}
@@ -18,8 +18,8 @@ def retry_unless_deterministic(task, task_run, state) -> bool:
         state.result()
     except QAPipelineError:
         return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001 - a full disk anywhere stays full for a retry
+        return not is_disk_full(exc)
     return True
 
 

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
+from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.store import open_store
 from qa_lib.train import fine_tune as qa_fine_tune
@@ -61,15 +62,17 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         if restored:
             logger.info("%s of this model found in %s", restored, storage.location)
         nproc = process_count()
-        if nproc > 1:
-            logger.info("launching data-parallel training on %d processes", nproc)
-            result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
-                                           checkpoints_to=(storage.location, stage, key))
-        else:
-            train_features = datasets.load_from_disk(str(fetch(storage, features)))
-            callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
-            result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
-            result["world_size"] = 1
+        # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
+        with naming_full_disk(f"fine-tune's checkpoints in {work}"):
+            if nproc > 1:
+                logger.info("launching data-parallel training on %d processes", nproc)
+                result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
+                                               checkpoints_to=(storage.location, stage, key))
+            else:
+                train_features = datasets.load_from_disk(str(fetch(storage, features)))
+                callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
+                result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
+                result["world_size"] = 1
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
         logger.info("trained on %s batches%s, %s%s", result["batching"], f" ({details})" if details else "",

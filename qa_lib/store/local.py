@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from qa_lib.errors import naming_full_disk
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 
@@ -60,8 +61,9 @@ class LocalStore:
         tmp = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir(parents=True)
         try:
-            yield tmp
-            (tmp / "_COMPLETE").write_text("")
+            with naming_full_disk(f"store {self.location}"):
+                yield tmp
+                (tmp / "_COMPLETE").write_text("")
             # Same key, same content: if a concurrent run finished first, keep its folder (a
             # reader may be using it) and drop ours.
             if not (final / "_COMPLETE").exists():

@@ -30,6 +30,7 @@ from typing import Iterator
 
 from qa_lib.env import env_number
 from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain
+from qa_lib.errors import naming_full_disk
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 _log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class S3Store(S3Prefix):
         tmp = local.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
         try:
-            yield tmp
+            with naming_full_disk(f"the {self.location} store's local cache {self.cache}"):
+                yield tmp
             if self.has(stage, key):
                 return  # a concurrent writer finished first: same key, same content
             attempt = uuid.uuid4().hex[:12]
