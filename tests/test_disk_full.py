@@ -70,6 +70,16 @@ SCENARIO = textwrap.dedent("""
     run second train "$CONFIG" "output_dir=$OUT_DISK/out" learning_rate=3e-3 --store "$STORE"
     sha256sum "$OUT_DISK"/out/model/* > "$REPORT/after.sha"
     ls -A "$OUT_DISK/out" > "$REPORT/out.ls"
+    # A retrain's publish into a folder target on the same disk.
+    "$PYTHON" -c "if True:
+        import sys
+        from qa_lib.publish.local import FolderTarget
+        from qa_lib.errors import StorageError
+        try:
+            FolderTarget(sys.argv[1]).upload_run(sys.argv[2], 'run-1')
+        except StorageError as exc:
+            print(exc)" "$OUT_DISK/target" "$MODEL" > "$REPORT/target.out" 2>&1
+    ls -A "$OUT_DISK/target" "$OUT_DISK/target/runs" > "$REPORT/target.ls" 2>&1
     # 2. The model does not fit in a store on a 3 MB disk: fine-tune cannot save it.
     run store train "$CONFIG" "output_dir=$REPORT/unused" --store "$STORE_DISK/store"
     # 3. Not even the examples fit: the store's own write says so.
@@ -91,7 +101,7 @@ def test_a_full_disk_is_one_line_not_retried_and_leaves_no_partial_copy(prefect_
     env = {**os.environ, "PYTHON": sys.executable, "CONFIG": str(config), "REPORT": str(report),
            "OUT_DISK": str(dirs["out-disk"]), "STORE_DISK": str(dirs["store-disk"]),
            "TINY_DISK": str(dirs["tiny-disk"]), "STORE": str(tmp_path / "store"),
-           "PREFECT_API_URL": prefect_server.url}
+           "PREFECT_API_URL": prefect_server.url, "MODEL": str(tiny_model)}
     subprocess.run(["unshare", "-rm", "bash", "-c", SCENARIO], env=env, check=True, timeout=600)
 
     def result(name):
@@ -107,6 +117,10 @@ def test_a_full_disk_is_one_line_not_retried_and_leaves_no_partial_copy(prefect_
     # The published model is the first run's, whole, and the failed copy left nothing beside it.
     assert (report / "after.sha").read_text() == (report / "before.sha").read_text()
     assert sorted((report / "out.ls").read_text().split()) == ["artifacts", "model", "predictions"]
+
+    assert (report / "target.out").read_text() == f"publish target {dirs['out-disk'] / 'target'}: no space left on device\n"
+    listing = (report / "target.ls").read_text()
+    assert "runs:" in listing and "cannot access" not in listing and "run-1" not in listing  # no partial copy
 
     rc, err = result("store")
     assert rc == 2, err[-3000:]

@@ -9,7 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from qa_lib.errors import QAPipelineError
+from qa_lib.errors import QAPipelineError, naming_full_disk
 
 
 class PointerChanged(QAPipelineError):
@@ -40,7 +40,12 @@ class FolderTarget:
         dest = self.root / "runs" / run_id
         tmp = dest.parent / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(folder, tmp)
+        try:
+            with naming_full_disk(f"publish target {self.root}"):
+                shutil.copytree(folder, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a partial copy would only eat the space a retry needs
+            raise
         os.replace(tmp, dest)
         return str(dest)
 
