@@ -97,9 +97,20 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
     elif suffix == ".csv":
         check_csv(path, read_utf8(path))
     try:
-        return datasets.load_dataset(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
+        return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
+
+
+def _load_in_memory(path: str, **kwargs) -> datasets.Dataset | datasets.DatasetDict:
+    """`datasets.load_dataset` for local files, without the HF cache: the builder's Arrow copy goes
+    to a temporary folder and the result is kept in memory. Otherwise every file read leaves a copy
+    in HF_HOME (a pod's small disk fills with old data), and a read-only HF_HOME, usual in hardened
+    containers, failed the run with an error that blamed the data file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="qa-load-") as cache:
+        return datasets.load_dataset(path, cache_dir=cache, keep_in_memory=True, **kwargs)
 
 
 def _read_squad_json(path: Path) -> datasets.Dataset | None:
@@ -163,7 +174,7 @@ def _load_folder(path: Path, split: str) -> datasets.Dataset:
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(str(path), split=split)
+            loaded = _load_in_memory(str(path), split=split)
     except Exception as exc:  # noqa: BLE001
         raise DataError(str(path), [f"cannot load dataset folder: {first_line(exc)}"]) from None
     if isinstance(loaded, datasets.DatasetDict):

@@ -229,3 +229,24 @@ def test_loading_a_saved_dataset_folder_writes_nothing_into_it(tmp_path):
     assert len(examples) == len(flat["id"]) and examples[0]["answers"]["text"] == [flat["answer_text"][0]]
     assert sorted(p.name for p in folder.iterdir()) == before
     assert source_fingerprint(source) == key
+
+
+def test_flat_files_and_data_folders_leave_nothing_in_the_hf_cache(tmp_path, train_examples, monkeypatch):
+    """load_dataset copied every flat file into HF_HOME: a long-lived worker's disk filled with old
+    data, and a read-only HF_HOME (usual in hardened containers) failed the run with "cannot read
+    .jsonl file: Read-only file system", blaming the data file."""
+    import pandas as pd
+
+    hf_cache = tmp_path / "hf-datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_cache)
+    df = pd.DataFrame(_flat_rows(train_examples))
+    df.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "folder").mkdir()
+    df.to_parquet(tmp_path / "folder" / "train.parquet")
+    loaded = [load_examples(DataSource(path=str(tmp_path / name), columns=MAPPING))
+              for name in ("d.jsonl", "d.csv", "folder")]
+    assert all(ds["answers"] == train_examples["answers"][:50] for ds in loaded)
+    assert not hf_cache.exists() or not any(hf_cache.rglob("*")), sorted(hf_cache.rglob("*"))[:5]
+    # And the loaded datasets need no files: nothing they read from is left to be deleted under them.
+    assert all(ds.cache_files == [] for ds in loaded)
