@@ -7,7 +7,10 @@ Environment knobs (read at registration time):
   QA_RETRAIN_TZ      its timezone (default "UTC")
   QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1; 0 or more)
   QA_IMAGE           container image for Docker/Kubernetes pools (unset for process pools)
-  QA_DEPLOY_SOURCE   git URL[@ref] that flow runs clone the code from (default: this checkout's path)
+  QA_DEPLOY_SOURCE   git URL[@ref] that flow runs clone the code from (default: this checkout's path);
+                     no credentials in it: the deployment would store them where the UI shows them
+  QA_GIT_CREDENTIALS_BLOCK  a Prefect Secret block holding the access token for a private repository;
+                     the deployment keeps a reference to the block, never the token
   QA_PIPELINE_STORE  the store every run uses (a folder, or s3://bucket/prefix for a fleet)
   QA_HEARTBEAT_GRACE_S  seconds without a heartbeat before a run is marked Crashed (default 90: three
                      of the 30 s heartbeats; more than 30)
@@ -43,6 +46,7 @@ def settings() -> dict:
         "gpus": os.environ.get("QA_GPUS", "1"),
         "image": os.environ.get("QA_IMAGE"),
         "source": os.environ.get("QA_DEPLOY_SOURCE"),
+        "git_credentials_block": os.environ.get("QA_GIT_CREDENTIALS_BLOCK"),
         "store": os.environ.get("QA_PIPELINE_STORE"),
         "heartbeat_grace_s": os.environ.get("QA_HEARTBEAT_GRACE_S", "90"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from deployments.definitions import DATA_LANDED_EVENT, DEPLOYMENTS, settings
 from qa_lib.config import PipelineConfig
@@ -127,18 +128,40 @@ def check_server(pool: str) -> None:
                           f"(prefect work-pool create {pool} --type process)") from None
 
 
-def code_source(source: str | None):
-    """Where workers get the code: this checkout's path (workers must have it at that path), or a
-    git repository (`URL[@ref]`) that each flow run clones, recording the commit it ran."""
-    if not source:
-        return str(ROOT)
-    from prefect.runner.storage import GitRepository
-
+def split_source(source: str) -> tuple[str, str | None]:
+    """`URL[@ref]` → (URL, ref). Refuses a URL with credentials in it: the deployment stores its
+    clone step, URL included, where the UI and every worker's log show it."""
     url, ref = source, None
     head, _, tail = source.rpartition("@")
     if head and "/" not in tail and ":" not in tail:  # URL@ref (not the user@ of an SSH URL)
         url, ref = head, tail
-    return GitRepository(url=url, branch=ref)
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and (parts.username or parts.password):
+        # Not echoed: the URL holds the token.
+        raise ConfigError(f"QA_DEPLOY_SOURCE / --source: the git URL for {parts.hostname} has credentials in it; "
+                          "save the token as a Prefect Secret block and name it in QA_GIT_CREDENTIALS_BLOCK")
+    return url, ref
+
+
+def code_source(source: str | None, credentials_block: str | None = None):
+    """Where workers get the code: this checkout's path (workers must have it at that path), or a
+    git repository (`URL[@ref]`) that each flow run clones, recording the commit it ran, with the
+    token of the Secret block `credentials_block` for a private one."""
+    if not source:
+        return str(ROOT)
+    from prefect.runner.storage import GitRepository
+
+    url, ref = split_source(source)
+    credentials = None
+    if credentials_block:
+        from prefect.blocks.system import Secret
+
+        try:
+            credentials = {"access_token": Secret.load(credentials_block)}
+        except ValueError:
+            raise ConfigError(f"QA_GIT_CREDENTIALS_BLOCK: no Secret block named {credentials_block!r} on the "
+                              "server") from None
+    return GitRepository(url=url, branch=ref, credentials=credentials)
 
 
 def register(work_pool: str | None = None, config_path: str | None = None, source: str | None = None,
@@ -158,11 +181,16 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
     grace = heartbeat_grace(opts["heartbeat_grace_s"])
     schedule = nightly_schedule(opts["cron"], opts["timezone"])
     variables = job_variables(gpu_count(opts["gpus"]), opts["image"], store)
+    if source:
+        split_source(source)
     check_server(pool)
+    if source:
+        code_source(source, opts["git_credentials_block"])  # the Secret block exists, before anything is written
     ensure_zombie_automation(grace)
     names = []
     for spec in DEPLOYMENTS:
-        flow = prefect_flow.from_source(source=code_source(source), entrypoint=spec["entrypoint"])
+        flow = prefect_flow.from_source(source=code_source(source, opts["git_credentials_block"]),
+                                        entrypoint=spec["entrypoint"])
         params = {"config": configs[spec["name"]].model_dump(mode="json")}
         kwargs: dict = {}
         if spec.get("nightly"):
