@@ -6,6 +6,7 @@ Loaded from YAML (`PipelineConfig.from_yaml`) and overridable with dotted `key=v
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Collection, Literal
 
@@ -222,8 +223,11 @@ class PipelineConfig(_Strict):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            first = ".".join(str(p) for p in exc.errors()[0]["loc"])
-            key = next((k for k in overridden if first == k or first.startswith(k + ".")), None)
+            error = exc.errors()[0]
+            first = ".".join(str(p) for p in error["loc"])
+            # A cross-field check has no field of its own: it names the fields in its message.
+            key = next((k for k in overridden if first == k or first.startswith(k + ".")
+                        or not first and re.search(rf"\b{re.escape(k)}\b", error["msg"])), None)
             raise ConfigError(_explain(exc, f"the override {key}=... (on top of {where})" if key else where)) from None
 
 

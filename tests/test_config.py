@@ -91,6 +91,15 @@ def test_a_bad_override_is_named_as_the_override(tmp_path):
     with pytest.raises(ConfigError) as info:  # the file's own value: the file is named, not an override
         PipelineConfig.from_yaml(bad, ["seed=3"])
     assert str(info.value).startswith(f"invalid configuration in {bad}: learning_rate")
+    # A cross-field check (no field of its own) is named as the override its message names.
+    with pytest.raises(ConfigError, match=r"^invalid configuration in the override doc_stride=\.\.\. \(on top of "
+                                          r".*good.yaml\): \(config\): doc_stride \(300\) must be smaller"):
+        PipelineConfig.from_yaml(good, ["seed=3", "doc_stride=300"])
+    with pytest.raises(ConfigError, match=r"^invalid configuration in the override max_steps=\.\.\. "):
+        PipelineConfig.from_yaml(good, ["max_steps=0"])
+    good.write_text("learning_rate: 0.001\ntrain_data: {path: t.json}\nmax_steps: 0\n")
+    with pytest.raises(ConfigError, match=rf"^invalid configuration in {good}: \(config\): max_steps must be"):
+        PipelineConfig.from_yaml(good, ["seed=3"])
 
 
 def _ok(tmp_path):
