@@ -100,6 +100,7 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
         first = first_line(exc)
         raise ModelError(f"cannot load model {model!r}: {first}") from None
     missing = sorted(info.get("missing_keys") or [])
+    _check_encoder_loaded(model, qa_model, missing)
     if missing:
         if new_head_expected:
             _log.info("%s: new weights for %s (a base model gets its QA head here)", model, ", ".join(missing))
@@ -107,3 +108,44 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
             _log.warning("%s: no trained weights for %s; its answers are noise until it is fine-tuned",
                          model, ", ".join(missing))
     return qa_model
+
+
+def _check_encoder_loaded(model: str, qa_model, missing: list[str]) -> None:
+    """The weight files must hold the encoder that config.json describes. transformers fills any
+    weight it does not find with random values and only logs it, so weights of another
+    architecture (or a config.json copied from another model) gave a model that "fine-tuned" from
+    scratch, or answered noise, with no error."""
+    prefix = getattr(qa_model, "base_model_prefix", "")
+    if not prefix:
+        return
+    encoder = [k for k in qa_model.state_dict() if k.startswith(prefix + ".")]
+    absent = [k for k in missing if k.startswith(prefix + ".")]
+    if not absent:
+        return
+    what = (f"{model}: {len(absent)} of the {len(encoder)} {qa_model.config.model_type} encoder weights are not in "
+            f"its weight files (the first: {absent[0]})")
+    if 2 * len(absent) > len(encoder):
+        raise ModelError(f"{what}: they do not match config.json's architecture, and the model would start from "
+                         "random weights")
+    _log.warning("%s; they start from random values", what)
+
+
+def check_encoder_weights(model: str) -> None:
+    """`_check_encoder_loaded` without reading a tensor: the model is built on the meta device,
+    which costs milliseconds, so preflight can refuse mismatched weights before any data is read."""
+    from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar for loading nothing would only puzzle
+    try:
+        qa_model, info = AutoModelForQuestionAnswering.from_pretrained(resolve_model(model), device_map="meta",
+                                                                       output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load model {model!r}: {first_line(exc)}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    _check_encoder_loaded(model, qa_model, sorted(info.get("missing_keys") or []))

@@ -58,7 +58,7 @@ def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool,
 def check_model_source(model: str) -> None:
     """Fail early on a model reference that cannot work: a missing folder, unreadable weights, no
     fast tokenizer or one without its vocabulary."""
-    from qa_lib.modeling import load_tokenizer, resolve_model
+    from qa_lib.modeling import check_encoder_weights, load_tokenizer, resolve_model
 
     resolved = resolve_model(model)
     path = Path(resolved)
@@ -69,6 +69,8 @@ def check_model_source(model: str) -> None:
             raise ModelError(f"{model}: not a model folder (no config.json)")
         check_weights(model, path)
     check_qa_architecture(model, resolved)
+    if path.is_dir():
+        check_encoder_weights(model)
     tokenizer = load_tokenizer(resolved)
     config_file = path / "config.json"
     if config_file.exists():

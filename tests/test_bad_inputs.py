@@ -72,6 +72,15 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
     weights = (truncated_model / "model.safetensors").read_bytes()
     (truncated_model / "model.safetensors").write_bytes(weights[: len(weights) // 2])
 
+    # Weights of one architecture under another's config.json: transformers fills the missing
+    # encoder with random values and only logs it, so the run "fine-tuned" from scratch.
+    other_architecture = tmp / "other-architecture"
+    shutil.copytree(tiny_model, other_architecture)
+    model_config = json.loads((other_architecture / "config.json").read_text())
+    model_config.update(model_type="electra", architectures=["ElectraForQuestionAnswering"],
+                        embedding_size=model_config["hidden_size"])
+    (other_architecture / "config.json").write_text(json.dumps(model_config))
+
     def config(name, **raw):
         raw = {"model": str(tiny_model), "output_dir": str(tmp / "out" / name),
                "train_data": {"path": str(TRAIN_V1), "limit": 8}, "eval_data": {"path": str(DEV_V1), "limit": 8},
@@ -115,6 +124,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
          [f"store {tmp / 'latin1.json' / 'store'}: cannot write there: Not a directory"]),
         ("truncated model weights", ["evaluate", config("truncated"), "--model", str(truncated_model)],
          [f"{truncated_model / 'model.safetensors'}: cannot read these weights", "truncated or corrupt"]),
+        ("weights of another architecture", ["train", config("other-arch", model=str(other_architecture))],
+         [f"{other_architecture}: ", "electra encoder weights are not in its weight files",
+          "do not match config.json's architecture"]),
         # The training file is unreadable too: the missing eval file is named before any data is read.
         ("missing eval file", ["train", config("no-eval", train_data={"path": str(tmp / "latin1.json")},
                                               eval_data={"path": str(tmp / "no-dev.json")})],

@@ -213,3 +213,37 @@ def test_model_is_checked_before_any_data_is_read(prefect_server, tmp_path, tiny
     assert main(["train", str(config), "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert "a 'vit' model has no question-answering head" in err and "missing.json" not in err
+
+
+def test_weights_that_miss_the_encoder_are_refused_and_a_few_missing_are_warned(tiny_model, tmp_path, caplog):
+    """transformers fills weights it does not find with random values and only logs it."""
+    import json
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from qa_lib.answer import QuestionAnswerer
+    from qa_lib.modeling import load_qa_model
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg.update(model_type="electra", architectures=["ElectraForQuestionAnswering"], embedding_size=cfg["hidden_size"])
+    (other / "config.json").write_text(json.dumps(cfg))
+    message = (rf"^{other}: 37 of the 37 electra encoder weights are not in its weight files \(the first: "
+               r"electra\.embeddings\.LayerNorm\.bias\): they do not match config\.json's architecture")
+    for load in (check_model_source, QuestionAnswerer, lambda m: load_qa_model(m, new_head_expected=True)):
+        with pytest.raises(ModelError, match=message):
+            load(str(other))
+
+    # One weight lost (a hand-edited file, say): trained anyway, with a warning naming it.
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model, partial)
+    weights = load_file(partial / "model.safetensors")
+    del weights["bert.encoder.layer.1.output.dense.bias"]
+    save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="qa_lib.modeling"):
+        check_model_source(str(partial))
+    assert (f"{partial}: 1 of the 37 bert encoder weights are not in its weight files (the first: "
+            "bert.encoder.layer.1.output.dense.bias); they start from random values") in caplog.text
