@@ -183,12 +183,24 @@ def _age(created: float) -> str:
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 
-def _store_ls(args) -> int:
+def _existing_store(location: str | None):
+    """The store to list or clean, or one line on why there is none: listing an empty result for
+    a mistyped folder (or `.qa-store` looked for in the wrong directory) would say "nothing there"
+    about the wrong place."""
+    from qa_lib.errors import ConfigError
     from qa_lib.store import open_store
 
-    store = open_store(args.store)
+    store = open_store(location)
     if store.remote:  # no credentials, no bucket, no endpoint: one line, not botocore's traceback
         store.check()
+    elif not store.root.is_dir():
+        what = "is not a folder" if store.root.exists() else "does not exist (a run that uses it creates it)"
+        raise ConfigError(f"store {store.location} {what}; give --store or set QA_PIPELINE_STORE")
+    return store
+
+
+def _store_ls(args) -> int:
+    store = _existing_store(args.store)
     entries = store.entries()
     keep = store.pinned()
     print(f"{'stage':<12} {'key':<24} {'size':>10} {'age':>9}  (store {store.location})")
@@ -201,13 +213,11 @@ def _store_ls(args) -> int:
 
 def _store_gc(args) -> int:
     from qa_lib.errors import ConfigError
-    from qa_lib.store import collect_garbage, open_store, sweep_local_copies
+    from qa_lib.store import collect_garbage, sweep_local_copies
 
     if args.older_than < 0:
         raise ConfigError(f"--older-than: must be 0 or more days, got {args.older_than}")
-    store = open_store(args.store)
-    if store.remote:
-        store.check()
+    store = _existing_store(args.store)
     removed = collect_garbage(store, args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for e in removed:

@@ -185,6 +185,15 @@ def test_store_cli_lists_and_collects(s3env, tmp_path):
         missing = subprocess.run([*run, *cmd, "--store", "s3://no-such-store-bucket/x"], cwd=ROOT, capture_output=True,
                                  text=True)
         assert missing.returncode == 2 and missing.stderr == "error: s3://no-such-store-bucket/x: bucket does not exist\n", missing
+    # Nor is a folder store that is not there (it listed "0 entries": about the wrong place), or a file.
+    for where, what in ((tmp_path / "no-store", "does not exist (a run that uses it creates it)"),
+                        (tmp_path / "store" / "file", "is not a folder")):
+        (tmp_path / "store" / "file").write_text("")
+        for cmd in (["ls"], ["gc", "--older-than", "30"]):
+            missing = subprocess.run([*run, *cmd, "--store", str(where)], cwd=ROOT, capture_output=True, text=True)
+            assert missing.returncode == 2, missing
+            assert missing.stderr == f"error: store {where} {what}; give --store or set QA_PIPELINE_STORE\n"
+            assert not (tmp_path / "no-store").exists()
 
 
 def test_gc_sweeps_a_workers_local_copies_unused_for_the_age(s3env, tmp_path):
