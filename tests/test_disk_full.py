@@ -48,7 +48,7 @@ def test_full_disk_is_recognised_in_each_library_s_words():
             raise PermissionError(errno.EACCES, "Permission denied")
 
 
-def _can_mount_tmpfs() -> bool:
+def can_mount_tmpfs() -> bool:
     if not shutil.which("unshare"):
         return False
     probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
@@ -88,7 +88,7 @@ SCENARIO = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs (no user namespaces)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs (no user namespaces)")
 def test_a_full_disk_is_one_line_not_retried_and_leaves_no_partial_copy(prefect_server, tiny_model, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({

@@ -315,3 +315,38 @@ def test_gc_sweeps_what_dead_writers_left_but_not_young_uploads(backend, s3env, 
     removed = collect_garbage(store, older_than_days=0)
     assert sorted(e.size for e in removed) == [4, 10], removed
     assert store.orphans(time.time() + 10) == [] and not store.has("logits", "done")
+
+
+def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
+    """An s3 store computes each stage in its local cache first: a full cache disk is one
+    StorageError naming it, and no half-written stage reaches the bucket. Real ENOSPC, from a
+    16 KB tmpfs in a private mount namespace."""
+    import textwrap
+
+    from tests.test_disk_full import can_mount_tmpfs
+
+    if not can_mount_tmpfs():
+        pytest.skip("needs `unshare -rm` to mount a small tmpfs (no user namespaces)")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    script = textwrap.dedent(f"""
+        import sys
+        from qa_lib.errors import StorageError
+        from qa_lib.store.s3 import S3Store
+        store = S3Store("s3://{s3env}/p", {str(cache)!r})
+        try:
+            with store.writing("features", "k1") as tmp:
+                (tmp / "data.arrow").write_bytes(b"x" * 65536)
+        except StorageError as exc:
+            print(exc)
+        print("has", store.has("features", "k1"))
+        import pathlib
+        print("left", sorted(p.name for p in pathlib.Path({str(cache)!r}).rglob("*.tmp")))
+    """)
+    out = subprocess.run(["unshare", "-rm", "bash", "-c", f'mount -t tmpfs -o size=16k tmpfs "{cache}" && '
+                          f'"{sys.executable}" -c "$SCRIPT"'], env={**os.environ, "SCRIPT": script},
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    message, *rest = out.stdout.splitlines()
+    assert message.startswith(f"the s3://{s3env}/p store's local cache {cache}/")
+    assert message.endswith(": no space left on device") and rest == ["has False", "left []"]
