@@ -183,7 +183,7 @@ def _age(created: float) -> str:
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 
-def _existing_store(location: str | None):
+def _existing_store(location: str | None, cache: bool = True):
     """The store to list or clean, or one line on why there is none: listing an empty result for
     a mistyped folder (or `.qa-store` looked for in the wrong directory) would say "nothing there"
     about the wrong place."""
@@ -192,7 +192,7 @@ def _existing_store(location: str | None):
 
     store = open_store(location)
     if store.remote:  # no credentials, no bucket, no endpoint: one line, not botocore's traceback
-        store.check()
+        store.check(cache=cache)
     elif not store.root.is_dir():
         what = "is not a folder" if store.root.exists() else "does not exist (a run that uses it creates it)"
         raise ConfigError(f"store {store.location} {what}; give --store or set QA_PIPELINE_STORE")
@@ -200,7 +200,7 @@ def _existing_store(location: str | None):
 
 
 def _store_ls(args) -> int:
-    store = _existing_store(args.store)
+    store = _existing_store(args.store, cache=False)  # listing downloads nothing
     entries = store.entries()
     keep = store.pinned()
     print(f"{'stage':<12} {'key':<24} {'size':>10} {'age':>9}  (store {store.location})")

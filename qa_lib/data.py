@@ -47,9 +47,10 @@ def check_source_exists(source: DataSource) -> None:
     that is not a path is left to the Hub loader. An `s3://` object is asked for its size (one HEAD)."""
     path = source.path
     if path.startswith("s3://"):
-        from qa_lib.s3 import object_fingerprint
+        from qa_lib.s3 import check_cache_writable, object_fingerprint
 
         object_fingerprint(path)
+        check_cache_writable()  # where it will be downloaded
         return
     local = source.local_path
     if local.exists():

@@ -80,6 +80,21 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("QA_PIPELINE_CACHE", Path.home() / ".cache" / "qa-pipeline"))
 
 
+def check_cache_writable(root: Path | None = None) -> None:
+    """This worker's local cache (where s3 stages, data and models are downloaded and computed) can be
+    written: a read-only home in a hardened pod otherwise failed the first stage, three times over."""
+    import tempfile
+
+    root = Path(root or _cache_dir())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise StorageError(f"local cache {root}: cannot write there ({exc.strerror or exc}); "
+                           "set QA_PIPELINE_CACHE to a writable folder") from None
+
+
 def object_fingerprint(uri: str) -> str:
     """The object's ETag and size; a missing object or bucket is one `StorageError` naming which."""
     from botocore.exceptions import ClientError

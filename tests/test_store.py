@@ -350,3 +350,26 @@ def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
     message, *rest = out.stdout.splitlines()
     assert message.startswith(f"the s3://{s3env}/p store's local cache {cache}/")
     assert message.endswith(": no space left on device") and rest == ["has False", "left []"]
+
+
+def test_an_unwritable_local_cache_is_named_by_the_checks(s3env, tmp_path, monkeypatch):
+    """An s3 store computes and downloads through this worker's cache: one that cannot be written
+    (a read-only home in a hardened pod) failed the first stage three times, then an OSError, exit 1."""
+    from qa_lib.config import DataSource
+    from qa_lib.data import check_source_exists
+
+    (tmp_path / "file").write_text("")
+    cache = tmp_path / "file" / "cache"  # under a file: not writable, even by root
+    store = S3Store(f"s3://{s3env}/p", cache)
+    message = f"local cache {cache}: cannot write there (Not a directory); set QA_PIPELINE_CACHE to a writable folder"
+    with pytest.raises(StorageError) as info:
+        store.check()
+    assert str(info.value) == message
+    store.check(cache=False)  # listing needs no cache
+    # An s3:// data source is downloaded into the same cache: preflight's existence check says so too.
+    boto3.client("s3", endpoint_url=os.environ["QA_S3_ENDPOINT_URL"]).put_object(Bucket=s3env, Key="d/train.json",
+                                                                               Body=b"{}")
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(cache))
+    with pytest.raises(StorageError) as info:
+        check_source_exists(DataSource(path=f"s3://{s3env}/d/train.json"))
+    assert str(info.value) == message

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from qa_lib.env import env_number
-from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain
+from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, check_cache_writable, explain
 from qa_lib.errors import naming_full_disk
 from qa_lib.store.base import RESERVED, Entry, Lease
 
@@ -62,6 +62,12 @@ class S3Store(S3Prefix):
 
     def uri(self, stage: str, key: str) -> str:
         return f"{self.location}/{stage}/{key}"
+
+    def check(self, cache: bool = True) -> None:
+        """The bucket, and (unless only listing) this worker's local cache, where stages are computed."""
+        super().check()
+        if cache:
+            check_cache_writable(self.local_root)
 
     # -- objects -------------------------------------------------------------------------------
     def _get_json(self, key: str) -> tuple[dict | None, dict]:
