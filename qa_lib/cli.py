@@ -113,6 +113,10 @@ def _read_context(name: str) -> str:
 
 
 def _prefect_defaults() -> None:
+    import warnings
+
+    # Said once, as our own one line, when the temporary server needs that folder (flows.server).
+    warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
     # The ephemeral server boots a database on first use: slow on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -2,12 +2,13 @@
 
 Prefect reads and writes result records through a `WritableFileSystem` block; this one keeps them
 under `<store>/prefect-results/` with the store's own S3 client (one endpoint, one credential
-chain, botocore's retries). A local store keeps Prefect's default local result storage.
+chain, botocore's retries). A folder store keeps them in its own `prefect-results/` folder.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import anyio.to_thread
 from prefect.filesystems import WritableFileSystem
@@ -56,5 +57,18 @@ def _storage(location: str) -> StoreResultStorage:
     return block
 
 
-def result_storage_for(store: Store) -> StoreResultStorage | None:
-    return _storage(store.location) if isinstance(store, S3Store) else None
+@functools.lru_cache(maxsize=4)
+def _local_storage(location: str):
+    from prefect.filesystems import LocalFileSystem
+
+    block = LocalFileSystem(basepath=str(Path(location) / "prefect-results"))
+    block.save("qa-store-" + hash_json(location)[:16], overwrite=True)
+    return block
+
+
+def result_storage_for(store: Store):
+    """Where Prefect keeps a stage task's cache record: beside the store's own entries. A shared
+    store's records are then shared too; a folder store's live and go with it (Prefect's default,
+    ~/.prefect/storage, is often read-only in a pod, and each task then logged a traceback and lost
+    its cache record)."""
+    return _storage(store.location) if isinstance(store, S3Store) else _local_storage(store.location)

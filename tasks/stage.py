@@ -78,9 +78,7 @@ def run_stage(task, slot: str, *args):
     run = current_run()
     stage, key = STAGE_OF[slot], run.keys[slot]
     options = {"refresh_cache": not run.store.has(stage, key)}
-    storage = result_storage_for(run.store)
-    if storage is not None:
-        options.update(result_storage=storage, persist_result=True)
+    options.update(result_storage=result_storage_for(run.store), persist_result=True)
     with run.timed(LABELS[slot]):
         return task.with_options(**options)(*args, run.store.location, stage, key)
 

@@ -7,6 +7,7 @@ import json
 import yaml
 
 from qa_lib.cli import main
+from tests.conftest import DEV_V1, TRAIN_V1
 
 
 def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tmp_path, capsys):
@@ -139,3 +140,40 @@ def test_the_summary_says_when_there_are_no_metrics(capsys):
     _print_summary({"metrics": {"exact_match": 47.904191616766, "f1": 56.2}, "model_dir": "/m"})
     assert capsys.readouterr().out.splitlines() == [
         "metrics: none (no eval_data)", "model_dir: /m", "metrics: exact_match=47.90  f1=56.20", "model_dir: /m"]
+
+
+def test_a_home_that_cannot_be_written(prefect_server, tiny_model, tmp_path):
+    """A read-only home, as in a pod with a read-only root filesystem (here: a home under a file, which
+    not even root can write). With a server: the run works, and its cache records live in the store
+    (they went to ~/.prefect/storage: a traceback per task, and nothing cached for the rerun).
+    Without one: one line, at once (the temporary server never started, and Prefect waited out its
+    startup timeout, 3 minutes, before "Timed out ... ephemeral Prefect API server")."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("")
+    home = tmp_path / "file" / "home"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model), "train_data": {"path": str(TRAIN_V1), "limit": 16},
+        "eval_data": {"path": str(DEV_V1), "limit": 8}, "max_steps": 2, "max_length": 128, "doc_stride": 48,
+        "output_dir": str(tmp_path / "out")}))
+    env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(tmp_path / "mpl"),
+           "PREFECT_API_URL": prefect_server.url}
+    env.pop("PREFECT_HOME", None)
+    argv = [sys.executable, "-m", "qa_lib.cli", "train", str(config), "--store", str(tmp_path / "store")]
+    runs = [subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert any((tmp_path / "store" / "prefect-results").iterdir())
+    stages = [line for line in runs[1].stderr.splitlines() if "Finished in state" in line
+              and any(f"Task run '{name}-" in line for name in ("load-dataset", "build-features", "fine-tune"))]
+    assert len(stages) == 5 and all("Cached" in line for line in stages), runs[1].stderr[-3000:]
+
+    del env["PREFECT_API_URL"]
+    bare = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert bare.returncode == 2
+    assert bare.stderr == (f"error: {home / '.prefect'}: cannot write the temporary Prefect server's database there "
+                           "(Not a directory); set PREFECT_HOME to a writable folder, or PREFECT_API_URL to a running "
+                           "server\n")
