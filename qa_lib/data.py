@@ -207,6 +207,9 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> da
     if "answers" not in cols and not {"answer_text", "answer_start"} <= cols:
         missing.append("answers (or answer_text + answer_start)")
     if missing:
+        if "data" in cols and "context" not in cols:  # a folder of official SQuAD files, read as flat records
+            raise DataError(source, ["holds official SQuAD JSON (a 'data' list of articles), which is read from a "
+                                     "file, not a folder: point the path at the .json file itself"])
         raise DataError(source, [f"missing column(s): {', '.join(missing)}; columns are {sorted(cols)}"])
 
     if "answers" not in cols or ds.features["answers"] != FEATURES["answers"] or "title" not in cols:

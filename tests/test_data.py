@@ -250,3 +250,14 @@ def test_flat_files_and_data_folders_leave_nothing_in_the_hf_cache(tmp_path, tra
     assert not hf_cache.exists() or not any(hf_cache.rglob("*")), sorted(hf_cache.rglob("*"))[:5]
     # And the loaded datasets need no files: nothing they read from is left to be deleted under them.
     assert all(ds.cache_files == [] for ds in loaded)
+
+
+def test_a_folder_of_official_squad_files_says_to_name_the_file(tmp_path):
+    import shutil
+
+    shutil.copy(DEV_V1, tmp_path / "dev-v1.1.json")
+    with pytest.raises(DataError) as info:
+        load_examples(DataSource(path=str(tmp_path), split="validation"))
+    assert str(info.value) == (f"{tmp_path}: holds official SQuAD JSON (a 'data' list of articles), which is read "
+                               "from a file, not a folder: point the path at the .json file itself")
+    assert len(load_examples(str(tmp_path / "dev-v1.1.json"))) == 810
