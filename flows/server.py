@@ -31,10 +31,11 @@ def _check_temporary_server_home() -> None:
     """The temporary server keeps a SQLite database in PREFECT_HOME. Where that folder cannot be
     written (a read-only home in a pod), the server never starts and Prefect waited out its
     startup timeout (3 minutes here) before a "Timed out ... ephemeral Prefect API server"."""
-    import tempfile
     from pathlib import Path
 
     from prefect.settings import get_current_settings
+
+    from qa_lib.folders import write_problem
 
     settings = get_current_settings()
     database = settings.server.database.connection_url
@@ -42,11 +43,6 @@ def _check_temporary_server_home() -> None:
     if database and not database.startswith("sqlite"):
         return  # a database server: nothing is written locally
     folder = Path(database.split(":///", 1)[1]).parent if ":///" in database else Path(settings.home)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{folder}: cannot write the temporary Prefect server's database there "
-                          f"({exc.strerror or exc}); set PREFECT_HOME to a writable folder, or PREFECT_API_URL "
-                          "to a running server") from None
+    if problem := write_problem(folder):
+        raise ConfigError(f"{folder}: cannot write the temporary Prefect server's database there ({problem}); "
+                          "set PREFECT_HOME to a writable folder, or PREFECT_API_URL to a running server")

@@ -83,16 +83,12 @@ def _cache_dir() -> Path:
 def check_cache_writable(root: Path | None = None) -> None:
     """This worker's local cache (where s3 stages, data and models are downloaded and computed) can be
     written: a read-only home in a hardened pod otherwise failed the first stage, three times over."""
-    import tempfile
+    from qa_lib.folders import write_problem
 
     root = Path(root or _cache_dir())
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise StorageError(f"local cache {root}: cannot write there ({exc.strerror or exc}); "
-                           "set QA_PIPELINE_CACHE to a writable folder") from None
+    if problem := write_problem(root):
+        raise StorageError(f"local cache {root}: cannot write there ({problem}); set QA_PIPELINE_CACHE to a writable "
+                           "folder")
 
 
 def object_fingerprint(uri: str) -> str:

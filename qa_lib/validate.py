@@ -196,12 +196,7 @@ def check_trained_head(model: str) -> None:
 
 def check_output_dir(output_dir: str) -> None:
     """Fail before training, not after it, when the results could not be written."""
-    import tempfile
+    from qa_lib.folders import write_problem
 
-    path = Path(output_dir).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write to {output_dir}: {exc.strerror or exc}") from None
+    if problem := write_problem(Path(output_dir).expanduser()):
+        raise ConfigError(f"output_dir: cannot write to {output_dir}: {problem}")

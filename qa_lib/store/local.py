@@ -31,16 +31,11 @@ class LocalStore:
 
     def check(self) -> None:
         """Fail early, in one line, on a folder this process cannot create or write to."""
-        import tempfile
-
         from qa_lib.errors import ConfigError
+        from qa_lib.folders import write_problem
 
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"store {self.location}: cannot write there: {exc.strerror or exc}") from None
+        if problem := write_problem(self.root):
+            raise ConfigError(f"store {self.location}: cannot write there: {problem}")
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
