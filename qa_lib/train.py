@@ -107,6 +107,9 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        # bf16 without a GPU is CPU autocast, which the Trainer refuses ("Your setup doesn't support
+        # bf16/gpu") unless told the CPU is meant.
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),
         # Padded: similar lengths in a batch, far less padding than random batches. Packed: the
         # planned batches in a seeded random order.
         train_sampling_strategy="random" if packed else "group_by_length",

@@ -90,6 +90,19 @@ def test_precision_auto_is_fp32_on_cpu():
         resolve_precision("fp16")
 
 
+def test_bf16_trains_on_the_cpu(tiny_model, train_examples, tmp_path):
+    """bf16 asked for on a machine without a GPU: CPU autocast. The Trainer refused it ("Your setup
+    doesn't support bf16/gpu"), after the features were built, with a ValueError, exit 1."""
+    import math
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    result = fine_tune(_config(tiny_model, tmp_path, precision="bf16", max_steps=4, save_steps=100), feats, tmp_path)
+    assert result.precision == "bf16"
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+
+
 def test_two_process_data_parallel_launch_on_cpu(tiny_model, train_examples, tmp_path):
     """The launcher the fine-tune task uses on a multi-GPU worker, run with 2 CPU processes (gloo)."""
     from qa_lib.launch import fine_tune_distributed
