@@ -161,6 +161,12 @@ class PipelineConfig(_Strict):
         "token from HF_TOKEN or the Prefect Secret block 'hf-token', checked before training.")
     hub_private: bool = Field(True, description="Create the Hub repo as private if it does not exist yet.")
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `on` / `off` as a boolean: `compile: on` must still mean "on".
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("hub_repo_id")
     @classmethod
     def _hub_repo_id(cls, value: str | None) -> str | None:

@@ -113,3 +113,15 @@ def test_shipped_configs_load():
 
     for path in (ROOT / "configs").glob("*.yaml"):
         PipelineConfig.from_yaml(path)
+
+
+def test_unquoted_on_and_off_mean_on_and_off(tmp_path):
+    """YAML 1.1 reads `on` and `off` as booleans: `compile: on` was refused ("Input should be 'auto',
+    'on' or 'off'"), in the file and as an override alike."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: {path: a.json}\ncompile: on\n")
+    assert PipelineConfig.from_yaml(path).compile == "on"
+    assert PipelineConfig.from_yaml(path, ["compile=off"]).compile == "off"
+    assert PipelineConfig.from_yaml(path, ["compile=auto"]).compile == "auto"
+    with pytest.raises(ConfigError, match="compile: Input should be 'auto', 'on' or 'off'"):
+        PipelineConfig.from_yaml(path, ["compile=2"])
