@@ -38,7 +38,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
         check_hub(config.hub_repo_id)  # and on a missing, rejected or read-only Hub token
 
     trained = train_qa(config=config, store_root=store_root)
-    metric = config.promote_metric
+    metric = config.promote_key
     challenger = trained["metrics"][metric]
     protocol = eval_protocol(config, trained["eval_data_key"])
     run_id = str(flow_run.get_id() or "local")
@@ -84,10 +84,10 @@ def _champion_score(config: PipelineConfig, champion: dict | None, protocol: str
     if champion is None:
         return None
     if champion.get("eval_protocol") == protocol:
-        return champion["metrics"][config.promote_metric]
+        return champion["metrics"][config.promote_key]
     # Scored on another eval set, with other windows or post-processing, or by other code (a
     # max_answer_length or a null threshold changed moves F1 by points): evaluate it as we were.
     from qa_lib.publish.run import open_target
 
     model = open_target(config.publish_target).local_model(champion)
-    return evaluate_qa(config=config, model=model, store_root=store_root)["metrics"][config.promote_metric]
+    return evaluate_qa(config=config, model=model, store_root=store_root)["metrics"][config.promote_key]

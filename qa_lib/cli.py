@@ -161,7 +161,7 @@ def _retrain(args) -> int:
         if result.get("hub_commit"):
             print(f"hub: {result['hub_commit']}")
     else:
-        print(f"not promoted: {config.promote_metric} {result['challenger']:.2f} vs champion {result['champion']:.2f} "
+        print(f"not promoted: {config.promote_key} {result['challenger']:.2f} vs champion {result['champion']:.2f} "
               f"(margin {config.promote_margin})")
     return 0
 

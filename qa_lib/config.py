@@ -154,7 +154,8 @@ class PipelineConfig(_Strict):
     # Publishing (retrain flow)
     publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
     promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = Field(
-        "f1", description="Metric the champion gate compares (retrain).")
+        "f1", description="Metric the champion gate compares (retrain). exact and exact_match are the same score "
+        "(v2.0's and v1.1's names); best_f1 needs SQuAD v2.")
     promote_margin: float = Field(0.0, description="Promote only if better than the champion by this much.")
     hub_repo_id: str | None = Field(
         None, description="Also push each promoted champion to this Hugging Face Hub model repo (org/name); "
@@ -191,7 +192,18 @@ class PipelineConfig(_Strict):
                              f"(eval_max_length {self.eval_window[0]} tokens): no answer can be that long")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 or positive, got {self.max_steps}")
+        if self.promote_metric == "best_f1" and not self.version_2_with_negative:
+            raise ValueError("promote_metric best_f1 is a SQuAD v2 score (version_2_with_negative: true); "
+                             "use f1 or exact_match")
         return self
+
+    @property
+    def promote_key(self) -> str:
+        """`promote_metric` as this config's SQuAD version names it in the metrics: v1.1's official
+        script says `exact_match` and v2.0's `exact` for the same score; either name is accepted."""
+        if self.promote_metric in ("exact", "exact_match"):
+            return "exact" if self.version_2_with_negative else "exact_match"
+        return self.promote_metric
 
     @property
     def eval_window(self) -> tuple[int, int]:

@@ -165,6 +165,28 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     assert third["challenger"] != second["challenger"]  # the setting did move the score
 
 
+def test_promote_metric_names_either_version_s_exact_score(prefect_server, tiny_model, tmp_path):
+    """v1.1 scores name it exact_match and v2.0 exact: a v1 retrain with promote_metric exact (or a v2
+    one with exact_match, or best_f1 on v1) failed after training with a KeyError, exit 1."""
+    from flows.retrain import retrain
+    from qa_lib.config import PipelineConfig
+    from qa_lib.errors import ConfigError
+    from tests.conftest import DEV_V1
+    from tests.flow_helpers import tiny_config
+
+    v1 = dict(eval_data={"path": str(DEV_V1), "limit": 40}, version_2_with_negative=False)
+    assert tiny_config(tiny_model, tmp_path, promote_metric="exact", **v1).promote_key == "exact_match"
+    assert tiny_config(tiny_model, tmp_path, promote_metric="exact_match").promote_key == "exact"
+    assert tiny_config(tiny_model, tmp_path, promote_metric="best_f1").promote_key == "best_f1"
+    with pytest.raises(ConfigError, match="promote_metric best_f1 is a SQuAD v2 score"):
+        PipelineConfig.parse({**tiny_config(tiny_model, tmp_path, **v1).model_dump(), "promote_metric": "best_f1"})
+    cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(tmp_path / "pub"), promote_metric="exact", **v1)
+    first = retrain(config=cfg, store_root=str(tmp_path / "store"))
+    assert first["promoted"] is True
+    again = retrain(config=cfg.model_copy(update={"promote_margin": 1.0}), store_root=str(tmp_path / "store"))
+    assert again["promoted"] is False and again["challenger"] == again["champion"] == first["metrics"]["exact_match"]
+
+
 @pytest.mark.parametrize("rival_f1, promoted", [(-1.0, True), (101.0, False)])
 def test_retrain_that_loses_the_race_is_gated_again(prefect_server, tiny_model, tmp_path, monkeypatch, rival_f1,
                                                     promoted):
