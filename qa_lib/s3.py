@@ -62,6 +62,11 @@ def explain(exc: Exception, uri: str) -> StorageError:
     """A one-line, secret-free reason for an S3 failure."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    from qa_lib.errors import is_disk_full
+
+    if is_disk_full(exc):  # a download into this worker's cache, not the bucket
+        return StorageError(f"{uri}: no space left on device in the local cache {_cache_dir()}")
+
     if isinstance(exc, NoCredentialsError):
         return StorageError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
     if isinstance(exc, EndpointConnectionError):

@@ -340,16 +340,34 @@ def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
         except StorageError as exc:
             print(exc)
         print("has", store.has("features", "k1"))
+        try:  # a stage another worker wrote, too big to download here
+            store.fetch("features", "k2")
+        except StorageError as exc:
+            print(exc)
+        import os
+        from qa_lib.s3 import download_source
+        os.environ["QA_PIPELINE_CACHE"] = {str(cache)!r}
+        try:  # an s3:// data source goes through the same cache
+            download_source("s3://{s3env}/d/big.jsonl")
+        except StorageError as exc:
+            print(exc)
         import pathlib
-        print("left", sorted(p.name for p in pathlib.Path({str(cache)!r}).rglob("*.tmp")))
+        print("left", sorted(p.name for p in pathlib.Path({str(cache)!r}).rglob("*") if p.name != "stages"
+                            and p.suffix in (".tmp", ".part")))
     """)
+    _write(S3Store(f"s3://{s3env}/p", tmp_path / "writer"), "features", "k2", {"data.arrow": b"y" * 65536})
+    boto3.client("s3", endpoint_url=os.environ["QA_S3_ENDPOINT_URL"]).put_object(Bucket=s3env, Key="d/big.jsonl",
+                                                                               Body=b"z" * 65536)
     out = subprocess.run(["unshare", "-rm", "bash", "-c", f'mount -t tmpfs -o size=16k tmpfs "{cache}" && '
                           f'"{sys.executable}" -c "$SCRIPT"'], env={**os.environ, "SCRIPT": script},
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    message, *rest = out.stdout.splitlines()
-    assert message.startswith(f"the s3://{s3env}/p store's local cache {cache}/")
-    assert message.endswith(": no space left on device") and rest == ["has False", "left []"]
+    write, has, fetch, source, left = out.stdout.splitlines()
+    assert source == f"s3://{s3env}/d/big.jsonl: no space left on device in the local cache {cache}"
+    for message in (write, fetch):
+        assert message.startswith(f"the s3://{s3env}/p store's local cache {cache}/")
+        assert message.endswith(": no space left on device")
+    assert (has, left) == ("has False", "left []")
 
 
 def test_an_unwritable_local_cache_is_named_by_the_checks(s3env, tmp_path, monkeypatch):

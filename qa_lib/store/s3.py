@@ -114,15 +114,16 @@ class S3Store(S3Prefix):
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
         total, t = 0, time.perf_counter()
         try:
-            for rel, size in files.items():
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(self.bucket, f"{prefix}/{rel}", str(target))
-                if target.stat().st_size != size:
-                    raise StorageError(f"{self.location}/{prefix}/{rel}: size differs from its completion marker")
-                total += size
-            tmp.mkdir(parents=True, exist_ok=True)
-            (tmp / MARKER).write_text("")
+            with naming_full_disk(f"the {self.location} store's local cache {self.cache}"):
+                for rel, size in files.items():
+                    target = tmp / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self.s3.download_file(self.bucket, f"{prefix}/{rel}", str(target))
+                    if target.stat().st_size != size:
+                        raise StorageError(f"{self.location}/{prefix}/{rel}: size differs from its completion marker")
+                    total += size
+                tmp.mkdir(parents=True, exist_ok=True)
+                (tmp / MARKER).write_text("")
             if dest.exists():
                 shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
