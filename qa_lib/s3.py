@@ -142,10 +142,16 @@ def download_model(uri: str) -> Path:
     URI: this runs in preflight and in `answer`, before anything else could report it."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from qa_lib.errors import is_disk_full
+
     try:
         return _download_model(uri)
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, uri) from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise explain(exc, uri) from None
+        raise
 
 
 def _download_model(uri: str) -> Path:

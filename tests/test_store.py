@@ -317,7 +317,7 @@ def test_gc_sweeps_what_dead_writers_left_but_not_young_uploads(backend, s3env, 
     assert store.orphans(time.time() + 10) == [] and not store.has("logits", "done")
 
 
-def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
+def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tiny_model, tmp_path):
     """An s3 store computes each stage in its local cache first: a full cache disk is one
     StorageError naming it, and no half-written stage reaches the bucket. Real ENOSPC, from a
     16 KB tmpfs in a private mount namespace."""
@@ -351,6 +351,11 @@ def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
             download_source("s3://{s3env}/d/big.jsonl")
         except StorageError as exc:
             print(exc)
+        from qa_lib.s3 import download_model
+        try:  # a published champion, for `answer --model s3://.../champion`
+            download_model("s3://{s3env}/serve/champion")
+        except StorageError as exc:
+            print(exc)
         import pathlib
         print("left", sorted(p.name for p in pathlib.Path({str(cache)!r}).rglob("*") if p.name != "stages"
                             and p.suffix in (".tmp", ".part")))
@@ -358,11 +363,18 @@ def test_a_full_local_cache_is_named_and_nothing_is_uploaded(s3env, tmp_path):
     _write(S3Store(f"s3://{s3env}/p", tmp_path / "writer"), "features", "k2", {"data.arrow": b"y" * 65536})
     boto3.client("s3", endpoint_url=os.environ["QA_S3_ENDPOINT_URL"]).put_object(Bucket=s3env, Key="d/big.jsonl",
                                                                                Body=b"z" * 65536)
+    from qa_lib.publish.run import publish_run
+    from qa_lib.publish.s3_target import S3Target
+
+    target = S3Target(f"s3://{s3env}/serve")
+    location = publish_run(target, str(tiny_model), {"f1": 1.0}, {"model": "tiny"}, {}, "r1", "dev.json", False)
+    target.put_pointer({"run_id": "r1", "location": location}, None)
     out = subprocess.run(["unshare", "-rm", "bash", "-c", f'mount -t tmpfs -o size=16k tmpfs "{cache}" && '
                           f'"{sys.executable}" -c "$SCRIPT"'], env={**os.environ, "SCRIPT": script},
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    write, has, fetch, source, left = out.stdout.splitlines()
+    write, has, fetch, source, champion, left = out.stdout.splitlines()
+    assert champion == f"s3://{s3env}/serve/champion: no space left on device in the local cache {cache}"
     assert source == f"s3://{s3env}/d/big.jsonl: no space left on device in the local cache {cache}"
     for message in (write, fetch):
         assert message.startswith(f"the s3://{s3env}/p store's local cache {cache}/")
