@@ -194,6 +194,19 @@ def check_trained_head(model: str) -> None:
                          "model, and its answers would be noise: fine-tune it first (qa-pipeline train)")
 
 
+def check_output_apart_from_store(output_dir: str, store_root: Path) -> None:
+    """publish-local swaps whole folders into output_dir (model/, predictions/, evaluation/). With
+    output_dir the store itself, those are the store's own stage folders, and every trained model
+    and prediction in the store was replaced by one run's files; inside the store, or with the store
+    under one of them, the same risk in other shapes."""
+    out, root = Path(output_dir).expanduser().resolve(), Path(store_root).resolve()
+    swapped = [out / name for name in ("model", "predictions", "evaluation")]
+    if out == root or root in out.parents or any(p == root or p in root.parents for p in swapped):
+        raise ConfigError(f"output_dir {output_dir} and the store {root} overlap: publishing would replace the "
+                          "store's own folders; give them separate folders (output_dir may hold the store, as "
+                          "output_dir/.qa-store, but not be it or be inside it)")
+
+
 def check_output_dir(output_dir: str) -> None:
     """Fail before training, not after it, when the results could not be written."""
     from qa_lib.folders import write_problem

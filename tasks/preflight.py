@@ -7,7 +7,8 @@ from qa_lib.data import check_source_exists
 from qa_lib.errors import ConfigError
 from qa_lib.store import open_store
 from qa_lib.train import resolve_precision
-from qa_lib.validate import check_model_source, check_output_dir, check_trained_head, check_windows_fit
+from qa_lib.validate import (check_model_source, check_output_apart_from_store, check_output_dir,
+                             check_trained_head, check_windows_fit)
 from tasks.policy import retry_unless_deterministic
 
 
@@ -27,6 +28,8 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None, 
     check_windows_fit(model or config.model, windows)
     resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)
+    if not (storage := open_store(store)).remote:
+        check_output_apart_from_store(config.output_dir, storage.root)
     # Every source before any is read: a missing eval file must not wait for the training set to load.
     for source in (config.train_data if training else None, config.eval_data):
         if source is not None:

@@ -122,6 +122,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         # A store folder that cannot be made: it was retried three times, then a FileNotFoundError traceback.
         ("store that cannot be written", ["train", config("store"), "--store", str(tmp / "latin1.json" / "store")],
          [f"store {tmp / 'latin1.json' / 'store'}: cannot write there: Not a directory"]),
+        # publish-local replaced the store's model/ and predictions/ stage folders with one run's files.
+        ("output_dir is the store", ["train", config("same", output_dir=str(tmp / "same")), "--store", str(tmp / "same")],
+         [f"output_dir {tmp / 'same'} and the store {tmp / 'same'} overlap"]),
         ("truncated model weights", ["evaluate", config("truncated"), "--model", str(truncated_model)],
          [f"{truncated_model / 'model.safetensors'}: cannot read these weights", "truncated or corrupt"]),
         ("weights of another architecture", ["train", config("other-arch", model=str(other_architecture))],

@@ -247,3 +247,14 @@ def test_weights_that_miss_the_encoder_are_refused_and_a_few_missing_are_warned(
         check_model_source(str(partial))
     assert (f"{partial}: 1 of the 37 bert encoder weights are not in its weight files (the first: "
             "bert.encoder.layer.1.output.dense.bias); they start from random values") in caplog.text
+
+
+def test_output_dir_and_store_must_not_overlap(tmp_path):
+    from qa_lib.errors import ConfigError
+    from qa_lib.validate import check_output_apart_from_store
+
+    for out, store in [("o", "o"), ("o/inside", "o"), ("o", "o/model"), ("o", "o/predictions/x"), ("o", "o/evaluation")]:
+        with pytest.raises(ConfigError, match=f"output_dir {tmp_path / out} and the store {tmp_path / store} overlap"):
+            check_output_apart_from_store(str(tmp_path / out), tmp_path / store)
+    for out, store in [("o", "o/.qa-store"), ("o", "s"), ("o", "o/models-store")]:  # the usual layouts
+        check_output_apart_from_store(str(tmp_path / out), tmp_path / store)
