@@ -23,6 +23,11 @@ def resolve_model(model: str) -> str:
     path = Path(model).expanduser()
     if path.is_file():  # a model's config.json or weights file given for its folder
         raise ModelError(f"{model}: a file, not a model folder (give the folder that holds config.json)")
+    if path.is_dir() and not (path / "config.json").exists():
+        # A run's output_dir or a store's model entry holds the model in its `model/` folder.
+        if (path / "model" / "config.json").exists():
+            return str(path / "model")
+        raise ModelError(f"{model}: not a model folder (no config.json)")
     if path.exists():
         return str(path)
     # A Hub id is `name` or `namespace/name`; anything else is a folder that is not there, and the

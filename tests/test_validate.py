@@ -258,3 +258,23 @@ def test_output_dir_and_store_must_not_overlap(tmp_path):
             check_output_apart_from_store(str(tmp_path / out), tmp_path / store)
     for out, store in [("o", "o/.qa-store"), ("o", "s"), ("o", "o/models-store")]:  # the usual layouts
         check_output_apart_from_store(str(tmp_path / out), tmp_path / store)
+
+
+def test_a_run_folder_or_store_entry_given_as_the_model_means_its_model_folder(tiny_model, tmp_path):
+    """`answer --model runs/x` (an output_dir) or a store's `model/<key>` entry: the model is in their
+    `model/` folder. answer ended in transformers' ValueError ("Unrecognized model ... model_type"),
+    exit 1; any other folder without config.json is now one ModelError."""
+    import shutil
+
+    from qa_lib.answer import QuestionAnswerer
+    from qa_lib.modeling import resolve_model
+
+    shutil.copytree(tiny_model, tmp_path / "run" / "model")
+    assert resolve_model(str(tmp_path / "run")) == str(tmp_path / "run" / "model")
+    check_model_source(str(tmp_path / "run"))
+    got = QuestionAnswerer(str(tmp_path / "run"))("Who won?", "The Broncos won.")
+    assert "The Broncos won."[got.start:got.end] == got.answer
+    (tmp_path / "data").mkdir()
+    for load in (check_model_source, QuestionAnswerer):
+        with pytest.raises(ModelError, match=rf"^{tmp_path / 'data'}: not a model folder \(no config.json\)$"):
+            load(str(tmp_path / "data"))
