@@ -151,7 +151,6 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
            doc_stride: int = STRIDE):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
     _checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
-    _check_window_values(max_length, doc_stride)
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer)

@@ -1,9 +1,12 @@
-"""Whether a folder can be written, asked before the work that would write there."""
+"""Folders written whole: asked whether they can be written, before the work; copied whole, or not at all."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
+
+from qa_lib.errors import naming_full_disk
 
 
 def write_problem(folder: str | Path) -> str | None:
@@ -16,3 +19,14 @@ def write_problem(folder: str | Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+def copy_whole(source: Path, dest: Path, where: str, ignore=None) -> None:
+    """Copy the folder `source` to the new folder `dest`, or leave no `dest` at all: a partial copy
+    would only eat the space a retry needs. A full disk is one `StorageError` naming `where`."""
+    try:
+        with naming_full_disk(where):
+            shutil.copytree(source, dest, ignore=ignore)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise

@@ -135,7 +135,7 @@ def _check_encoder_loaded(model: str, qa_model, missing: list[str]) -> None:
     _log.warning("%s; they start from random values", what)
 
 
-def check_encoder_weights(model: str) -> None:
+def check_encoder_weights(model: str, resolved: str) -> None:
     """`_check_encoder_loaded` without reading a tensor: the model is built on the meta device,
     which costs milliseconds, so preflight can refuse mismatched weights before any data is read."""
     from transformers import AutoModelForQuestionAnswering
@@ -145,7 +145,7 @@ def check_encoder_weights(model: str) -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar for loading nothing would only puzzle
     try:
-        qa_model, info = AutoModelForQuestionAnswering.from_pretrained(resolve_model(model), device_map="meta",
+        qa_model, info = AutoModelForQuestionAnswering.from_pretrained(resolved, device_map="meta",
                                                                        output_loading_info=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load model {model!r}: {first_line(exc)}") from None

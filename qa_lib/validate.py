@@ -65,12 +65,12 @@ def check_model_source(model: str) -> None:
     if model.startswith((".", "/", "~")) or path.suffix or path.exists():
         if not path.is_dir():
             raise ModelError(f"model folder not found: {model}")
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists():  # an s3:// model's download (resolve_model checks local ones)
             raise ModelError(f"{model}: not a model folder (no config.json)")
         check_weights(model, path)
     check_qa_architecture(model, resolved)
     if path.is_dir():
-        check_encoder_weights(model)
+        check_encoder_weights(model, resolved)
     tokenizer = load_tokenizer(resolved)
     config_file = path / "config.json"
     if config_file.exists():

@@ -36,4 +36,4 @@ def preflight(config: PipelineConfig, training: bool, model: str | None = None, 
             check_source_exists(source)
     if store is not None:
         # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
-        open_store(store).check()
+        storage.check()

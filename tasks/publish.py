@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from qa_lib.errors import naming_full_disk
+from qa_lib.folders import copy_whole
 from qa_lib.store import open_store
 from tasks.policy import RETRY, retry_unless_deterministic
 from tasks.stage import fetch
@@ -33,12 +33,7 @@ def publish_local(store: str, model: dict | None, predictions: dict | None, outp
 def _swap_in(source: Path, dest: Path) -> None:
     """`dest` becomes a copy of the store entry `source` in one rename, the old `dest` removed after."""
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with naming_full_disk(f"output_dir {dest.parent}"):
-            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("_COMPLETE"))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a partial copy would only eat the space a retry needs
-        raise
+    copy_whole(source, tmp, f"output_dir {dest.parent}", ignore=shutil.ignore_patterns("_COMPLETE"))
     old = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.old"
     if dest.exists():
         os.replace(dest, old)

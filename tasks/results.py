@@ -49,19 +49,15 @@ def _s3_store(location: str) -> S3Store:
 
 
 @functools.lru_cache(maxsize=4)
-def _storage(location: str) -> StoreResultStorage:
+def _storage(location: str) -> WritableFileSystem:
     # Prefect wants result storage saved server-side, so any worker can load it by reference; the
     # block holds the store's location only (credentials come from each worker's environment).
-    block = StoreResultStorage(location=location)
-    block.save("qa-store-" + hash_json(location)[:16], overwrite=True)
-    return block
+    if location.startswith("s3://"):
+        block = StoreResultStorage(location=location)
+    else:
+        from prefect.filesystems import LocalFileSystem
 
-
-@functools.lru_cache(maxsize=4)
-def _local_storage(location: str):
-    from prefect.filesystems import LocalFileSystem
-
-    block = LocalFileSystem(basepath=str(Path(location) / "prefect-results"))
+        block = LocalFileSystem(basepath=str(Path(location) / "prefect-results"))
     block.save("qa-store-" + hash_json(location)[:16], overwrite=True)
     return block
 
@@ -71,4 +67,4 @@ def result_storage_for(store: Store):
     store's records are then shared too; a folder store's live and go with it (Prefect's default,
     ~/.prefect/storage, is often read-only in a pod, and each task then logged a traceback and lost
     its cache record)."""
-    return _storage(store.location) if isinstance(store, S3Store) else _local_storage(store.location)
+    return _storage(store.location)

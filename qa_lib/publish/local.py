@@ -9,7 +9,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from qa_lib.errors import QAPipelineError, naming_full_disk
+from qa_lib.errors import QAPipelineError
+from qa_lib.folders import copy_whole
 
 
 class PointerChanged(QAPipelineError):
@@ -40,12 +41,7 @@ class FolderTarget:
         dest = self.root / "runs" / run_id
         tmp = dest.parent / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            with naming_full_disk(f"publish target {self.root}"):
-                shutil.copytree(folder, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a partial copy would only eat the space a retry needs
-            raise
+        copy_whole(folder, tmp, f"publish target {self.root}")
         os.replace(tmp, dest)
         return str(dest)
 
