@@ -24,7 +24,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from qa_lib.errors import DataError
+from qa_lib.errors import DataError, ModelError
 
 _log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
     questions = [q.lstrip()  # many SQuAD questions start with spaces that only waste window tokens
                  for q in batch["question"]]
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "post_process"):
-        return _tokenize_pairs(tokenizer, questions, batch["context"], max_length, doc_stride)
+    if backend is None:  # load_tokenizer refuses these; this is for a caller that built its own
+        raise ModelError(f"{type(tokenizer).__name__} is not a fast tokenizer; windows and offset mappings need one")
     from transformers import BatchEncoding
 
     ctx_first = _context_first(tokenizer)
@@ -130,21 +130,6 @@ def _window_type_ids(windows, context_id: int) -> list[list[int]]:
         n_ctx = len(w.ids) - len(before) - len(after)
         out.append(before + [inside] * n_ctx + after)
     return out
-
-
-def _tokenize_pairs(tokenizer, questions: list[str], contexts: list[str], max_length: int, doc_stride: int):
-    ctx_first = _context_first(tokenizer)
-    first, second = (contexts, questions) if ctx_first else (questions, contexts)
-    return tokenizer(
-        first,
-        second,
-        truncation="only_first" if ctx_first else "only_second",
-        max_length=max_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding=False,
-    )
 
 
 # The backend tokenizer's truncation, padding and post-processor are settings on a shared object; hold them

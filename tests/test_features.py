@@ -191,6 +191,16 @@ def test_question_longer_than_the_window_is_a_clear_error(tokenizer):
         _tokenize(tokenizer, batch, 64, 16)
 
 
+def test_a_tokenizer_that_is_not_fast_is_refused_by_name(train_examples):
+    """ByT5's tokenizer is pure Python: it has no offsets, so it cannot place an answer in a window."""
+    from transformers import ByT5Tokenizer
+
+    from qa_lib.errors import ModelError
+
+    with pytest.raises(ModelError, match="ByT5Tokenizer is not a fast tokenizer"):
+        build_train_features(train_examples.select(range(5)), ByT5Tokenizer(), 128, 32)
+
+
 def test_num_proc_gives_the_same_features(train_examples, dev_v2_examples, tokenizer):
     """`num_proc` splits the map over worker processes (the tokenizer is pickled into each)."""
     train = train_examples.select(range(300))
