@@ -184,13 +184,12 @@ def register(work_pool: str | None = None, config_path: str | None = None, sourc
     if source:
         split_source(source)
     check_server(pool)
-    if source:
-        code_source(source, opts["git_credentials_block"])  # the Secret block exists, before anything is written
+    # Built once, so the Secret block is read once and found missing before anything is written.
+    code = code_source(source, opts["git_credentials_block"])
     ensure_zombie_automation(grace)
     names = []
     for spec in DEPLOYMENTS:
-        flow = prefect_flow.from_source(source=code_source(source, opts["git_credentials_block"]),
-                                        entrypoint=spec["entrypoint"])
+        flow = prefect_flow.from_source(source=code, entrypoint=spec["entrypoint"])
         params = {"config": configs[spec["name"]].model_dump(mode="json")}
         kwargs: dict = {}
         if spec.get("nightly"):
