@@ -144,6 +144,8 @@ def check_qa_architecture(model: str, resolved: str) -> None:
 # Models that number positions from pad_token_id + 1 (fairseq's convention): 514 embeddings, 512 tokens.
 _POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
                         "roberta-prelayernorm", "xmod", "data2vec-text", "ibert", "mpnet", "luke"}
+# ...where padding_idx is fixed in the model's code, whatever the config's pad_token_id says.
+_FIXED_PADDING_IDX = {"mpnet": 1}
 
 
 def max_window(model: str) -> int | None:
@@ -156,7 +158,8 @@ def max_window(model: str) -> int | None:
     if not positions or relative:
         return None
     if config.model_type in _POSITIONS_AFTER_PAD:
-        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+        padding_idx = _FIXED_PADDING_IDX.get(config.model_type, getattr(config, "pad_token_id", None) or 0)
+        positions -= padding_idx + 1
     return positions
 
 

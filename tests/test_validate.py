@@ -278,3 +278,30 @@ def test_a_run_folder_or_store_entry_given_as_the_model_means_its_model_folder(t
     for load in (check_model_source, QuestionAnswerer):
         with pytest.raises(ModelError, match=rf"^{tmp_path / 'data'}: not a model folder \(no config.json\)$"):
             load(str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("model_type,extra", [
+    ("bert", {}),
+    ("roberta", {"pad_token_id": 1}),
+    ("xlm-roberta", {"pad_token_id": 7}),  # positions count from pad_token_id + 1
+    ("camembert", {"pad_token_id": 1}),
+    ("mpnet", {"pad_token_id": 30}),  # MPNet counts from a padding_idx of 1 whatever its pad_token_id
+    ("deberta-v2", {"position_biased_input": True}),
+])
+def test_the_longest_window_is_exactly_what_the_model_takes(tmp_path, model_type, extra):
+    """`max_window` against the model itself: that many tokens run through, one more does not."""
+    import torch
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    from qa_lib.validate import max_window
+
+    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=40, **extra)
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(tmp_path)
+    model = AutoModelForQuestionAnswering.from_pretrained(tmp_path).eval()
+    limit = max_window(str(tmp_path))
+    ids = torch.full((1, limit + 1), 10)
+    with torch.no_grad():
+        model(input_ids=ids[:, :limit])
+        with pytest.raises((IndexError, RuntimeError)):
+            model(input_ids=ids)
