@@ -183,10 +183,35 @@ def block_mask(segment_ids, model):
     """The `rows x 1 x width x width` attention mask of a packed batch: true where query and key
     belong to the same feature. A row's padding (segment -1) attends to itself, so no softmax row
     is empty. For eager attention, which adds the mask to the scores instead of selecting with it,
-    it is 0 / -inf in float."""
+    it is 0 / -inf in float.
+
+    A model with sliding-window layers (ModernBERT) gets one mask per layer type, as its own mask
+    functions would build them: the sliding one also keeps query and key within the window. A
+    feature's tokens are as far apart in the row as in the feature, so the window means the same."""
     import torch
 
     same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    window = sliding_window(model)
+    if window is None:
+        return _as_attention_mask(same, model)
+    at = torch.arange(same.shape[-1], device=same.device)
+    near = (at[:, None] - at[None, :]).abs() <= window
+    return {"full_attention": _as_attention_mask(same, model),
+            "sliding_attention": _as_attention_mask(same & near, model)}
+
+
+def sliding_window(model) -> int | None:
+    """The window of a model whose layers include sliding-window ones (tokens at most this far
+    apart attend to each other), or None."""
+    config = model.config
+    if "sliding_attention" not in (getattr(config, "layer_types", None) or ()):
+        return None
+    return getattr(config, "sliding_window", None)
+
+
+def _as_attention_mask(same, model):
+    import torch
+
     if getattr(model.config, "_attn_implementation", None) == "eager":
         return torch.zeros(same.shape, device=same.device).masked_fill(~same, float("-inf"))
     return same

@@ -43,6 +43,8 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
                                       **kwargs)
     if dropout:
         raise ValueError(f"{NAME} attention has no dropout (got {dropout})")
+    if kwargs.get("sliding_window") is not None:  # the per-model check refuses such a family by this
+        raise ValueError(f"{NAME} attention has no sliding window (a layer asked for {kwargs['sliding_window']})")
     rows, heads, width, dim = query.shape
     q, k, v = (t.transpose(1, 2).reshape(rows * width, heads, dim) for t in (query, key, value))
     if _kernel_applies(q, scaling):

@@ -12,6 +12,7 @@ model of the matching architecture.
 | xlnet-left          | Unigram + Metaspace, padding_side="left"    | context first, CLS last               |
 | xlm-roberta-unigram | Unigram + Metaspace, RoBERTa's architecture | positions numbered after the pad id   |
 | albert-unigram      | Unigram + Metaspace, lower-cased            | offsets into the original-case text   |
+| modernbert-bpe      | byte-level BPE in a plain tokenizer.json    | sliding-window layers (packing tests) |
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ def build_family(family: str, folder: Path, squad_dir: Path) -> Path:
         assert tokenizer.do_lower_case
         config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, max_position_embeddings=512,
                               pad_token_id=tokenizer.pad_token_id, **_TINY)
+    elif family == "modernbert-bpe":
+        # ModernBERT ships a plain tokenizer.json (PreTrainedTokenizerFast): byte-level BPE with a
+        # RoBERTa-style template, no token type ids. Its even layers attend within a sliding window.
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+        from transformers import ModernBertConfig, PreTrainedTokenizerFast
+
+        vocab, merges = _bpe_parts(texts)
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> $B </s>",
+            special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, cls_token="<s>", sep_token="</s>",
+                                            pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+                                            model_input_names=["input_ids", "attention_mask"])
+        config = ModernBertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
+                                  pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                                  sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                                  eos_token_id=tokenizer.sep_token_id, **_TINY)
     else:
         raise ValueError(f"unknown family {family}")
     torch.manual_seed(0)

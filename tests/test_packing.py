@@ -24,7 +24,8 @@ from qa_lib.varlen_attention import register as register_varlen
 from tests.conftest import SQUAD
 from tests.families import build_family
 
-PACKABLE = ("bert-wordpiece", "roberta-bpe", "xlm-roberta-unigram", "albert-unigram")
+PACKABLE = ("bert-wordpiece", "roberta-bpe", "xlm-roberta-unigram", "albert-unigram", "modernbert-bpe")
+VARLEN_PACKABLE = PACKABLE[:-1]  # the varlen kernel has no sliding window
 NOT_PACKABLE = ("deberta-v2-unigram", "xlnet-left")
 
 
@@ -63,7 +64,8 @@ def _loss_and_grads(model, batch):
                                              ("roberta-bpe", "sdpa"), ("bert-wordpiece", VARLEN),
                                              ("roberta-bpe", VARLEN), ("xlm-roberta-unigram", "sdpa"),
                                              ("xlm-roberta-unigram", VARLEN), ("albert-unigram", "sdpa"),
-                                             ("albert-unigram", VARLEN)])
+                                             ("albert-unigram", VARLEN), ("modernbert-bpe", "sdpa"),
+                                             ("modernbert-bpe", "eager")])
 def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, attention, families, windows):
     """Packed with a block mask (sdpa, eager) or with varlen attention (its exact per-feature path,
     which is what runs on the CPU), against the same features padded (with sdpa for varlen)."""
@@ -160,6 +162,10 @@ def test_packed_labels_point_at_the_answer_tokens(name, families, windows):
         assert len(set(segments[lo:hi].tolist())) == 1
         assert hi == 6 * 256 or hi % 256 == 0 or segments[hi] != segments[hi - 1]
     mask = block_mask(batch["segment_ids"], model)
+    if name == "modernbert-bpe":  # sliding-window layers get their own mask: the block mask, within the window
+        assert mask.keys() == {"full_attention", "sliding_attention"}
+        sliding, mask = mask["sliding_attention"], mask["full_attention"]
+        assert sliding[0, 0, 0, :65].equal(mask[0, 0, 0, :65]) and not sliding[0, 0, 0, 65:].any()
     assert mask.shape == (6, 1, 256, 256) and mask.dtype == torch.bool
     # A token sees exactly the tokens of its own feature; a row's padding sees only that padding.
     first = placed[0]
@@ -224,7 +230,7 @@ def test_packable_families_pass_the_check(name, families, windows):
     assert choose_batching(config, model, padding, feats, lengths, on_gpu=False) == ("padded", None)  # auto, CPU
 
 
-@pytest.mark.parametrize("name", PACKABLE)
+@pytest.mark.parametrize("name", VARLEN_PACKABLE)
 def test_varlen_attention_passes_the_check_and_is_refused_with_attention_dropout(name, families, windows):
     """`packed_attention: varlen` switches the model's attention before the check, so the check runs
     it; a model that keeps attention dropout cannot take it (the kernel has none): `packed` is then a
@@ -248,6 +254,20 @@ def test_varlen_attention_passes_the_check_and_is_refused_with_attention_dropout
                                           "set attention_dropout: 0.*use packed_attention: mask"):
         choose_batching(config.model_copy(update={"batching": "packed"}), dropping, padding, feats,
                         feature_lengths(feats), on_gpu=True)
+
+
+def test_varlen_attention_refuses_sliding_window_layers(families, windows):
+    """ModernBERT's sliding-window layers need a window the varlen kernel does not take: the check
+    refuses it, whatever the sample's lengths, and `auto` trains it padded."""
+    from qa_lib.train import choose_batching
+
+    folder = families["modernbert-bpe"]
+    feats = windows(folder)
+    padding = Padding.of(load_tokenizer(str(folder)))
+    config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48, packed_attention="varlen")
+    model = load_qa_model(str(folder), 0.0, 0.0)
+    batching, note = choose_batching(config, model, padding, feats, feature_lengths(feats), on_gpu=True)
+    assert batching == "padded" and "no sliding window" in note, note
 
 
 def test_the_check_catches_positions_that_do_not_restart(families, windows):
