@@ -125,3 +125,32 @@ def test_unquoted_on_and_off_mean_on_and_off(tmp_path):
     assert PipelineConfig.from_yaml(path, ["compile=auto"]).compile == "auto"
     with pytest.raises(ConfigError, match="compile: Input should be 'auto', 'on' or 'off'"):
         PipelineConfig.from_yaml(path, ["compile=2"])
+
+
+def test_the_configuration_reference_is_current_and_gives_each_default():
+    """docs/configuration.md is what the model renders today, and each row's default, read back as
+    YAML (as a config file would give it), is the model's default for that key."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from qa_lib.config import DataSource
+    from qa_lib.config_reference import render
+
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    assert page == render(), "stale: python -m qa_lib.config_reference > docs/configuration.md"
+    rows = dict(re.findall(r"^\| `([a-z_0-9<>.]+)` \| [^|]*(?:\\\|[^|]*)* \| ([^|]+) \|", page, re.M))
+    defaults = PipelineConfig(model="m")
+    expected = {**{k: getattr(defaults, k) for k in PipelineConfig.model_fields if k != "model"},
+                **{f"<source>.{k}": f.get_default(call_default_factory=True) for k, f in DataSource.model_fields.items()
+                   if not f.is_required()}}
+    for key, value in expected.items():
+        shown = rows.pop(key)
+        if shown == "none":
+            assert value is None, key
+        elif shown == "empty":
+            assert value is not None and not value, key
+        else:
+            assert yaml.safe_load(shown.strip("`")) == value, (key, shown)
+    assert rows == {"model": "`sentence-transformers/all-MiniLM-L6-v2`", "<source>.path": "required"}
