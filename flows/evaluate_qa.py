@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows._evaluation import evaluate_stages
 from qa_lib.config import PipelineConfig
 from qa_lib.modeling import resolve_model
-from qa_lib.plan import eval_keys, model_fingerprint, tokenizer_fingerprint
+from qa_lib.plan import run_keys
 from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
@@ -40,7 +40,7 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
         with run.timed("preflight"):
             preflight(config, training=False, model=model, store=run.store.location)
             model_dir = resolve_model(model)
-            run.use(evaluation=eval_keys(config, model_fingerprint(model_dir), tokenizer_fingerprint(model_dir)))
+            run.keys.update(run_keys(config, model_dir, training=False))
         eval_data = load_dataset(config, "eval")
         features = build_features(eval_data, config, model_dir)
         metrics, predictions = evaluate_stages(config, eval_data, features, model_dir)

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows._evaluation import evaluate_stages
 from qa_lib.config import PipelineConfig
 from qa_lib.modeling import resolve_model
-from qa_lib.plan import eval_keys, tokenizer_fingerprint, train_keys
+from qa_lib.plan import run_keys
 from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
@@ -38,10 +38,7 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
         with run.timed("preflight"):
             preflight(config, training=True, store=run.store.location)
             base = resolve_model(config.model)
-            keys = train_keys(config, base)
-            run.use(train=keys)
-            if config.eval_data is not None:
-                run.use(evaluation=eval_keys(config, keys.model, tokenizer_fingerprint(base)))
+            run.keys.update(run_keys(config, base, training=True))
 
         train_data = load_dataset(config, "train")
         # Eval data is loaded and validated now, not after training: a bad eval file fails in seconds.
@@ -64,8 +61,8 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     summary = {
         "model_dir": published["model_dir"],
         "predictions_dir": published["predictions_dir"],
-        "model_key": keys.model,
-        "train_data_key": keys.data,
+        "model_key": run.keys["model"],
+        "train_data_key": run.keys["train_data"],
         "eval_data_key": run.keys.get("eval_data"),
         "store": run.store.location,
         "train_data": config.train_data.path,

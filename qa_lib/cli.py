@@ -132,8 +132,25 @@ def _load_config(args):
     return config
 
 
+def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
+    """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
+    from qa_lib.plan import LABELS
+    from qa_lib.preflight import check_run, planned_stages
+    from qa_lib.store import open_store
+
+    location = open_store(store).location
+    check_run(config, training, model, location)
+    print(f"dry run: every check passed; nothing was run. Store: {location}")
+    for slot, stage, key, stored in planned_stages(config, training, model, location):
+        entry = f"{stage}/{key}"
+        print(f"  {LABELS[slot]:<16} {entry:<38} {'stored, reused' if stored else 'to compute'}")
+    return 0
+
+
 def _train(args) -> int:
     config = _load_config(args)
+    if args.dry_run:
+        return _dry_run(config, True, args.store)
     from flows.train_qa import run_train
 
     summary = run_train(config, store_root=args.store)
@@ -143,6 +160,8 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     config = _load_config(args)
+    if args.dry_run:
+        return _dry_run(config, False, args.store, args.model)
     from flows.evaluate_qa import run_evaluate
 
     summary = run_evaluate(config, model=args.model, store_root=args.store)
@@ -152,6 +171,8 @@ def _evaluate(args) -> int:
 
 def _retrain(args) -> int:
     config = _load_config(args)
+    if args.dry_run:  # the training run's stages; the champion is read and gated only by a real run
+        return _dry_run(config, True, args.store)
     from flows.retrain import retrain
 
     result = retrain(config=config, store_root=args.store)
@@ -244,6 +265,10 @@ def _print_summary(summary: dict) -> None:
             print(f"{key}: {summary[key]}")
 
 
+DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources, output folder, store), list "
+                "each stage as stored (reused) or to compute, and stop: nothing is trained")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not overwrite a --verbose given before it.
@@ -258,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config file")
     t.add_argument("overrides", nargs="*", default=[], help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
     t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
@@ -265,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", default=[])
     e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
     e.add_argument("--store", default=None)
+    e.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("retrain", parents=[common],
@@ -272,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     r.add_argument("overrides", nargs="*", default=[])
     r.add_argument("--store", default=None)
+    r.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     r.set_defaults(func=_retrain)
 
     s = sub.add_parser("score", parents=[common], help="official SQuAD v1.1/v2.0 scores of a predictions file")

@@ -9,16 +9,33 @@ from pathlib import Path
 from qa_lib.errors import naming_full_disk
 
 
-def write_problem(folder: str | Path) -> str | None:
+def write_problem(folder: str | Path, keep: bool = True) -> str | None:
     """Why `folder` cannot be created or written to (the OS's reason), or None: it makes the folder
-    if need be, then one temporary file, removed at once."""
+    if need be, then one temporary file, removed at once. With `keep=False` the folders it made are
+    removed again (those still empty), so a check leaves nothing behind."""
+    folder = Path(folder)
+    made = next((p for p in (*reversed(folder.parents), folder) if not p.exists()), None)
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as exc:
         return exc.strerror or str(exc)
+    finally:
+        if not keep and made is not None:
+            _remove_empty(folder, made)
     return None
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top`, stopping at the first that is not empty."""
+    for path in (folder, *folder.parents):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def copy_whole(source: Path, dest: Path, where: str, ignore=None) -> None:

@@ -133,3 +133,29 @@ def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: s
                             null_score_diff_threshold=config.null_score_diff_threshold)
     metrics = stage_key("metrics", predictions=predictions, data=data)
     return EvalKeys(data=data, features=features, logits=logits, predictions=predictions, metrics=metrics)
+
+
+# A run's stage keys by slot, in the order a run meets them; a slot's stage is the store folder it lives in.
+STAGE_OF = {"train_data": "data", "eval_data": "data", "train_features": "features", "eval_features": "features",
+            "model": "model", "logits": "logits", "predictions": "predictions", "metrics": "metrics"}
+LABELS = {"train_data": "load train data", "eval_data": "load eval data", "train_features": "train features",
+          "eval_features": "eval features", "model": "fine-tune", "logits": "predict",
+          "predictions": "post-process", "metrics": "metrics"}
+
+
+def run_keys(config: PipelineConfig, resolved_model: str, training: bool) -> dict[str, str]:
+    """Every stage key of a run, by slot: training `resolved_model` (and evaluating the result, if
+    the config has eval data), or evaluating it as it is."""
+    keys: dict[str, str] = {}
+    tokenizer = tokenizer_fingerprint(resolved_model)
+    if training:
+        train = train_keys(config, resolved_model)
+        keys.update(train_data=train.data, train_features=train.features, model=train.model)
+        model_identity = train.model
+    else:
+        model_identity = model_fingerprint(resolved_model)
+    if config.eval_data is not None:
+        evaluation = eval_keys(config, model_identity, tokenizer)
+        keys.update(eval_data=evaluation.data, eval_features=evaluation.features, logits=evaluation.logits,
+                    predictions=evaluation.predictions, metrics=evaluation.metrics)
+    return {slot: keys[slot] for slot in STAGE_OF if slot in keys}

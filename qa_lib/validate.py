@@ -214,5 +214,5 @@ def check_output_dir(output_dir: str) -> None:
     """Fail before training, not after it, when the results could not be written."""
     from qa_lib.folders import write_problem
 
-    if problem := write_problem(Path(output_dir).expanduser()):
+    if problem := write_problem(Path(output_dir).expanduser(), keep=False):  # the run makes it when it writes
         raise ConfigError(f"output_dir: cannot write to {output_dir}: {problem}")

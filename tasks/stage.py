@@ -22,30 +22,15 @@ from typing import Iterator
 
 from prefect.logging import get_run_logger
 
-from qa_lib.plan import EvalKeys, TrainKeys
+from qa_lib.plan import LABELS, STAGE_OF
 from qa_lib.store import Store, open_store
 from tasks.results import result_storage_for
-
-# The plan's keys by slot; a slot's stage is the store folder it lives in.
-STAGE_OF = {"train_data": "data", "eval_data": "data", "train_features": "features", "eval_features": "features",
-            "model": "model", "logits": "logits", "predictions": "predictions", "metrics": "metrics"}
-LABELS = {"train_data": "load train data", "eval_data": "load eval data", "train_features": "train features",
-          "eval_features": "eval features", "model": "fine-tune", "logits": "predict",
-          "predictions": "post-process", "metrics": "metrics"}
-
 
 @dataclass
 class PipelineRun:
     store: Store
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-
-    def use(self, train: TrainKeys | None = None, evaluation: EvalKeys | None = None) -> None:
-        if train is not None:
-            self.keys.update(train_data=train.data, train_features=train.features, model=train.model)
-        if evaluation is not None:
-            self.keys.update(eval_data=evaluation.data, eval_features=evaluation.features, logits=evaluation.logits,
-                             predictions=evaluation.predictions, metrics=evaluation.metrics)
 
     @contextmanager
     def timed(self, label: str) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -17,8 +18,24 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
     config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out").model_dump(mode="json")))
     store = ["--store", str(tmp_path / "store")]
 
+    # A dry run checks and plans: every stage to compute, and nothing run.
+    assert main(["train", str(config), "n_best_size=10", "--dry-run", *store]) == 0
+    planned = _planned(capsys.readouterr().out)
+    assert [p[0] for p in planned] == ["data", "data", "features", "features", "model", "logits", "predictions",
+                                       "metrics"]
+    assert all(p[2] == "to compute" for p in planned)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()] and not (tmp_path / "out").exists()
+
     assert main(["train", str(config), "n_best_size=10", *store]) == 0
     out = capsys.readouterr().out
+    # The run computed exactly the stages the dry run named, under those keys; now they are all stored.
+    assert main(["train", str(config), "n_best_size=10", "--dry-run", *store]) == 0
+    again = _planned(capsys.readouterr().out)
+    assert [p[:2] for p in again] == [p[:2] for p in planned] and all(p[2] == "stored, reused" for p in again)
+    assert all((tmp_path / "store" / stage / key).is_dir() for stage, key, _ in planned)
+    assert main(["train", str(config), "n_best_size=5", "--dry-run", *store]) == 0
+    changed = [p for p in _planned(capsys.readouterr().out) if p[2] == "to compute"]
+    assert [p[0] for p in changed] == ["predictions", "metrics"]  # only post-processing reads n_best_size
     assert "metrics: exact=" in out and "HasAns_f1=" in out
     assert f"model_dir: {tmp_path / 'out' / 'model'}" in out
     assert (tmp_path / "out" / "model" / "config.json").exists()
@@ -32,6 +49,14 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
     assert json.loads((pub / "champion.json").read_text()) == pointer
 
 
+def _planned(out: str) -> list[tuple[str, str, str]]:
+    """(stage, key, status) of each stage a dry run lists."""
+    lines = out.splitlines()
+    assert lines[0].startswith("dry run: every check passed; nothing was run."), out
+    return [(entry.split("/")[0], entry.split("/")[1], status) for entry, status in
+            (line[19:].split(None, 1) for line in lines[1:])]
+
+
 def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_model, tmp_path, capsys):
     from tests.flow_helpers import tiny_config
 
@@ -43,6 +68,11 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     assert "retrain needs publish_target" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    # A dry run makes the same checks: a missing eval file is one line, and no stage is listed.
+    assert main(["evaluate", str(config), "eval_data.path=nowhere.json", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: nowhere.json: file or folder not found (relative to {Path.cwd()})\n"
+    assert "dry run" not in captured.out
     # A run whose loss goes NaN stops there with one line, and publishes nothing.
     assert main(["train", str(config), "learning_rate=1e10", "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err

@@ -162,8 +162,15 @@ def test_output_dir_that_cannot_be_written(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match=f"output_dir: cannot write to {blocker}/run"):
         check_output_dir(str(blocker / "run"))
+    # A check leaves nothing behind: the folders it made to test writing are gone again...
     check_output_dir(str(tmp_path / "new" / "run"))
-    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+    assert not (tmp_path / "new").exists()
+    # ...and a folder that was there, with what it holds, stays as it was.
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    check_output_dir(str(tmp_path / "kept"))
+    check_output_dir(str(tmp_path / "kept" / "deeper" / "run"))
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
 
 
 def test_architecture_without_a_qa_head_is_refused_by_name(tmp_path, tiny_model):

@@ -1,0 +1,56 @@
+"""Cheap checks that fail a run before any expensive work, and what a run would do.
+
+`check_run` is the flows' first step (`tasks.preflight`) and the CLI's `--dry-run`: the config's
+cross-checks, the model (loadable, windows that fit it, a trained head to evaluate), the precision
+on this machine, the output folder, every data source (before any is read) and the store.
+`planned_stages` then says, per stage, whether the store already holds it (the run will reuse
+it) or the run would compute it.
+"""
+
+from __future__ import annotations
+
+from qa_lib.config import PipelineConfig
+from qa_lib.data import check_source_exists
+from qa_lib.errors import ConfigError
+from qa_lib.store import open_store
+from qa_lib.train import resolve_precision
+from qa_lib.validate import (check_model_source, check_output_apart_from_store, check_output_dir,
+                             check_trained_head, check_windows_fit)
+
+
+def check_run(config: PipelineConfig, training: bool, model: str | None = None, store: str | None = None) -> None:
+    """Raise the first problem found, as a `QAPipelineError` naming it."""
+    if training and config.train_data is None:
+        raise ConfigError("train_data: required to train (set train_data.path)")
+    if config.eval_data is None and not training:
+        raise ConfigError("eval_data: required to evaluate (set eval_data.path)")
+    check_model_source(model or config.model)
+    windows = {"eval_max_length": config.eval_window[0]}
+    if training:
+        windows["max_length"] = config.max_length
+    else:
+        check_trained_head(model or config.model)
+    check_windows_fit(model or config.model, windows)
+    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
+    check_output_dir(config.output_dir)
+    if not (storage := open_store(store)).remote:
+        check_output_apart_from_store(config.output_dir, storage.root)
+    # Every source before any is read: a missing eval file must not wait for the training set to load.
+    for source in (config.train_data if training else None, config.eval_data):
+        if source is not None:
+            check_source_exists(source)
+    if store is not None:
+        # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
+        storage.check()
+
+
+def planned_stages(config: PipelineConfig, training: bool, model: str | None = None,
+                   store: str | None = None) -> list[tuple[str, str, str, bool]]:
+    """(slot, stage, key, stored) for each stage of the run, in run order. Reads the data files'
+    bytes and the model's files to fingerprint them, nothing more."""
+    from qa_lib.modeling import resolve_model
+    from qa_lib.plan import STAGE_OF, run_keys
+
+    storage = open_store(store)
+    keys = run_keys(config, resolve_model(model or config.model), training)
+    return [(slot, STAGE_OF[slot], key, storage.has(STAGE_OF[slot], key)) for slot, key in keys.items()]
