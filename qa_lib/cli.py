@@ -265,6 +265,31 @@ def _print_summary(summary: dict) -> None:
             print(f"{key}: {summary[key]}")
 
 
+class _PrintVersions(argparse.Action):
+    """argparse's own version action wraps the line at the terminal's width."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
+def _versions() -> str:
+    """This package's version and the libraries' that decide its results: the line a bug report needs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("torch", "transformers", "tokenizers", "datasets", "prefect"))
+    return f"qa-pipeline {of('qa-pipeline')} ({libraries})"
+
+
 DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources, output folder, store), list "
                 "each stage as stored (reused) or to compute, and stop: nothing is trained")
 
@@ -276,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on failure, print the whole message and the traceback (default: one line)")
     p = argparse.ArgumentParser(prog="qa-pipeline", description="Fine-tune and evaluate extractive QA models.",
                                 parents=[common])
+    p.add_argument("--version", action=_PrintVersions, help="show the versions of qa-pipeline and its libraries")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", parents=[common],

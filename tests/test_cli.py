@@ -207,3 +207,17 @@ def test_a_home_that_cannot_be_written(prefect_server, tiny_model, tmp_path):
     assert bare.stderr == (f"error: {home / '.prefect'}: cannot write the temporary Prefect server's database there "
                            "(Not a directory); set PREFECT_HOME to a writable folder, or PREFECT_API_URL to a running "
                            "server\n")
+
+
+def test_version_names_the_package_and_the_libraries_that_decide_results(capsys):
+    from importlib.metadata import version
+
+    import pytest
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    line = capsys.readouterr().out
+    assert line == (f"qa-pipeline {version('qa-pipeline')} (torch {version('torch')}, transformers "
+                    f"{version('transformers')}, tokenizers {version('tokenizers')}, datasets {version('datasets')}, "
+                    f"prefect {version('prefect')})\n")
