@@ -277,8 +277,9 @@ def packed_logit_gap(model, padding: Padding, sample: list[dict[str, Any]], widt
 
 
 def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width: int) -> str | None:
-    """None if `model` gives the same logits for `sample` packed into one row as padded, one per
-    row; otherwise what differs. Run in eval mode (no dropout), in float32 on the CPU.
+    """None if `model` gives the same logits for `sample` packed as padded, one feature per row;
+    otherwise what differs. The sample is packed into one row fewer than it has features, so some
+    row holds several. Run in eval mode (no dropout).
 
     A model whose attention is not built on transformers' AttentionInterface is refused without
     running: such models (XLNet, DeBERTa, Longformer...) build their own masks from a 2D one, and
@@ -291,7 +292,7 @@ def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width
     was_training = model.training
     model.eval()
     try:
-        found = packed_logit_gap(model, padding, sample, width, rows=1)
+        found = packed_logit_gap(model, padding, sample, width, rows=max(1, len(sample) - 1))
     except Exception as exc:  # noqa: BLE001 - any failure means this family cannot take packed rows
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
     finally:

@@ -241,7 +241,7 @@ def choose_batching(config: PipelineConfig, model, padding, train_features: data
                     on_gpu: bool) -> tuple[str, str | None]:
     """`padded` or `packed`, and why not packed where `auto` could have packed.
 
-    From `config.batching` and, for packing, a check of the model itself: two real features
+    From `config.batching` and, for packing, a check of the model itself: three real features
     (`lengths` are all features' token counts) through it packed and padded must give the same logits.
     With `packed_attention: varlen` the model's attention is switched to it first, so the check
     runs that path; it is switched back when the batches end up padded. `auto` packs only on
@@ -253,7 +253,9 @@ def choose_batching(config: PipelineConfig, model, padding, train_features: data
     if config.batching == "padded" or (config.batching == "auto" and not on_gpu) or len(train_features) == 0:
         return "padded", None
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2]])]
+    # The shortest, the median and the longest: a difference that only long features show (a
+    # window, a length threshold) is seen too. Packed into two rows of twice the longest, they always fit.
+    sample = [train_features[i] for i in dict.fromkeys([order[0], order[len(order) // 2], order[-1]])]
     own_attention = model.config._attn_implementation
     problem = use_varlen(model) if config.packed_attention == "varlen" else None
     problem = problem or packing_problem(model, padding, sample, pack_width(config, lengths))

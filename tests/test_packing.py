@@ -270,6 +270,30 @@ def test_varlen_attention_refuses_sliding_window_layers(families, windows):
     assert batching == "padded" and "no sliding window" in note, note
 
 
+def test_the_check_sees_a_difference_only_the_longest_feature_shows(families, windows, monkeypatch):
+    """A packed row that ignores a sliding window differs from padded only for features longer than
+    the window. With a window between the median and the longest feature, the check must still see
+    it: it runs the longest feature too."""
+    import qa_lib.packing
+    from qa_lib.train import choose_batching
+
+    folder = families["modernbert-bpe"]
+    feats = windows(folder)
+    by_length = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
+    chosen = feats.select(by_length[:5] + by_length[-1:])  # the median is short, one feature is long
+    lengths = feature_lengths(chosen)
+    shorter = sorted(lengths)[-2]  # the median too
+    assert max(lengths) - shorter > 40
+    model = load_qa_model(str(folder), 0.0, 0.0)
+    model.config.sliding_window = shorter + 1  # only the longest feature has tokens farther apart
+    padding = Padding.of(load_tokenizer(str(folder)))
+    config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48)
+    assert choose_batching(config, model, padding, chosen, lengths, on_gpu=True) == ("packed", None)
+    monkeypatch.setattr(qa_lib.packing, "sliding_window", lambda model: None)  # the window forgotten
+    batching, note = choose_batching(config, model, padding, chosen, lengths, on_gpu=True)
+    assert batching == "padded" and "packed logits differ from padded ones" in note, note
+
+
 def test_the_check_catches_positions_that_do_not_restart(families, windows):
     """Packed with BERT's position offset, RoBERTa's tokens sit two positions off: the check must
     see it (this is what would go wrong for a family with an offset nobody declared)."""
