@@ -134,6 +134,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         ("missing eval file", ["train", config("no-eval", train_data={"path": str(tmp / "latin1.json")},
                                               eval_data={"path": str(tmp / "no-dev.json")})],
          [f"{tmp / 'no-dev.json'}: file or folder not found"]),
+        # A file where the publish target's folder goes: a NotADirectoryError, retried, exit 1.
+        ("publish target that cannot be made", ["retrain", config("target", publish_target=str(tmp / "latin1.json" / "pub"))],
+         [f"publish target {tmp / 'latin1.json' / 'pub'} is not writable: Not a directory"]),
         ("Latin-1 predictions to score", ["score", str(DEV_V1), str(tmp / "latin1.json")],
          ["latin1.json", "not UTF-8"]),
     ]

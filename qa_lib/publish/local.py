@@ -9,8 +9,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from qa_lib.errors import QAPipelineError
-from qa_lib.folders import copy_whole
+from qa_lib.errors import QAPipelineError, StorageError
+from qa_lib.folders import copy_whole, write_problem
 
 
 class PointerChanged(QAPipelineError):
@@ -22,13 +22,9 @@ class FolderTarget:
         self.root = Path(root).expanduser().resolve()
 
     def check(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".probe-{uuid.uuid4().hex[:6]}"
-        try:
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise QAPipelineError(f"publish target {self.root} is not writable: {exc}") from None
+        # Making the folder can fail as well as writing in it (a file where a folder goes, no permission).
+        if problem := write_problem(self.root):
+            raise StorageError(f"publish target {self.root} is not writable: {problem}")
 
     def read_pointer(self) -> tuple[dict | None, str | None]:
         path = self.root / "champion.json"
