@@ -9,8 +9,8 @@ from prefect.runtime import flow_run
 from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.config import PipelineConfig
-from qa_lib.errors import ConfigError
 from qa_lib.plan import eval_protocol
+from qa_lib.preflight import check_retrain_config
 from qa_lib.progress import configure_progress
 from qa_lib.publish.local import PointerChanged
 from tasks.publish_remote import (check_hub, check_target, pin_champion, promote, publish, push_to_hub, read_champion,
@@ -31,8 +31,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     config = PipelineConfig.coerce(config)
     configure_progress()
     logger = get_run_logger()
-    if not config.publish_target or config.eval_data is None:
-        raise ConfigError("retrain needs publish_target and eval_data (the fixed eval set of the gate)")
+    check_retrain_config(config)
     check_target(config.publish_target)  # fail before training on a bad bucket or path
     if config.hub_repo_id:
         check_hub(config.hub_repo_id)  # and on a missing, rejected or read-only Hub token

@@ -172,6 +172,9 @@ def _evaluate(args) -> int:
 def _retrain(args) -> int:
     config = _load_config(args)
     if args.dry_run:  # the training run's stages; the champion is read and gated only by a real run
+        from qa_lib.preflight import check_retrain
+
+        check_retrain(config)
         return _dry_run(config, True, args.store)
     from flows.retrain import retrain
 

@@ -44,6 +44,23 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         storage.check()
 
 
+def check_retrain_config(config: PipelineConfig) -> None:
+    if not config.publish_target or config.eval_data is None:
+        raise ConfigError("retrain needs publish_target and eval_data (the fixed eval set of the gate)")
+
+
+def check_retrain(config: PipelineConfig) -> None:
+    """What retrain checks before it trains, besides `check_run`: its settings, then that the publish
+    target and the Hub repo (if one is set) answer and can be written."""
+    from qa_lib.publish import hub
+    from qa_lib.publish.run import open_target
+
+    check_retrain_config(config)
+    open_target(config.publish_target).check()
+    if config.hub_repo_id:
+        hub.check_access(config.hub_repo_id)
+
+
 def planned_stages(config: PipelineConfig, training: bool, model: str | None = None,
                    store: str | None = None) -> list[tuple[str, str, str, bool]]:
     """(slot, stage, key, stored) for each stage of the run, in run order. Reads the data files'

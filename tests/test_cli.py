@@ -41,6 +41,13 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
     assert (tmp_path / "out" / "model" / "config.json").exists()
 
     pub = tmp_path / "pub"
+    # retrain's dry run checks its own needs too: a publish target that cannot be written is one line.
+    (tmp_path / "a-file").write_text("")
+    assert main(["retrain", str(config), f"publish_target={tmp_path / 'a-file' / 'pub'}", "--dry-run", *store]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert main(["retrain", str(config), f"publish_target={pub}", "n_best_size=10", "--dry-run", *store]) == 0
+    assert all(p[2] == "stored, reused" for p in _planned(capsys.readouterr().out))
+    assert not (pub / "champion.json").exists() and not (pub / "runs").exists()  # nothing published
     assert main(["retrain", str(config), f"publish_target={pub}", *store]) == 0
     pointer = json.loads((pub / "champion.json").read_text())
     assert f"promoted: {pointer['location']}" in capsys.readouterr().out
