@@ -16,15 +16,18 @@ from tests.prefect_server import free_port
 
 
 class MotoServer:
-    def __init__(self):
+    def __init__(self, authorize_after: int | None = None):
+        """`authorize_after`: requests served before moto starts enforcing IAM (its
+        INITIAL_NO_AUTH_ACTION_COUNT); by default it never does."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
+        self.env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": str(authorize_after)} if authorize_after else {})}
 
     def start(self) -> MotoServer:
         exe = str(Path(sys.executable).parent / "moto_server")
         self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, env=self.env)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

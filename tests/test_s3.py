@@ -220,3 +220,41 @@ def test_promotion_whose_response_is_lost_is_still_a_success(moto, bucket, monke
             target.put_pointer({"run_id": "3", "location": "z"}, first)
     finally:
         proxy.stop()
+
+
+def test_a_publish_target_that_cannot_be_written_is_refused_before_training(monkeypatch):
+    """Credentials that may read the bucket but not write to it pass a HEAD request, and publishing
+    would have failed only after the training. The target's check writes a test object and removes
+    it: refused for a reader (moto enforcing IAM), nothing left behind for a writer."""
+    server = MotoServer(authorize_after=7).start()  # the 7 set-up requests below, then IAM applies
+    try:
+        admin = dict(endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="admin",
+                     aws_secret_access_key="admin")
+        boto3.client("s3", **admin).create_bucket(Bucket="models")
+        iam = boto3.client("iam", **admin)
+        keys = {}
+        for user, statements in (("writer", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]),
+                                 ("reader", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                                             {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"}])):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": statements}))
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        monkeypatch.setenv("QA_S3_ENDPOINT_URL", server.url)
+        for user, key in keys.items():
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+            if user == "reader":
+                with pytest.raises(StorageError) as refused:
+                    S3Target("s3://models/qa").check()
+                assert str(refused.value) == ("s3://models/qa: access denied (AccessDenied), writing a test object: "
+                                              "this run could not publish")
+                assert key["SecretAccessKey"] not in str(refused.value)
+            else:
+                S3Target("s3://models/qa").check()
+                listed = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
+                                      aws_access_key_id=key["AccessKeyId"],
+                                      aws_secret_access_key=key["SecretAccessKey"]).list_objects_v2(Bucket="models")
+                assert listed["KeyCount"] == 0
+    finally:
+        server.stop()

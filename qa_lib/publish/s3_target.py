@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from pathlib import Path
 
 from qa_lib.publish.local import PointerChanged
@@ -24,6 +25,20 @@ class S3Target(S3Prefix):
     def __init__(self, uri: str):
         super().__init__(uri)
         self.uri = self.base_uri
+
+    def check(self) -> None:
+        """The bucket answers and takes writes: read-only credentials would otherwise fail only at
+        publish, after the training."""
+        super().check()
+        probe = self._key(f".write-check-{uuid.uuid4().hex[:12]}")
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+        except Exception as exc:  # noqa: BLE001 - explain() names what went wrong, without secrets
+            raise StorageError(f"{explain(exc, self.uri)}, writing a test object: this run could not publish") from None
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=probe)
+        except Exception:  # noqa: BLE001 - a target that takes writes but not deletes keeps one empty object
+            pass
 
     def read_pointer(self) -> tuple[dict | None, str | None]:
         from botocore.exceptions import ClientError
