@@ -57,6 +57,21 @@ class S3Prefix:
         except Exception as exc:  # noqa: BLE001
             raise explain(exc, self.base_uri) from None
 
+    def check_writable(self, consequence: str) -> None:
+        """Write an empty test object under the prefix and remove it: read-only credentials pass a
+        HEAD request and would otherwise fail only at the first write, after `consequence`."""
+        import uuid
+
+        probe = self._key(f".write-check-{uuid.uuid4().hex[:12]}")
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+        except Exception as exc:  # noqa: BLE001 - explain() names what went wrong, without secrets
+            raise StorageError(f"{explain(exc, self.base_uri)}, writing a test object: {consequence}") from None
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=probe)
+        except Exception:  # noqa: BLE001 - a prefix that takes writes but not deletes keeps one empty object
+            pass
+
 
 def explain(exc: Exception, uri: str) -> StorageError:
     """A one-line, secret-free reason for an S3 failure."""

@@ -17,6 +17,7 @@ import pytest
 from qa_lib.publish.local import PointerChanged
 from qa_lib.publish.run import publish_run
 from qa_lib.publish.s3_target import S3Target
+from qa_lib.store.s3 import S3Store
 from qa_lib.s3 import StorageError
 from qa_lib.hashing import sha256_file
 from tests.conftest import DEV_V1, ROOT
@@ -222,7 +223,7 @@ def test_promotion_whose_response_is_lost_is_still_a_success(moto, bucket, monke
         proxy.stop()
 
 
-def test_a_publish_target_that_cannot_be_written_is_refused_before_training(monkeypatch):
+def test_a_publish_target_or_store_that_cannot_be_written_is_refused_before_training(monkeypatch, tmp_path):
     """Credentials that may read the bucket but not write to it pass a HEAD request, and publishing
     would have failed only after the training. The target's check writes a test object and removes
     it: refused for a reader (moto enforcing IAM), nothing left behind for a writer."""
@@ -244,14 +245,25 @@ def test_a_publish_target_that_cannot_be_written_is_refused_before_training(monk
         for user, key in keys.items():
             monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+            store = S3Store("s3://models/store", cache_dir=tmp_path / user)
             if user == "reader":
                 with pytest.raises(StorageError) as refused:
                     S3Target("s3://models/qa").check()
                 assert str(refused.value) == ("s3://models/qa: access denied (AccessDenied), writing a test object: "
                                               "this run could not publish")
                 assert key["SecretAccessKey"] not in str(refused.value)
+                # A store the same: a run is refused up front, a listing (read only) goes on.
+                with pytest.raises(StorageError, match=r"^s3://models/store: access denied \(AccessDenied\), "
+                                                       "writing a test object: this run could not store its stages$"):
+                    store.check()
+                store.check(cache=False)
+                # Refused in the middle of a run (a policy changed): one StorageError, not boto3's upload error.
+                with pytest.raises(StorageError, match=r"^s3://models/store: access denied \(AccessDenied\)$"):
+                    with store.writing("data", "k") as folder:
+                        (folder / "examples.arrow").write_bytes(b"x")
             else:
                 S3Target("s3://models/qa").check()
+                store.check()
                 listed = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
                                       aws_access_key_id=key["AccessKeyId"],
                                       aws_secret_access_key=key["SecretAccessKey"]).list_objects_v2(Bucket="models")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 from qa_lib.publish.local import PointerChanged
@@ -27,18 +26,8 @@ class S3Target(S3Prefix):
         self.uri = self.base_uri
 
     def check(self) -> None:
-        """The bucket answers and takes writes: read-only credentials would otherwise fail only at
-        publish, after the training."""
         super().check()
-        probe = self._key(f".write-check-{uuid.uuid4().hex[:12]}")
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=probe, Body=b"")
-        except Exception as exc:  # noqa: BLE001 - explain() names what went wrong, without secrets
-            raise StorageError(f"{explain(exc, self.uri)}, writing a test object: this run could not publish") from None
-        try:
-            self.s3.delete_object(Bucket=self.bucket, Key=probe)
-        except Exception:  # noqa: BLE001 - a target that takes writes but not deletes keeps one empty object
-            pass
+        self.check_writable("this run could not publish")
 
     def read_pointer(self) -> tuple[dict | None, str | None]:
         from botocore.exceptions import ClientError

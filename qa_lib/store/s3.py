@@ -41,6 +41,7 @@ MARKER = "_COMPLETE"
 LEASE_TTL_S = env_number("QA_PIPELINE_LEASE_TTL", 120.0, 1.0, "a number of seconds, 1 or more")
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_REFUSED = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 def _code(exc) -> str:
@@ -68,6 +69,7 @@ class S3Store(S3Prefix):
         super().check()
         if cache:
             check_cache_writable(self.local_root)
+            self.check_writable("this run could not store its stages")
 
     # -- objects -------------------------------------------------------------------------------
     def _get_json(self, key: str) -> tuple[dict | None, dict]:
@@ -103,7 +105,15 @@ class S3Store(S3Prefix):
         files = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = path.relative_to(folder).as_posix()
-            self.s3.upload_file(str(path), self.bucket, f"{prefix}/{rel}")
+            try:
+                self.s3.upload_file(str(path), self.bucket, f"{prefix}/{rel}")
+            except Exception as exc:
+                # Refused (credentials or policy changed mid-run): one line, not retried. Anything
+                # else botocore has already retried, and the task may retry once more.
+                inner = exc.__cause__ or exc.__context__ or exc
+                if _code(inner) in _REFUSED:
+                    raise explain(inner, self.location) from None
+                raise
             files[rel] = path.stat().st_size
         self.uploaded += sum(files.values())
         self.io_s += time.perf_counter() - t
