@@ -73,6 +73,10 @@ class S3Prefix:
             pass
 
 
+# S3's answers that mean "not with these credentials": retrying cannot help.
+REFUSED_CODES = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+
+
 def explain(exc: Exception, uri: str) -> StorageError:
     """A one-line, secret-free reason for an S3 failure."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
@@ -90,7 +94,7 @@ def explain(exc: Exception, uri: str) -> StorageError:
         code = exc.response.get("Error", {}).get("Code", "?")
         if code in ("NoSuchBucket", "404"):
             return StorageError(f"{uri}: bucket does not exist")
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        if code in REFUSED_CODES:
             return StorageError(f"{uri}: access denied ({code})")
         return StorageError(f"{uri}: S3 error {code}")
     return StorageError(f"{uri}: {type(exc).__name__}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from qa_lib.env import env_number
-from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, check_cache_writable, explain
+from qa_lib.s3 import REFUSED_CODES, S3Prefix, StorageError, _cache_dir, check_cache_writable, explain
 from qa_lib.errors import naming_full_disk
 from qa_lib.store.base import RESERVED, Entry, Lease
 
@@ -41,7 +41,6 @@ MARKER = "_COMPLETE"
 LEASE_TTL_S = env_number("QA_PIPELINE_LEASE_TTL", 120.0, 1.0, "a number of seconds, 1 or more")
 _PRECONDITION = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 _MISSING = ("NoSuchKey", "404", "NotFound")
-_REFUSED = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 def _code(exc) -> str:
@@ -111,7 +110,7 @@ class S3Store(S3Prefix):
                 # Refused (credentials or policy changed mid-run): one line, not retried. Anything
                 # else botocore has already retried, and the task may retry once more.
                 inner = exc.__cause__ or exc.__context__ or exc
-                if _code(inner) in _REFUSED:
+                if _code(inner) in REFUSED_CODES:
                     raise explain(inner, self.location) from None
                 raise
             files[rel] = path.stat().st_size
