@@ -135,15 +135,18 @@ def _load_config(args):
 def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
     """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
     from qa_lib.plan import LABELS
-    from qa_lib.preflight import check_run, planned_stages
+    from qa_lib.preflight import check_data, check_run, planned_stages
     from qa_lib.store import open_store
 
     location = open_store(store).location
     check_run(config, training, model, location)
+    stages = planned_stages(config, training, model, location)
+    checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored})
     print(f"dry run: every check passed; nothing was run. Store: {location}")
-    for slot, stage, key, stored in planned_stages(config, training, model, location):
+    for slot, stage, key, stored in stages:
         entry = f"{stage}/{key}"
-        print(f"  {LABELS[slot]:<16} {entry:<38} {'stored, reused' if stored else 'to compute'}")
+        note = f" ({checked[slot]:,} examples, valid)" if slot in checked else ""
+        print(f"  {LABELS[slot]:<16} {entry:<38} {'stored, reused' if stored else 'to compute'}{note}")
     return 0
 
 
@@ -293,8 +296,9 @@ def _versions() -> str:
     return f"qa-pipeline {of('qa-pipeline')} ({libraries})"
 
 
-DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources, output folder, store), list "
-                "each stage as stored (reused) or to compute, and stop: nothing is trained")
+DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources, output folder, store), load "
+                "and validate the data not yet stored, list each stage as stored (reused) or to compute, and "
+                "stop: nothing is trained")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,10 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
 
     # A dry run checks and plans: every stage to compute, and nothing run.
     assert main(["train", str(config), "n_best_size=10", "--dry-run", *store]) == 0
-    planned = _planned(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    planned = _planned(out)
+    # The data not yet stored was read and validated, as the run's first stages will.
+    assert [line.endswith(" examples, valid)") for line in out.splitlines()[1:]] == [True] * 2 + [False] * 6
     assert [p[0] for p in planned] == ["data", "data", "features", "features", "model", "logits", "predictions",
                                        "metrics"]
     assert all(p[2] == "to compute" for p in planned)
@@ -60,7 +63,7 @@ def _planned(out: str) -> list[tuple[str, str, str]]:
     """(stage, key, status) of each stage a dry run lists."""
     lines = out.splitlines()
     assert lines[0].startswith("dry run: every check passed; nothing was run."), out
-    return [(entry.split("/")[0], entry.split("/")[1], status) for entry, status in
+    return [(entry.split("/")[0], entry.split("/")[1], status.split(" (")[0]) for entry, status in
             (line[19:].split(None, 1) for line in lines[1:])]
 
 
@@ -80,6 +83,14 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     captured = capsys.readouterr()
     assert captured.err == f"error: nowhere.json: file or folder not found (relative to {Path.cwd()})\n"
     assert "dry run" not in captured.out
+    # ... and so is data the run would refuse at its first stage: the dry run reads it, too.
+    bad = json.loads(DEV_V1.read_text())
+    qa = bad["data"][0]["paragraphs"][0]["qas"][0]
+    qa["answers"][0]["answer_start"] += 1
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["evaluate", str(config), f"eval_data.path={tmp_path / 'bad.json'}", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {tmp_path / 'bad.json'}: {qa['id']}: answer 1 ") and not captured.out
     # A run whose loss goes NaN stops there with one line, and publishes nothing.
     assert main(["train", str(config), "learning_rate=1e10", "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
