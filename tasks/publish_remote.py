@@ -11,6 +11,7 @@ from qa_lib.publish import hub
 from qa_lib.publish.run import open_target, publish_run
 from qa_lib.store import open_store
 from tasks.policy import RETRY, retry_unless_deterministic
+from tasks.secrets import hub_token
 
 
 @task(name="check-publish-target", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
@@ -20,7 +21,7 @@ def check_target(uri: str) -> None:
 
 @task(name="check-hub-access", retry_condition_fn=retry_unless_deterministic, retries=2, retry_delay_seconds=2)
 def check_hub(repo_id: str) -> None:
-    hub.check_access(repo_id)
+    hub.check_access(repo_id, token=hub_token())
 
 
 @task(name="read-champion", retry_condition_fn=retry_unless_deterministic, **RETRY)
@@ -61,7 +62,7 @@ def push_to_hub(uri: str, pointer: dict, repo_id: str, private: bool) -> str:
     """Mirror the champion to the Hub: the model folder the target holds (for S3, downloaded and verified
     against its manifest), card included."""
     model_dir = open_target(uri).local_model(pointer)
-    url = hub.push_model(model_dir, repo_id, private=private,
+    url = hub.push_model(model_dir, repo_id, private=private, token=hub_token(),
                          commit_message=f"qa-pipeline: champion run {pointer['run_id']}")
     create_link_artifact(url, link_text=f"{repo_id} (run {pointer['run_id']})", key="hub-push",
                          description="the promoted model on the Hugging Face Hub")

@@ -85,11 +85,12 @@ def test_hub_token_from_a_prefect_secret_block(prefect_server, hub, monkeypatch)
     from prefect.blocks.system import Secret
 
     from qa_lib.publish.hub import check_access
+    from tasks.secrets import hub_token
 
     monkeypatch.delenv("HF_TOKEN")
     Secret(value=TOKEN).save("hf-token", overwrite=True)
     try:
-        assert check_access("org/qa-model") == "qa-bot"  # the stand-in accepts only TOKEN
+        assert check_access("org/qa-model", token=hub_token()) == "qa-bot"  # the stand-in accepts only TOKEN
     finally:
         Secret.delete("hf-token")
 

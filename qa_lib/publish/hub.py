@@ -1,7 +1,7 @@
 """Push a published run's model to the Hugging Face Hub.
 
-The token comes from `HF_TOKEN` or, inside Prefect, from a Secret block (`hf-token`); it is
-passed to `huggingface_hub` only and never logged or written to cards or manifests. The endpoint
+The token is the caller's (the Prefect tasks read `HF_TOKEN` or the Secret block `hf-token`:
+`tasks.secrets`), else `HF_TOKEN` from the environment; it is passed to `huggingface_hub` only and never logged or written to cards or manifests. The endpoint
 is `HF_ENDPOINT` as the environment holds it when the call is made (a private Hub mirror works).
 
 Errors: a missing, rejected or read-only token, a bad repo id, and offline mode are
@@ -16,16 +16,8 @@ import os
 from qa_lib.errors import ConfigError, QAPipelineError
 
 
-def hub_token(secret_block: str = "hf-token") -> str | None:
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        return token
-    try:
-        from prefect.blocks.system import Secret
-
-        return Secret.load(secret_block).get()
-    except Exception:  # noqa: BLE001 - no Prefect, no block: no token
-        return None
+def env_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
 
 
 def repo_id_problem(repo_id: str) -> str | None:
@@ -63,7 +55,7 @@ def check_card(model_dir: str) -> dict:
 def _api(token: str | None):
     from huggingface_hub import HfApi
 
-    token = token or hub_token()
+    token = token or env_token()
     if not token:
         raise QAPipelineError("no Hugging Face token: set HF_TOKEN or create a Prefect Secret block 'hf-token'")
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
