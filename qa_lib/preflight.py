@@ -69,16 +69,17 @@ def check_retrain_config(config: PipelineConfig) -> None:
         raise ConfigError("retrain needs publish_target and eval_data (the fixed eval set of the gate)")
 
 
-def check_retrain(config: PipelineConfig) -> None:
+def check_retrain(config: PipelineConfig, hub_token: str | None = None) -> None:
     """What retrain checks before it trains, besides `check_run`: its settings, then that the publish
-    target and the Hub repo (if one is set) answer and can be written."""
+    target and the Hub repo (if one is set) answer and can be written (with `hub_token`, else
+    `HF_TOKEN`)."""
     from qa_lib.publish import hub
     from qa_lib.publish.run import open_target
 
     check_retrain_config(config)
     open_target(config.publish_target).check()
     if config.hub_repo_id:
-        hub.check_access(config.hub_repo_id)
+        hub.check_access(config.hub_repo_id, token=hub_token)
 
 
 def planned_stages(config: PipelineConfig, training: bool, model: str | None = None,

@@ -45,7 +45,7 @@ def test_handle_impossible_answer(trained_tiny, dev_v1_examples):
 def test_answer_cli(trained_tiny, capsys, monkeypatch):
     from transformers.utils import logging as hf_logging
 
-    from qa_lib.cli import main
+    from cli.main import main
 
     # As on a terminal: bars on (the tests turn them off), yet the JSON comes without a loading bar.
     monkeypatch.delenv("QA_PIPELINE_NO_PROGRESS")
@@ -68,7 +68,7 @@ def test_answer_cli(trained_tiny, capsys, monkeypatch):
 def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_path, capsys, monkeypatch):
     import io
 
-    from qa_lib.cli import main
+    from cli.main import main
 
     ctx = "Le château fut achevé en 1889 à Paris. " * 40  # longer than one window
     (tmp_path / "ctx.txt").write_text(ctx, encoding="utf-8")
@@ -89,7 +89,7 @@ def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_pat
 
 
 def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
-    from qa_lib.cli import main
+    from cli.main import main
     from qa_lib.errors import DataError
 
     missing = str(tmp_path / "no-model")
@@ -117,7 +117,7 @@ def test_empty_inputs(trained_tiny):
 
 
 def test_window_settings_are_checked_and_the_cli_takes_them(trained_tiny, tmp_path, capsys):
-    from qa_lib.cli import main
+    from cli.main import main
     from qa_lib.errors import ConfigError
 
     # Before, these reached the tokenizer or the model: a ValueError, an OverflowError, or a

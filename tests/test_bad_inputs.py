@@ -145,7 +145,7 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
 
 DRIVER = textwrap.dedent("""
     import json, sys
-    from qa_lib.cli import main
+    from cli.main import main
     for case, argv in json.load(open(sys.argv[1])):
         for stream in (sys.stdout, sys.stderr):
             print(f"=== CASE {case}", file=stream, flush=True)
@@ -200,7 +200,7 @@ def test_every_bad_input_is_one_named_line_exit_2_no_traceback_no_retry(prefect_
     ["--verbose", "evaluate", "--model", "m", "c.yaml", "--store", "S", "n_best_size=7"],
 ])
 def test_options_and_overrides_in_any_order(argv):
-    from qa_lib.cli import parse_args
+    from cli.main import parse_args
 
     args = parse_args(argv)
     assert (args.config, args.overrides, args.store, args.model) == ("c.yaml", ["n_best_size=7"], "S", "m")
@@ -214,7 +214,7 @@ def test_options_and_overrides_in_any_order(argv):
 @pytest.mark.parametrize("command", ["train", "evaluate", "retrain"])
 def test_a_missing_config_names_only_the_config(command, capsys):
     """argparse listed the optional overrides as required too: "required: config, overrides"."""
-    from qa_lib.cli import parse_args
+    from cli.main import parse_args
 
     with pytest.raises(SystemExit) as info:
         parse_args([command])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from qa_lib.cli import main
+from cli.main import main
 from tests.conftest import DEV_V1, TRAIN_V1
 
 
@@ -117,7 +117,7 @@ def _interrupt_a_training_run(tiny_model, tmp_path, env):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out", max_steps=10**6,
                                                  save_steps=10**6).model_dump(mode="json")))
-    proc = subprocess.Popen([sys.executable, "-m", "qa_lib.cli", "train", str(config), "--store", str(tmp_path / "store")],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "train", str(config), "--store", str(tmp_path / "store")],
                             cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1", "PREFECT_LOGGING_LEVEL": "INFO"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -148,7 +148,7 @@ def test_ctrl_c_stops_a_run_on_the_temporary_server_at_once(tiny_model, tmp_path
     Now: the interrupted message, exit 130, within seconds."""
     import os
 
-    from qa_lib.cli import INTERRUPTED
+    from cli.interrupts import INTERRUPTED
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     rest, code, waited = _interrupt_a_training_run(tiny_model, tmp_path, {**env, "PREFECT_HOME": str(tmp_path / "home")})
@@ -167,7 +167,7 @@ def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_mode
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from qa_lib.cli import INTERRUPTED
+    from cli.interrupts import INTERRUPTED
 
     rest, code, _ = _interrupt_a_training_run(tiny_model, tmp_path, prefect_server.env)
     assert code == 130, rest[-3000:]
@@ -182,10 +182,10 @@ def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_mode
 
 
 def test_the_summary_says_when_there_are_no_metrics(capsys):
-    from qa_lib.cli import _print_summary
+    from cli.runs import print_summary
 
-    _print_summary({"metrics": {}, "model_dir": "/m"})
-    _print_summary({"metrics": {"exact_match": 47.904191616766, "f1": 56.2}, "model_dir": "/m"})
+    print_summary({"metrics": {}, "model_dir": "/m"})
+    print_summary({"metrics": {"exact_match": 47.904191616766, "f1": 56.2}, "model_dir": "/m"})
     assert capsys.readouterr().out.splitlines() == [
         "metrics: none (no eval_data)", "model_dir: /m", "metrics: exact_match=47.90  f1=56.20", "model_dir: /m"]
 
@@ -210,7 +210,7 @@ def test_a_home_that_cannot_be_written(prefect_server, tiny_model, tmp_path):
     env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(tmp_path / "mpl"),
            "PREFECT_API_URL": prefect_server.url}
     env.pop("PREFECT_HOME", None)
-    argv = [sys.executable, "-m", "qa_lib.cli", "train", str(config), "--store", str(tmp_path / "store")]
+    argv = [sys.executable, "-m", "cli", "train", str(config), "--store", str(tmp_path / "store")]
     runs = [subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]

@@ -25,7 +25,7 @@ def test_a_git_url_with_credentials_is_refused_without_echoing_them(source, caps
     """The server here is a closed port: the URL is refused before anything talks to it."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from qa_lib.cli import main
+    from cli.main import main
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert main(["deploy", "--work-pool", "nowhere", "--source", source]) == 2

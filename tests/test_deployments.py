@@ -49,7 +49,7 @@ def deployed(prefect_server, tiny_model, tmp_path_factory):
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], env=env, check=True,
                    capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "qa_lib.cli", "deploy", "--work-pool", "test-pool"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli", "deploy", "--work-pool", "test-pool"], cwd=ROOT,
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     worker_log = open(tmp / "worker.log", "w")
@@ -224,7 +224,7 @@ def test_a_bad_deploy_setting_is_one_line_before_anything_is_registered(variable
     """The server here is a closed port: any call to it before the check would fail otherwise."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from qa_lib.cli import main
+    from cli.main import main
 
     monkeypatch.setenv(variable, value)
     # A setting, not the variable: the session's server fixture holds PREFECT_API_URL as a setting.
@@ -244,7 +244,7 @@ def test_deploy_needs_a_reachable_server_with_the_pool(prefect_server, tmp_path)
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
 
     def cli(*argv, api=None):
-        return subprocess.run([sys.executable, "-m", "qa_lib.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "cli", *argv], cwd=ROOT, capture_output=True, text=True,
                               env={**env, **({"PREFECT_API_URL": api} if api else {})})
 
     alone = cli("deploy")
@@ -284,7 +284,7 @@ def test_numbers_from_the_environment_are_checked_where_they_are_read(monkeypatc
         else:
             assert env_number("QA_X", 1.0, 1.0, "x") == 1.0
     # Read when the S3 store is first used: a one-line error, exit 2, not an import traceback.
-    out = subprocess.run([sys.executable, "-m", "qa_lib.cli", "store", "ls", "--store", "s3://bucket/qa"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli", "store", "ls", "--store", "s3://bucket/qa"], cwd=ROOT,
                          env={**os.environ, "QA_PIPELINE_LEASE_TTL": "two minutes"}, capture_output=True, text=True)
     assert (out.returncode, out.stderr) == (2, "error: QA_PIPELINE_LEASE_TTL must be a number of seconds, 1 or more\n")
 

@@ -60,7 +60,7 @@ def can_mount_tmpfs() -> bool:
 # left on the small disks are written to `report` (on the normal disk, which outlives the mounts).
 SCENARIO = textwrap.dedent("""
     set -u
-    run() { name=$1; shift; "$PYTHON" -m qa_lib.cli "$@" > "$REPORT/$name.out" 2> "$REPORT/$name.err"; echo $? > "$REPORT/$name.rc"; }
+    run() { name=$1; shift; "$PYTHON" -m cli "$@" > "$REPORT/$name.out" 2> "$REPORT/$name.err"; echo $? > "$REPORT/$name.rc"; }
     mount -t tmpfs -o size=7m tmpfs "$OUT_DISK"
     mount -t tmpfs -o size=3m tmpfs "$STORE_DISK"
     mount -t tmpfs -o size=16k tmpfs "$TINY_DISK"

@@ -180,7 +180,7 @@ def test_prediction_does_not_depend_on_the_batch(family, dev_v1_examples):
 
 
 def test_train_and_answer_from_the_command_line(family, prefect_server, tmp_path, capsys):
-    from qa_lib.cli import main
+    from cli.main import main
 
     name, folder = family
     config = tmp_path / "family.yaml"

@@ -95,7 +95,7 @@ def fleet(prefect_server, tiny_model, tmp_path_factory):
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"], env=env, check=True,
                    capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "qa_lib.cli", "deploy", "--work-pool", POOL, "--source", source,
+    out = subprocess.run([sys.executable, "-m", "cli", "deploy", "--work-pool", POOL, "--source", source,
                           "--store", STORE], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     state = {"tmp": tmp, "env": env, "cfg": cfg, "moto": moto, "commit": commit, "workers": []}

@@ -74,7 +74,7 @@ def test_examples_api_and_evaluate_module(dev_v2_examples):
 
 
 def test_score_cli_matches_library(tmp_path, capsys):
-    from qa_lib.cli import main
+    from cli.main import main
     from tests.conftest import DEV_V1, DEV_V2
 
     doc = json.loads(DEV_V1.read_text())
@@ -104,7 +104,7 @@ def test_score_cli_matches_library(tmp_path, capsys):
 
 def test_score_cli_names_the_bad_file(tmp_path, capsys):
     """A partial v2 file, missing null odds or a file of the wrong shape: one message naming the file."""
-    from qa_lib.cli import main
+    from cli.main import main
     from tests.conftest import DEV_V2
 
     ids = [q["id"] for a in json.loads(DEV_V2.read_text())["data"] for p in a["paragraphs"] for q in p["qas"]]

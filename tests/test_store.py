@@ -168,7 +168,7 @@ def test_gc_keeps_pinned_and_leased_entries(backend, s3env, tmp_path):
 def test_store_cli_lists_and_collects(s3env, tmp_path):
     store = LocalStore(tmp_path / "store")
     _write(store, "features", "abc", {"x": b"1" * 2048})
-    run = [sys.executable, "-m", "qa_lib.cli", "store"]
+    run = [sys.executable, "-m", "cli", "store"]
     ls = subprocess.run([*run, "ls", "--store", str(store.root)], cwd=ROOT, capture_output=True, text=True)
     assert ls.returncode == 0 and "features" in ls.stdout and "abc" in ls.stdout and "2.0 KB" in ls.stdout, ls
     dry = subprocess.run([*run, "gc", "--older-than", "0", "--dry-run", "--store", str(store.root)], cwd=ROOT,
@@ -215,7 +215,7 @@ def test_gc_sweeps_a_workers_local_copies_unused_for_the_age(s3env, tmp_path):
     (cut_off / "w.bin").write_bytes(b"x" * 100)
     os.utime(cut_off, (two_days_ago, two_days_ago))
 
-    run = [sys.executable, "-m", "qa_lib.cli", "store", "gc", "--older-than", "1", "--store", f"s3://{s3env}/p"]
+    run = [sys.executable, "-m", "cli", "store", "gc", "--older-than", "1", "--store", f"s3://{s3env}/p"]
     env = {**os.environ, "QA_PIPELINE_CACHE": str(cache)}
     dry = subprocess.run([*run, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert "would remove 2 local copies" in dry.stdout, dry.stdout + dry.stderr

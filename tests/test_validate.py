@@ -208,7 +208,7 @@ def test_model_is_checked_before_any_data_is_read(prefect_server, tmp_path, tiny
     import yaml
     from transformers import ViTConfig, ViTModel
 
-    from qa_lib.cli import main
+    from cli.main import main
 
     folder = tmp_path / "vit"
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)

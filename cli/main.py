@@ -1,0 +1,184 @@
+"""`qa-pipeline train | evaluate | retrain | score | answer | deploy | store`: the parser and the one
+place errors become exit codes.
+
+Errors the user can fix are printed as one message (exit code 2), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+
+from cli import answer, runs, score, store
+from cli.interrupts import announce_interrupted, bounded_interrupts
+from qa_lib.errors import QAPipelineError
+
+
+class _PrintVersions(argparse.Action):
+    """argparse's own version action wraps the line at the terminal's width."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
+def _versions() -> str:
+    """This package's version and the libraries' that decide its results: the line a bug report needs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("torch", "transformers", "tokenizers", "datasets", "prefect"))
+    return f"qa-pipeline {of('qa-pipeline')} ({libraries})"
+
+
+DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources, output folder, store), load "
+                "and validate the data not yet stored, list each stage as stored (reused) or to compute, and "
+                "stop: nothing is trained")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite a --verbose given before it.
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="on failure, print the whole message and the traceback (default: one line)")
+    p = argparse.ArgumentParser(prog="qa-pipeline", description="Fine-tune and evaluate extractive QA models.",
+                                parents=[common])
+    p.add_argument("--version", action=_PrintVersions, help="show the versions of qa-pipeline and its libraries")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", parents=[common],
+                       help="run the train_qa flow: data → features → fine-tune → predict → metrics")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", default=[], help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
+    t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    t.set_defaults(func=runs.train)
+
+    e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*", default=[])
+    e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
+    e.add_argument("--store", default=None)
+    e.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    e.set_defaults(func=runs.evaluate)
+
+    r = sub.add_parser("retrain", parents=[common],
+                       help="run the retrain flow once: train, gate against the champion, promote, push")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*", default=[])
+    r.add_argument("--store", default=None)
+    r.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    r.set_defaults(func=runs.retrain)
+
+    s = sub.add_parser("score", parents=[common], help="official SQuAD v1.1/v2.0 scores of a predictions file")
+    s.add_argument("data_file")
+    s.add_argument("pred_file")
+    # The official scripts' option names (-n, -t, -o) so that it drops into their place.
+    s.add_argument("--na-prob-file", "-n", default=None, help="v2: JSON of question id -> null odds")
+    s.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
+                   help="v2: predict no answer when the null odds exceed this (default 1.0)")
+    s.add_argument("--out-file", "-o", default=None, help="write the JSON here instead of printing it")
+    s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
+    s.set_defaults(func=score.run)
+
+    from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig
+
+    # `answer` windows a context as evaluation does.
+    answer_window = PipelineConfig.model_fields["eval_max_length"].default
+    answer_stride = PipelineConfig.model_fields["eval_doc_stride"].default
+    a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
+    a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
+    a.add_argument("--question", required=True)
+    context = a.add_mutually_exclusive_group(required=True)
+    context.add_argument("--context", help="the context text")
+    context.add_argument("--context-file", metavar="PATH", help="read the context from a UTF-8 file (- for stdin)")
+    a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
+    a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
+                   help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")
+    a.add_argument("--max-length", type=int, default=answer_window,
+                   help=f"tokens per window, question included (default {answer_window}, the evaluation window)")
+    a.add_argument("--doc-stride", type=int, default=answer_stride,
+                   help=f"tokens shared by consecutive windows of a long context (default {answer_stride})")
+    a.add_argument("--handle-impossible-answer", action="store_true",
+                   help="allow the empty answer (SQuAD v2 models) when it scores best")
+    a.set_defaults(func=answer.run)
+
+    d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")
+    d.add_argument("--work-pool", default="gpu")
+    d.add_argument("--source", default=None,
+                   help="git URL[@ref] the workers clone the code from (default: this checkout's path; "
+                        "$QA_DEPLOY_SOURCE)")
+    d.add_argument("--store", default=None,
+                   help="store every run of these deployments uses, e.g. s3://bucket/prefix (default: $QA_PIPELINE_STORE)")
+    d.set_defaults(func=runs.deploy)
+
+    st = sub.add_parser("store", parents=[common], help="list or clean the store")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    ls = st_sub.add_parser("ls", parents=[common], help="stages, keys, sizes and ages")
+    ls.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $QA_PIPELINE_STORE or .qa-store)")
+    ls.set_defaults(func=store.ls)
+    gc = st_sub.add_parser("gc", parents=[common],
+                           help="remove entries older than DAYS, keeping champions' models and running trainings")
+    gc.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    gc.add_argument("--store", default=None)
+    gc.set_defaults(func=store.gc)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options and `key=value` overrides in any order, as users type them."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    previous_handler = None
+    if args.command in ("train", "evaluate", "retrain"):
+        runs.prefect_defaults()
+        previous_handler = bounded_interrupts()
+        if not verbose:
+            from flows.console import quiet_expected_tracebacks
+
+            quiet_expected_tracebacks()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        announce_interrupted()
+        return 130
+    except QAPipelineError as exc:
+        # One line; the full message (every problem found) and the traceback under --verbose.
+        message = str(exc) if verbose else str(exc).splitlines()[0]
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - not the user's input: one line, the details on request
+        if verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback; the Prefect "
+              "log has it too)", file=sys.stderr)
+        return 1
+    finally:
+        if previous_handler is not None:  # main() is also called from code (and tests): leave it as found
+            signal.signal(signal.SIGINT, previous_handler)
+

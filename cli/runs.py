@@ -1,0 +1,104 @@
+"""`qa-pipeline train | evaluate | retrain | deploy`: the Prefect flows, started from a YAML config."""
+
+from __future__ import annotations
+
+import os
+
+
+def prefect_defaults() -> None:
+    import warnings
+
+    # Said once, as our own one line, when the temporary server needs that folder (flows.server).
+    warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
+    # The ephemeral server boots a database on first use: slow on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _load_config(args):
+    prefect_defaults()
+    from flows.server import check_api
+    from qa_lib.config import PipelineConfig
+
+    config = PipelineConfig.from_yaml(args.config, args.overrides)
+    check_api()
+    return config
+
+
+def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
+    """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
+    from qa_lib.plan import LABELS
+    from qa_lib.preflight import check_data, check_run, planned_stages
+    from qa_lib.store import open_store
+
+    location = open_store(store).location
+    check_run(config, training, model, location)
+    stages = planned_stages(config, training, model, location)
+    checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored})
+    print(f"dry run: every check passed; nothing was run. Store: {location}")
+    for slot, stage, key, stored in stages:
+        entry = f"{stage}/{key}"
+        note = f" ({checked[slot]:,} examples, valid)" if slot in checked else ""
+        print(f"  {LABELS[slot]:<16} {entry:<38} {'stored, reused' if stored else 'to compute'}{note}")
+    return 0
+
+
+def train(args) -> int:
+    config = _load_config(args)
+    if args.dry_run:
+        return _dry_run(config, True, args.store)
+    from flows.train_qa import run_train
+
+    summary = run_train(config, store_root=args.store)
+    print_summary(summary)
+    return 0
+
+
+def evaluate(args) -> int:
+    config = _load_config(args)
+    if args.dry_run:
+        return _dry_run(config, False, args.store, args.model)
+    from flows.evaluate_qa import run_evaluate
+
+    summary = run_evaluate(config, model=args.model, store_root=args.store)
+    print_summary(summary)
+    return 0
+
+
+def retrain(args) -> int:
+    config = _load_config(args)
+    if args.dry_run:  # the training run's stages; the champion is read and gated only by a real run
+        from qa_lib.preflight import check_retrain
+        from tasks.secrets import hub_token
+
+        check_retrain(config, hub_token())
+        return _dry_run(config, True, args.store)
+    from flows.retrain import retrain
+
+    result = retrain(config=config, store_root=args.store)
+    print_summary(result)
+    if result["promoted"]:
+        print(f"promoted: {result['location']}")
+        if result.get("hub_commit"):
+            print(f"hub: {result['hub_commit']}")
+    else:
+        print(f"not promoted: {config.promote_key} {result['challenger']:.2f} vs champion {result['champion']:.2f} "
+              f"(margin {config.promote_margin})")
+    return 0
+
+
+def deploy(args) -> int:
+    from deployments.register import register
+
+    for name in register(work_pool=args.work_pool, source=args.source, store=args.store):
+        print(f"registered deployment {name}")
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    metrics = summary.get("metrics", {})
+    line = "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    print(f"metrics: {line or 'none (no eval_data)'}")
+    for key in ("model_dir", "predictions_dir", "flow_run"):
+        if summary.get(key):
+            print(f"{key}: {summary[key]}")

@@ -1,0 +1,64 @@
+"""`qa-pipeline score`: the official SQuAD v1.1/v2.0 evaluation scripts, as one command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from qa_lib.errors import QAPipelineError
+
+
+def run(args) -> int:
+    from qa_lib.metrics import is_v2_dataset, squad_v1, squad_v2
+
+    from qa_lib.text_files import read_utf8
+
+    def read(path: str):
+        try:
+            return json.loads(read_utf8(Path(path)))
+        except FileNotFoundError:
+            raise QAPipelineError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise QAPipelineError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                                  f"{exc.msg}") from None
+
+    doc, preds = read(args.data_file), read(args.pred_file)
+    na_probs = read(args.na_prob_file) if args.na_prob_file else None
+    _check_inputs(args, doc, preds, na_probs)
+    v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
+    try:
+        if v2:
+            out = squad_v2(doc["data"], preds, na_probs, args.na_prob_thresh)
+        else:
+            if doc.get("version") != "1.1":
+                print(f"Evaluation expects v-1.1, but got dataset with v-{doc.get('version')}", file=sys.stderr)
+            out = squad_v1(doc["data"], preds)
+    except ValueError as exc:
+        where = args.na_prob_file if str(exc).startswith("null odds") else args.pred_file
+        raise QAPipelineError(f"{where}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
+    if args.out_file:
+        from qa_lib.errors import ConfigError
+
+        try:
+            Path(args.out_file).expanduser().write_text(json.dumps(out))
+        except OSError as exc:
+            raise ConfigError(f"--out-file {args.out_file}: cannot write there: {exc.strerror or exc}") from None
+    else:
+        # The official scripts print v2.0 results indented and v1.1 results on one line.
+        print(json.dumps(out, indent=2) if v2 else json.dumps(out))
+    return 0
+
+
+def _check_inputs(args, doc, preds, na_probs) -> None:
+    if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
+        raise QAPipelineError(f"{args.data_file}: not an official SQuAD file (no top-level 'data' list)")
+    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
+        raise QAPipelineError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
+    if na_probs is not None and (not isinstance(na_probs, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in na_probs.values())):
+        raise QAPipelineError(f"{args.na_prob_file}: null odds must be a JSON object of question id -> number")
