@@ -30,11 +30,12 @@ class LocalStore:
         self.downloaded = 0  # bytes fetched from elsewhere: none, for a local folder
 
     def check(self) -> None:
-        """Fail early, in one line, on a folder this process cannot create or write to."""
+        """Fail early, in one line, on a folder this process cannot create or write to. Leaves no
+        folder behind (a dry run says nothing was run; the first stage stored creates it)."""
         from qa_lib.errors import ConfigError
         from qa_lib.folders import write_problem
 
-        if problem := write_problem(self.root):
+        if problem := write_problem(self.root, keep=False):
             raise ConfigError(f"store {self.location}: cannot write there: {problem}")
 
     def path(self, stage: str, key: str) -> Path:
