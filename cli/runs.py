@@ -34,7 +34,16 @@ def _dry_run(config, training: bool, store: str | None, model: str | None = None
     location = open_store(store).location
     check_run(config, training, model, location)
     stages = planned_stages(config, training, model, location)
-    checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored})
+    import datasets
+
+    # The plan is the output: the seconds-long casting bars of reading the data would only bury it.
+    bars_were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored})
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
     print(f"dry run: every check passed; nothing was run. Store: {location}")
     for slot, stage, key, stored in stages:
         entry = f"{stage}/{key}"

@@ -20,7 +20,8 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
 
     # A dry run checks and plans: every stage to compute, and nothing run.
     assert main(["train", str(config), "n_best_size=10", "--dry-run", *store]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "examples/s" not in err  # no progress bars around the plan
     planned = _planned(out)
     # The data not yet stored was read and validated, as the run's first stages will.
     assert [line.endswith(" examples, valid)") for line in out.splitlines()[1:]] == [True] * 2 + [False] * 6
