@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 
-
 INTERRUPTED = ("interrupted: finished stages stay in the store and a rerun reuses them (training resumes from its "
                "newest checkpoint)")
 # Ctrl-C reaches the terminal's whole process group, so Prefect's temporary server (a child of this

@@ -27,6 +27,8 @@ def _load_config(args):
 
 def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
     """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
+    import datasets
+
     from qa_lib.plan import LABELS
     from qa_lib.preflight import check_data, check_run, planned_stages
     from qa_lib.store import open_store
@@ -34,8 +36,6 @@ def _dry_run(config, training: bool, store: str | None, model: str | None = None
     location = open_store(store).location
     check_run(config, training, model, location)
     stages = planned_stages(config, training, model, location)
-    import datasets
-
     # The plan is the output: the seconds-long casting bars of reading the data would only bury it.
     bars_were_off = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer

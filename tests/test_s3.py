@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import boto3
 import pytest
@@ -19,7 +18,6 @@ from qa_lib.publish.run import publish_run
 from qa_lib.publish.s3_target import S3Target
 from qa_lib.store.s3 import S3Store
 from qa_lib.s3 import StorageError
-from qa_lib.hashing import sha256_file
 from tests.conftest import DEV_V1, ROOT
 from tests.s3_services import FaultProxy, MotoServer
 

@@ -262,7 +262,6 @@ def test_data_parallel_training_uploads_its_checkpoints(s3env, tiny_model, train
 def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, tmp_path, monkeypatch):
     """`evaluate --model s3://.../model/<key>` and `answer --model ...` read a model from the shared store."""
     from qa_lib.modeling import resolve_model
-    from qa_lib.store import open_store
 
     key = "0123456789abcdef01234567"
     with S3Store(f"s3://{s3env}/p", tmp_path / "writer").writing("model", key) as tmp:

@@ -5,7 +5,7 @@ import pytest
 from qa_lib.data import load_examples
 from qa_lib.errors import DataError, ModelError
 from qa_lib.validate import check_model_source, find_problems, validate_examples
-from tests.conftest import DEV_V2, TRAIN_V1
+from tests.conftest import TRAIN_V1
 
 
 def test_real_samples_are_clean(train_examples, dev_v1_examples, dev_v2_examples):
