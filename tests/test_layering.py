@@ -1,10 +1,12 @@
 """Data flows one way: qa_lib knows nothing of Prefect or of the layers above it, tasks nothing of
 flows, and so on up to the command line. Checked on every import statement, those inside functions
-included (a lazy import is still a dependency)."""
+included (a lazy import is still a dependency). And the code has no undefined or unused names."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pytest
 
@@ -40,3 +42,10 @@ def test_no_layer_imports_a_layer_above_it(package):
     assert len(found) > 10  # the walk saw the package's code
     wrong = [f"{file}:{line} imports {module}" for file, line, module in found if module in FORBIDDEN[package]]
     assert not wrong, wrong
+
+
+def test_pyflakes_finds_nothing():
+    """Undefined names (a NameError waiting in a rarely taken branch) and unused imports or variables."""
+    packages = [*FORBIDDEN, "cli", "bench", "tests"]
+    out = subprocess.run([sys.executable, "-m", "pyflakes", *packages], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stdout, out.stdout + out.stderr
