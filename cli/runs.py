@@ -40,7 +40,7 @@ def _dry_run(config, training: bool, store: str | None, model: str | None = None
     bars_were_off = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
-        checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored})
+        checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored}, model=model)
     finally:
         if not bars_were_off:
             datasets.enable_progress_bars()

@@ -79,10 +79,8 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
                     backend.enable_truncation(max_length, stride=room // 2, **truncation)
                 merged = backend.post_process(*pair, add_special_tokens=True)
             except Exception as exc:  # noqa: BLE001 - the tokenizer's only failure here: no room left
-                raise DataError("features", [
-                    f"example {batch['id'][i] if 'id' in batch else i}: the question is {len(question.ids)} tokens, "
-                    f"which leaves no room for the context in a {max_length}-token window ({exc}); "
-                    "raise max_length or drop the question"]) from None
+                raise DataError("features", [_no_room(batch['id'][i] if 'id' in batch else i, len(question.ids),
+                                                      max_length, f" ({exc})")]) from None
             finally:
                 if narrow:
                     backend.enable_truncation(max_length, stride=doc_stride, **truncation)
@@ -105,6 +103,23 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
     if "token_type_ids" not in tokenizer.model_input_names:
         del data["token_type_ids"]
     return BatchEncoding(data, encoding=encodings)
+
+
+def _no_room(example, question_tokens: int, max_length: int, detail: str = "") -> str:
+    return (f"example {example}: the question is {question_tokens} tokens, which leaves no room for the context in "
+            f"a {max_length}-token window{detail}; use a longer window or drop the question")
+
+
+def check_questions_fit(examples: datasets.Dataset, tokenizer, max_length: int) -> None:
+    """The check the window building makes on each question, on all of them at once and without
+    building a window (tokenizing the questions only): a `DataError` naming the first question too
+    long to leave any room for its context in a `max_length`-token window."""
+    questions = [q.lstrip() for q in examples["question"]]
+    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    for i, n in enumerate(lengths):
+        if n >= room:
+            raise DataError("features", [_no_room(examples[i]["id"], n, max_length)])
 
 
 def _window_type_ids(windows, context_id: int) -> list[list[int]]:

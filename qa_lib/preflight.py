@@ -3,7 +3,8 @@
 `check_run` is the flows' first step (`tasks.preflight`) and the CLI's `--dry-run`: the config's
 cross-checks, the model (loadable, windows that fit it, a trained head to evaluate), the precision
 on this machine, the output folder, every data source (before any is read) and the store.
-`check_data` (the dry run's, as the run's load stages would) reads and validates the data sources;
+`check_data` (the dry run's, as the run's load and feature stages would) reads and validates the data
+sources and checks that each question fits its window;
 `planned_stages` then says, per stage, whether the store already holds it (the run will reuse
 it) or the run would compute it.
 """
@@ -45,21 +46,28 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         storage.check()
 
 
-def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozenset()) -> dict[str, int]:
-    """Load and validate each data source the run reads, as its first stages will (a dry run's
-    check: a truncated file or an answer that does not match its context is refused here, not
-    after the dry run said yes). `skip` names the slots ("train_data", "eval_data") already in the
-    store: validated when they were stored. Returns the examples per slot checked."""
+def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozenset(),
+               model: str | None = None) -> dict[str, int]:
+    """Load and validate each data source the run reads, as its first stages will, and check that
+    every question leaves room for its context in the windows (a dry run's check: a truncated file,
+    an answer that does not match its context or a question longer than the window is refused
+    here, not after the dry run said yes). `skip` names the slots ("train_data", "eval_data")
+    already in the store: checked when they were stored. Returns the examples per slot checked."""
     from qa_lib.data import load_examples
+    from qa_lib.features import check_questions_fit
+    from qa_lib.modeling import load_tokenizer
     from qa_lib.validate import validate_examples
 
-    counts = {}
-    for slot, source, split in (("train_data", config.train_data if training else None, "train"),
-                                ("eval_data", config.eval_data, "validation")):
+    counts, tokenizer = {}, None
+    for slot, source, split, window in (
+            ("train_data", config.train_data if training else None, "train", config.max_length),
+            ("eval_data", config.eval_data, "validation", config.eval_window[0])):
         if source is None or slot in skip:
             continue
         examples = load_examples(source, default_split=split)
         validate_examples(examples, config.version_2_with_negative, source.path)
+        tokenizer = tokenizer or load_tokenizer(model or config.model)
+        check_questions_fit(examples, tokenizer, window)
         counts[slot] = len(examples)
     return counts
 

@@ -92,6 +92,13 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     assert main(["evaluate", str(config), f"eval_data.path={tmp_path / 'bad.json'}", "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: {tmp_path / 'bad.json'}: {qa['id']}: answer 1 ") and not captured.out
+    # ... and a question that leaves its context no room in the eval window (the eval features' check).
+    qa["answers"][0]["answer_start"] -= 1
+    qa["question"] = "why " * 400
+    (tmp_path / "long.json").write_text(json.dumps(bad))
+    assert main(["evaluate", str(config), f"eval_data.path={tmp_path / 'long.json'}", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: features: example {qa['id']}: the question is 400 tokens") and not captured.out
     # A run whose loss goes NaN stops there with one line, and publishes nothing.
     assert main(["train", str(config), "learning_rate=1e10", "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
