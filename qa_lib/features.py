@@ -33,6 +33,11 @@ def _context_first(tokenizer) -> bool:
     return tokenizer.padding_side == "left"
 
 
+def _questions(questions: list[str]) -> list[str]:
+    # Many SQuAD questions start with spaces that only waste window tokens.
+    return [q.lstrip() for q in questions]
+
+
 def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_stride: int):
     """Windows of every (question, context) pair, as a `BatchEncoding` with overflow rows.
 
@@ -40,8 +45,7 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
     `return_overflowing_tokens=True`, but each distinct context is tokenized once: SQuAD asks
     about five questions per context, and tokenizing the contexts is most of the work.
     """
-    questions = [q.lstrip()  # many SQuAD questions start with spaces that only waste window tokens
-                 for q in batch["question"]]
+    questions = _questions(batch["question"])
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # load_tokenizer refuses these; this is for a caller that built its own
         raise ModelError(f"{type(tokenizer).__name__} is not a fast tokenizer; windows and offset mappings need one")
@@ -114,7 +118,7 @@ def check_questions_fit(examples: datasets.Dataset, tokenizer, max_length: int) 
     """The check the window building makes on each question, on all of them at once and without
     building a window (tokenizing the questions only): a `DataError` naming the first question too
     long to leave any room for its context in a `max_length`-token window."""
-    questions = [q.lstrip() for q in examples["question"]]
+    questions = _questions(examples["question"])
     lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     for i, n in enumerate(lengths):

@@ -3,14 +3,14 @@ use them, never logged or returned in a task's result."""
 
 from __future__ import annotations
 
-import os
+from qa_lib.publish.hub import env_token
 
 HUB_TOKEN_BLOCK = "hf-token"
 
 
 def hub_token(secret_block: str = HUB_TOKEN_BLOCK) -> str | None:
     """`HF_TOKEN` (or `HUGGING_FACE_HUB_TOKEN`), else the Prefect Secret block `hf-token`, else None."""
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    token = env_token()
     if token:
         return token
     try:

@@ -1,8 +1,9 @@
 """Push a published run's model to the Hugging Face Hub.
 
 The token is the caller's (the Prefect tasks read `HF_TOKEN` or the Secret block `hf-token`:
-`tasks.secrets`), else `HF_TOKEN` from the environment; it is passed to `huggingface_hub` only and never logged or written to cards or manifests. The endpoint
-is `HF_ENDPOINT` as the environment holds it when the call is made (a private Hub mirror works).
+`tasks.secrets`), else `HF_TOKEN` from the environment; it is passed to `huggingface_hub` only
+and never logged or written to cards or manifests. The endpoint is `HF_ENDPOINT` as the
+environment holds it when the call is made (a private Hub mirror works).
 
 Errors: a missing, rejected or read-only token, a bad repo id, and offline mode are
 `QAPipelineError`s (retrying will not help); a Hub that cannot be reached or answers 5xx is a
@@ -17,6 +18,7 @@ from qa_lib.errors import ConfigError, QAPipelineError
 
 
 def env_token() -> str | None:
+    """`HF_TOKEN`, or huggingface_hub's older name for it."""
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
 
 
