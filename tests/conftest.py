@@ -11,6 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on CI's two cores: torch's default of a thread per core in each
+    # would oversubscribe them (its OpenMP threads spin while they wait for each other).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 _SHARED = ROOT.parent / "shared" / "data" / "squad"
@@ -109,3 +113,14 @@ def pytest_runtest_teardown(item):
             if isinstance(handler, PrefectConsoleHandler):
                 handler.stream = sys.stderr  # not setStream(): it flushes the old, closed stream
                 handler.console.file = sys.stderr
+
+
+# The slowest modules first: `make test` hands whole modules to its two workers in collection order
+# (`--dist loadscope --no-loadscope-reorder`), and a slow module started last runs alone at the end.
+SLOW_FIRST = ("test_bench.py", "test_fleet.py", "test_deployments.py", "test_flows.py", "test_cli.py",
+              "test_disk_full.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).name, len(rank)))

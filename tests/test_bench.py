@@ -1,6 +1,9 @@
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -17,13 +20,17 @@ def run_bench(args: list[str], tmp_path, timeout: int = 600, absent: tuple[str, 
     """`python -m <args>` with its own temporary folder, which must be empty when it ends: each bench
     builds models and checkpoints there (gigabytes for the GPU bench), and a bench that leaves them
     behind fills the disk of whoever runs it often, CI included. `absent`: packages it must run without."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    # A short path, not under tmp_path: `datasets` workers (num_proc > 1) talk over a Unix socket made
+    # in TMPDIR, whose path may not exceed 107 bytes ("AF_UNIX path too long" under pytest-xdist).
+    scratch = Path(tempfile.mkdtemp(prefix="qa-bench-"))
     command = [sys.executable, "-c", WITHOUT, ",".join(absent), *args] if absent else [sys.executable, "-m", *args]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, **env, "TMPDIR": str(scratch)})
-    # torch's compile cache is torch's to keep (it is reused, and bounded by what gets compiled)
-    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+    try:
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **env, "TMPDIR": str(scratch)})
+        # torch's compile cache is torch's to keep (it is reused, and bounded by what gets compiled)
+        left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert not left, f"{args[0]} left {left} in its temporary folder"
     return out
 
@@ -48,7 +55,6 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
     path differs by one `from_pretrained` call, left out to keep CI short), with the SQuAD-sized job
     and the precision comparison at toy sizes."""
     import json
-    import shutil
 
     from qa_lib.modeling import resolve_model
 

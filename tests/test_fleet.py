@@ -93,8 +93,9 @@ def fleet(prefect_server, tiny_model, tmp_path_factory):
     (tmp / "deploy.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     env = {**prefect_server.env, **CREDS, "QA_S3_ENDPOINT_URL": moto.url, "QA_DEPLOY_CONFIG": str(tmp / "deploy.yaml")}
     prefect = str(Path(sys.executable).parent / "prefect")
-    subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"], env=env, check=True,
-                   capture_output=True)
+    made = subprocess.run([prefect, "work-pool", "create", POOL, "--type", "process"], env=env,
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     out = subprocess.run([sys.executable, "-m", "cli", "deploy", "--work-pool", POOL, "--source", source,
                           "--store", STORE], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
