@@ -89,7 +89,7 @@ def explain(exc: Exception, uri: str) -> StorageError:
     if isinstance(exc, NoCredentialsError):
         return StorageError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
     if isinstance(exc, EndpointConnectionError):
-        return StorageError(f"{uri}: S3 endpoint unreachable ({exc.kwargs.get('endpoint_url', 'endpoint')})")
+        return StorageError(f"{uri}: S3 endpoint unreachable ({shown_url(exc.kwargs.get('endpoint_url', 'endpoint'))})")
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "?")
         if code in ("NoSuchBucket", "404"):
@@ -98,6 +98,18 @@ def explain(exc: Exception, uri: str) -> StorageError:
             return StorageError(f"{uri}: access denied ({code})")
         return StorageError(f"{uri}: S3 error {code}")
     return StorageError(f"{uri}: {type(exc).__name__}")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a message: without the user:password@ an endpoint may carry, or a query string
+    (a proxy's token)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _cache_dir() -> Path:

@@ -147,6 +147,9 @@ def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_
     ("s3://no-such-bucket-here/x", {}, "bucket does not exist"),
     ("s3://Bad_Bucket/x", {}, "malformed S3 URI"),
     ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "endpoint unreachable"),
+    # An endpoint with credentials in it: the message shows where, not them.
+    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://proxyuser:testing-secret-value@127.0.0.1:9"},
+     "endpoint unreachable (http://127.0.0.1:9/"),
     ("s3://somebucket/x", {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
                            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"},
      "no AWS credentials"),
