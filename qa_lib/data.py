@@ -93,14 +93,27 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
             return squad
     if suffix not in _FLAT_SUFFIXES:
         raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet)"])
+    kwargs = {}
     if suffix in (".json", ".jsonl"):
         check_json_lines(path, read_utf8(path))
     elif suffix == ".csv":
         check_csv(path, read_utf8(path))
+        kwargs["features"] = _csv_as_text(path)
     try:
-        return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train")
+        return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
+
+
+def _csv_as_text(path: Path) -> datasets.Features:
+    """Every column of a CSV file as text. Left to pandas' inference, a column of answers that are all
+    numbers (years, counts) became numbers, and floats once an unanswerable row left a cell empty:
+    "1990" came back as "1990.0", which its context does not contain. The names are pandas' own
+    (an unnamed index column is "Unnamed: 0")."""
+    import pandas as pd
+
+    names = pd.read_csv(path, nrows=0, encoding="utf-8").columns
+    return datasets.Features({name: datasets.Value("string") for name in names})
 
 
 def _load_in_memory(path: str, **kwargs) -> datasets.Dataset | datasets.DatasetDict:
@@ -156,7 +169,7 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                 answers = [] if qa.get("is_impossible") else qa.get("answers", [])
                 try:
                     texts = [str(x["text"]) for x in answers]
-                    starts = [int(x["answer_start"]) for x in answers]
+                    starts = [_start(x["answer_start"]) for x in answers]
                 except (KeyError, TypeError, ValueError):
                     problems.append(f"{where}: each answer needs 'text' and an integer 'answer_start'")
                     continue
@@ -250,10 +263,23 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
                 out["answers"].append({"text": [], "answer_start": []})
                 continue
             try:
-                out["answers"].append({"text": [str(text)], "answer_start": [int(start)]})
+                out["answers"].append({"text": [str(text)], "answer_start": [_start(start)]})
             except (TypeError, ValueError):
                 raise _BadAnswers(f"{ex_id}: answer_start is not an integer") from None
     return out
+
+
+def _start(value: Any) -> int:
+    """A character offset as a flat file holds it: 18, "18", or 18.0 / "18.0" (what pandas writes for an
+    integer column that has empty cells); 18.5 or "x" is a ValueError, not truncated."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lstrip("-").isdigit():
+            return int(value)
+        value = float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("answer_start is not an integer")
+    return int(value)
 
 
 class _BadAnswers(ValueError):
@@ -264,10 +290,10 @@ def _parse_answers(value: Any) -> dict[str, list[Any]]:
     if isinstance(value, str):  # CSV cells hold JSON
         value = json.loads(value) if value.strip() else {"text": [], "answer_start": []}
     if isinstance(value, list):  # list of {"text", "answer_start"} records
-        return {"text": [a["text"] for a in value], "answer_start": [int(a["answer_start"]) for a in value]}
+        return {"text": [a["text"] for a in value], "answer_start": [_start(a["answer_start"]) for a in value]}
     if value is None:
         return {"text": [], "answer_start": []}
-    return {"text": list(value["text"]), "answer_start": [int(s) for s in value["answer_start"]]}
+    return {"text": list(value["text"]), "answer_start": [_start(s) for s in value["answer_start"]]}
 
 
 def _reader_error(exc: BaseException) -> str:

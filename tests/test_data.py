@@ -1,4 +1,5 @@
 import json
+import re
 
 import datasets
 import pytest
@@ -48,6 +49,35 @@ def test_flat_formats_with_column_mapping(tmp_path, train_examples, fmt):
     assert ds.column_names == ["id", "title", "context", "question", "answers"]
     assert ds["id"] == train_examples["id"][:50]
     assert ds["answers"] == train_examples["answers"][:50]
+
+
+def test_a_csv_of_numeric_answers_with_unanswerable_rows_keeps_the_answers_text(tmp_path, dev_v2_examples):
+    """pandas' type inference read a column of answers that are all numbers (years) as floats once a
+    v2 row left its cell empty: "1990" came back as "1990.0", not in its context, and the file was
+    refused. Written as pandas writes it: with its index column, and answer_start as 18.0."""
+    import pandas as pd
+
+    numeric = [ex for ex in dev_v2_examples if ex["answers"]["text"] and ex["answers"]["text"][0].isdigit()][:15]
+    empty = [ex for ex in dev_v2_examples if not ex["answers"]["text"]][:15]
+    assert len(numeric) == 15 and len(empty) == 15
+    rows = [{"qid": ex["id"], "passage": ex["context"], "q": ex["question"],
+             "ans": ex["answers"]["text"][0] if ex["answers"]["text"] else None,
+             "start": ex["answers"]["answer_start"][0] if ex["answers"]["text"] else None} for ex in numeric + empty]
+    path = tmp_path / "v2.csv"
+    pd.DataFrame(rows).to_csv(path)  # index=True: an unnamed first column
+    assert re.search(r",\d+\.0$", path.read_text(), re.M)  # the starts written as floats
+    ds = load_examples(DataSource(path=str(path), columns=MAPPING))
+    assert ds["answers"] == [{k: v[:1] for k, v in ex["answers"].items()} for ex in numeric + empty]  # the first
+
+    from qa_lib.validate import validate_examples
+
+    validate_examples(ds, True, str(path))  # every answer where its context has it
+
+    # A start that is not a whole number is refused, not truncated to one.
+    rows[0]["start"] = rows[0]["start"] + 0.5
+    pd.DataFrame(rows).to_csv(path)
+    with pytest.raises(DataError, match=f"{numeric[0]['id']}: answer_start is not an integer"):
+        load_examples(DataSource(path=str(path), columns=MAPPING))
 
 
 def test_jsonl_with_squad_answers_column(tmp_path, dev_v1_examples):
