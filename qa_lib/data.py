@@ -93,13 +93,12 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
             return squad
     if suffix not in _FLAT_SUFFIXES:
         raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet)"])
-    kwargs = {}
     if suffix in (".json", ".jsonl"):
         check_json_lines(path, read_utf8(path))
     elif suffix == ".csv":
         check_csv(path, read_utf8(path))
-        kwargs["features"] = _csv_as_text(path)
     try:
+        kwargs = {"features": _csv_as_text(path)} if suffix == ".csv" else {}
         return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
