@@ -272,9 +272,6 @@ def _start(value: Any) -> int:
     """A character offset as a flat file holds it: 18, "18", or 18.0 / "18.0" (what pandas writes for an
     integer column that has empty cells); 18.5 or "x" is a ValueError, not truncated."""
     if isinstance(value, str):
-        value = value.strip()
-        if value.lstrip("-").isdigit():
-            return int(value)
         value = float(value)
     if isinstance(value, float) and not value.is_integer():
         raise ValueError("answer_start is not an integer")

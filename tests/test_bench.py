@@ -27,7 +27,7 @@ def run_bench(args: list[str], tmp_path, timeout: int = 600, absent: tuple[str, 
     try:
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, **env, "TMPDIR": str(scratch)})
-        # torch's compile cache is torch's to keep (it is reused, and bounded by what gets compiled)
+        # torch's compile cache is torch's own, not something the bench forgot (removed with the folder)
         left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
