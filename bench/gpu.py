@@ -72,6 +72,23 @@ def bert_base_sized(tokenizer_dir: str, out: Path) -> str:
     return str(out)
 
 
+def sliding_window_model(tokenizer_dir: str, out: Path) -> str:
+    """A small random ModernBERT QA model with the default model's tokenizer: its sliding-window
+    layers attend 64 tokens each side, so the bundled 192-token features need the window kept.
+    Only the varlen kernel's `window_size` is checked with it, not its training speed."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, ModernBertConfig
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = ModernBertConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                              intermediate_size=512, max_position_embeddings=512, local_attention=128,
+                              global_attn_every_n_layers=2, pad_token_id=tok.pad_token_id,
+                              cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                              bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
 def default_model(model_files: str | None, out: Path) -> tuple[str, str]:
     """The default model's folder, and whether its weights are the pretrained ones."""
     from qa_lib.modeling import resolve_model
@@ -351,9 +368,11 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
     # Padded batches go through the varlen function's SDPA fallback: the model's own attention.
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         gap, scale = packed_logit_gap(model, Padding.of(load_tokenizer(model_dir)), sample, width, len(sample))
-    kernel = device.type == "cuda" and not kernel_problem(precision)
-    return {"features": len(sample), "precision": precision, "kernel": kernel, "max_start_logit_diff": gap,
-            "logit_scale": scale}
+    kernel = device.type == "cuda" and not kernel_problem(precision, model)
+    return {"features": len(sample), "longest": max(len(f["input_ids"]) for f in sample), "precision": precision,
+            "kernel": kernel, "sliding_window": getattr(model.config, "sliding_window", None)
+            if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()) else None,
+            "max_start_logit_diff": gap, "logit_scale": scale}
 
 
 VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing
@@ -426,15 +445,19 @@ def _run(args, tmp: Path) -> int:
     # packed variants then reuse. A step that fails is recorded and the rest still runs.
     failed = args.e2e_train and not end_to_end(args, minilm, tmp, out, save)
     if any("varlen" in v for v in args.variants.split(",")):
-        try:
-            out["varlen_agreement"] = check = varlen_agreement(minilm, feats)
-            print(f"varlen attention vs padded, {check['features']} features in {check['precision']} (kernel: "
-                  f"{check['kernel']}): largest start-logit difference {check['max_start_logit_diff']:.3g} "
-                  f"(logits up to {check['logit_scale']:.3g})", flush=True)
-        except Exception as exc:  # noqa: BLE001
-            out["varlen_agreement"] = {"error": _failure("varlen agreement", exc)}
-            failed = True
-        save()
+        # The default model, then one with sliding-window layers (the kernel's window_size).
+        for key, build in (("varlen_agreement", lambda: minilm),
+                           ("varlen_agreement_sliding_window", lambda: sliding_window_model(minilm, tmp / "sliding"))):
+            try:
+                out[key] = check = varlen_agreement(build(), feats)
+                print(f"varlen attention vs padded ({key}), {check['features']} features in {check['precision']} "
+                      f"(kernel: {check['kernel']}, sliding window: {check['sliding_window']}): largest start-logit "
+                      f"difference {check['max_start_logit_diff']:.3g} (logits up to {check['logit_scale']:.3g})",
+                      flush=True)
+            except Exception as exc:  # noqa: BLE001
+                out[key] = {"error": _failure(key, exc)}
+                failed = True
+            save()
     for model in args.models.split(","):
         for variant in args.variants.split(","):
             name = f"{model} {variant}"

@@ -214,7 +214,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         collator = packed_collator(model, padding, rows, width)
         log.info("packed batches: %d rows of %d tokens per step, %d batches for %d features",
                  rows, width, len(dataset), len(train_features))
-        if on_gpu and config.packed_attention == "varlen" and (slow := kernel_problem(precision)):
+        if on_gpu and config.packed_attention == "varlen" and (slow := kernel_problem(precision, model)):
             log.warning("varlen attention: %s; each feature is attended alone, slowly", slow)
     else:
         dataset, collator = train_features, QACollator(padding)

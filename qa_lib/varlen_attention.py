@@ -10,7 +10,8 @@ On a CUDA GPU in bf16 or fp16 that is PyTorch's own flash-attention varlen kerne
 (`torch.nn.attention.varlen.varlen_attn`, torch 2.9 and later); it has no dropout, so neither
 does this. Elsewhere (the CPU, fp32, an older torch) each feature goes through
 `scaled_dot_product_attention` alone: exact, slow, there so that the tests and the per-model
-check (`packing.packing_problem`) run this path on the CPU too. A padded batch (no
+check (`packing.packing_problem`) run this path on the CPU too. Sliding-window layers
+(ModernBERT) keep their window either way: the kernel's `window_size`, a band mask in the loop. A padded batch (no
 `cu_seq_lens_q`) goes to transformers' SDPA attention with its usual mask.
 
 The function is registered with transformers' `AttentionInterface` under `NAME` and switched on
@@ -43,43 +44,62 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
                                       **kwargs)
     if dropout:
         raise ValueError(f"{NAME} attention has no dropout (got {dropout})")
-    if kwargs.get("sliding_window") is not None:  # the per-model check refuses such a family by this
-        raise ValueError(f"{NAME} attention has no sliding window (a layer asked for {kwargs['sliding_window']})")
+    reach = _reach(kwargs.get("sliding_window"))
     rows, heads, width, dim = query.shape
     q, k, v = (t.transpose(1, 2).reshape(rows * width, heads, dim) for t in (query, key, value))
-    if _kernel_applies(q, scaling):
+    if _kernel_applies(q, scaling, reach):
         cu = cu_seq_lens_q.to(torch.int32)
         bound = max_length_q or width
-        scale = {"scale": scaling} if _KERNEL_TAKES_SCALE else {}
-        out = _KERNEL(q, k, v, cu, cu, bound, bound, **scale)
+        extra = {"scale": scaling} if _KERNEL_TAKES_SCALE else {}
+        if reach is not None:
+            extra["window_size"] = (reach, reach)
+        out = _KERNEL(q, k, v, cu, cu, bound, bound, **extra)
     else:
         out = torch.empty_like(q)
         bounds = cu_seq_lens_q.tolist()
         for lo, hi in zip(bounds[:-1], bounds[1:]):
+            band = None
+            if reach is not None and hi - lo > reach + 1:
+                at = torch.arange(hi - lo, device=q.device)
+                band = (at[:, None] - at[None, :]).abs() <= reach
             out[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
-                *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), scale=scaling).transpose(0, 1)
+                *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), attn_mask=band, scale=scaling).transpose(0, 1)
     return out.reshape(rows, width, heads, dim), None
 
 
-def _kernel_applies(q, scaling: float | None) -> bool:
-    """Whether PyTorch's varlen kernel can take these (tokens, heads, head dim) queries."""
+def _reach(sliding_window: int | None) -> int | None:
+    """How far apart (in tokens, inclusive) a sliding-window layer's query and key may be; None for
+    a full-attention layer. transformers hands such a layer's window to its attention function one
+    wider than that distance (ModernBERT: `config.sliding_window + 1`), and its own flash path
+    subtracts the one again: the same distance its SDPA mask allows, so packed and padded agree."""
+    return None if sliding_window is None else int(sliding_window) - 1
+
+
+def _kernel_applies(q, scaling: float | None, reach: int | None = None) -> bool:
+    """Whether PyTorch's varlen kernel can take these (tokens, heads, head dim) queries, within a
+    sliding window of `reach` tokens each side where it is not None."""
     import torch
 
     if _KERNEL is None or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if reach is not None and not _KERNEL_TAKES_WINDOW:
         return False
     # torch 2.9 and 2.10's kernel takes no `scale`: it always divides by sqrt(head dim), as BERT does.
     return _KERNEL_TAKES_SCALE or scaling is None or abs(scaling * q.shape[-1] ** 0.5 - 1) < 1e-6
 
 
-def kernel_problem(precision: str) -> str | None:
-    """Why a CUDA GPU training in `precision` would attend each feature alone (slowly) instead of
-    using the varlen kernel; None when it uses the kernel."""
+def kernel_problem(precision: str, model=None) -> str | None:
+    """Why a CUDA GPU training `model` in `precision` would attend each feature alone (slowly)
+    instead of using the varlen kernel; None when it uses the kernel."""
     import torch
 
     if _KERNEL is None:
         return f"this torch ({torch.__version__}) has no varlen kernel (torch 2.9 and later)"
     if precision not in ("bf16", "fp16"):
         return f"the varlen kernel takes bf16 or fp16, not {precision}"
+    layers = getattr(getattr(model, "config", None), "layer_types", None) or ()
+    if "sliding_attention" in layers and not _KERNEL_TAKES_WINDOW:
+        return f"this torch's ({torch.__version__}) varlen kernel takes no sliding window, which this model's layers need"
     return None
 
 
@@ -121,3 +141,4 @@ def use_varlen(model) -> str | None:
 # Resolved once: the attention function runs inside compiled steps.
 _KERNEL = _varlen_attn()
 _KERNEL_TAKES_SCALE = _KERNEL is not None and "scale" in inspect.signature(_KERNEL).parameters
+_KERNEL_TAKES_WINDOW = _KERNEL is not None and "window_size" in inspect.signature(_KERNEL).parameters

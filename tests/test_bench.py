@@ -80,6 +80,9 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
     # On the CPU the varlen check runs the exact per-feature path: it must match padded to fp32 noise.
     check = result["varlen_agreement"]
     assert check["kernel"] is False and check["features"] == 24 and check["max_start_logit_diff"] < 1e-4
+    assert check["sliding_window"] is None
+    window = result["varlen_agreement_sliding_window"]  # ModernBERT-shaped: the window must be kept
+    assert window["sliding_window"] == 64 and window["longest"] > 65 and window["max_start_logit_diff"] < 1e-4
     assert result["cudnn_attention"] is False
     job = result["squad_sized_job"]
     assert job["train_questions"] == 120 and job["eval_questions"] == 30

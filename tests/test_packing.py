@@ -25,7 +25,6 @@ from tests.conftest import SQUAD
 from tests.families import build_family
 
 PACKABLE = ("bert-wordpiece", "roberta-bpe", "xlm-roberta-unigram", "albert-unigram", "modernbert-bpe")
-VARLEN_PACKABLE = PACKABLE[:-1]  # the varlen kernel has no sliding window
 NOT_PACKABLE = ("deberta-v2-unigram", "xlnet-left")
 
 
@@ -65,7 +64,7 @@ def _loss_and_grads(model, batch):
                                              ("roberta-bpe", VARLEN), ("xlm-roberta-unigram", "sdpa"),
                                              ("xlm-roberta-unigram", VARLEN), ("albert-unigram", "sdpa"),
                                              ("albert-unigram", VARLEN), ("modernbert-bpe", "sdpa"),
-                                             ("modernbert-bpe", "eager")])
+                                             ("modernbert-bpe", "eager"), ("modernbert-bpe", VARLEN)])
 def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, attention, families, windows):
     """Packed with a block mask (sdpa, eager) or with varlen attention (its exact per-feature path,
     which is what runs on the CPU), against the same features padded (with sdpa for varlen)."""
@@ -94,43 +93,60 @@ def test_a_packed_batch_gives_the_loss_and_gradients_of_the_padded_batch(name, a
         torch.testing.assert_close(packed_grads[param], grad, rtol=1e-4, atol=1e-6 * scale, msg=param)
 
 
-@pytest.mark.parametrize("takes_scale", [True, False])
-def test_varlen_attention_calls_the_kernel_as_torch_defines_it(takes_scale, families, windows, monkeypatch):
+@pytest.mark.parametrize("name, takes_scale", [("bert-wordpiece", True), ("bert-wordpiece", False),
+                                               ("modernbert-bpe", True)])
+def test_varlen_attention_calls_the_kernel_as_torch_defines_it(name, takes_scale, families, windows, monkeypatch):
     """The CUDA kernel cannot run here, so a stand-in with `torch.nn.attention.varlen.varlen_attn`'s
     contract takes its place: tokens x heads x head dim, int32 bounds, a maximum length at least
-    each feature's, `scale` where that torch has it. Through it, packed still gives padded's loss
-    and gradients."""
+    each feature's, `scale` where that torch has it, and flash attention's `window_size=(left, right)`
+    (a query at i sees keys i - left to i + right) for ModernBERT's sliding-window layers. Through
+    it, packed still gives padded's loss and gradients."""
     import qa_lib.varlen_attention as varlen
 
-    calls = []
+    calls, windows_asked = [], set()
 
-    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, **scale):
+    def kernel(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1), **scale):
         assert q.dim() == 3 and q.shape == k.shape == v.shape and cu_q.dtype == torch.int32
         assert torch.equal(cu_q, cu_k) and int(torch.diff(cu_q).max()) <= max_q == max_k
         assert ("scale" in scale) == takes_scale
         calls.append(len(cu_q) - 1)
+        windows_asked.add(tuple(window_size))
         out = torch.empty_like(q)
         bounds = cu_q.tolist()
         for lo, hi in zip(bounds, bounds[1:]):
+            at = torch.arange(hi - lo)
+            gap = at[None, :] - at[:, None]  # key minus query
+            left, right = window_size
+            seen = ((gap >= -left) | (left < 0)) & ((gap <= right) | (right < 0))
             out[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
-                *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), scale=scale.get("scale")).transpose(0, 1)
+                *(t[lo:hi].transpose(0, 1) for t in (q, k, v)), attn_mask=seen,
+                scale=scale.get("scale")).transpose(0, 1)
         return out
 
     monkeypatch.setattr(varlen, "_KERNEL", kernel)
     monkeypatch.setattr(varlen, "_KERNEL_TAKES_SCALE", takes_scale)
-    monkeypatch.setattr(varlen, "_kernel_applies", lambda q, scaling: True)
-    folder = families["bert-wordpiece"]
+    monkeypatch.setattr(varlen, "_KERNEL_TAKES_WINDOW", True)
+    monkeypatch.setattr(varlen, "_kernel_applies", lambda q, scaling, reach=None: True)
+    folder = families[name]
     feats = windows(folder)
-    rows = [feats[i] for i in range(12)]
+    by_length = sorted(range(len(feats)), key=lambda i: (len(feats[i]["input_ids"]), i))
+    rows = [feats[i] for i in by_length[-12:]]  # the longest: ModernBERT's window must matter
     model = load_qa_model(str(folder), 0.0, 0.0).train()
     padding = Padding.of(load_tokenizer(str(folder)))
     placed = first_fit([len(r["input_ids"]) for r in rows], 6, 256)
+    assert placed is not None and max(len(r) for r in placed) > 1
     packed = packed_collator(model, padding, 6, 256)([[[rows[i] for i in row] for row in placed]])
     padded_loss, padded_grads = _loss_and_grads(model, QACollator(padding)(rows))
     register_varlen()
     model.set_attn_implementation(VARLEN)
     packed_loss, packed_grads = _loss_and_grads(model, packed)
     assert calls and set(calls) == {int(len(packed["cu_seq_lens"])) - 1}  # every layer, every feature
+    if name == "modernbert-bpe":
+        reach = model.config.sliding_window
+        assert max(len(r["input_ids"]) for r in rows) > reach + 1
+        assert windows_asked == {(-1, -1), (reach, reach)}
+    else:
+        assert windows_asked == {(-1, -1)}
     torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=0)
     scale = max(float(g.abs().max()) for g in padded_grads.values())
     for param, grad in padded_grads.items():
@@ -230,7 +246,7 @@ def test_packable_families_pass_the_check(name, families, windows):
     assert choose_batching(config, model, padding, feats, lengths, on_gpu=False) == ("padded", None)  # auto, CPU
 
 
-@pytest.mark.parametrize("name", VARLEN_PACKABLE)
+@pytest.mark.parametrize("name", PACKABLE)
 def test_varlen_attention_passes_the_check_and_is_refused_with_attention_dropout(name, families, windows):
     """`packed_attention: varlen` switches the model's attention before the check, so the check runs
     it; a model that keeps attention dropout cannot take it (the kernel has none): `packed` is then a
@@ -256,18 +272,26 @@ def test_varlen_attention_passes_the_check_and_is_refused_with_attention_dropout
                         feature_lengths(feats), on_gpu=True)
 
 
-def test_varlen_attention_refuses_sliding_window_layers(families, windows):
-    """ModernBERT's sliding-window layers need a window the varlen kernel does not take: the check
-    refuses it, whatever the sample's lengths, and `auto` trains it padded."""
+def test_varlen_attention_keeps_sliding_window_layers_within_their_window(families, windows, monkeypatch):
+    """ModernBERT's sliding-window layers attend within 64 tokens each side, and its 128-token
+    windows hold tokens farther apart: varlen attention gives the padded logits only because it
+    keeps that window (`auto` then packs it); with the window forgotten the check sees the
+    difference and `auto` trains padded."""
+    import qa_lib.varlen_attention as varlen
     from qa_lib.train import choose_batching
 
     folder = families["modernbert-bpe"]
     feats = windows(folder)
+    lengths = feature_lengths(feats)
     padding = Padding.of(load_tokenizer(str(folder)))
     config = PipelineConfig(model=str(folder), max_length=128, doc_stride=48, packed_attention="varlen")
     model = load_qa_model(str(folder), 0.0, 0.0)
-    batching, note = choose_batching(config, model, padding, feats, feature_lengths(feats), on_gpu=True)
-    assert batching == "padded" and "no sliding window" in note, note
+    assert "sliding_attention" in model.config.layer_types and max(lengths) > model.config.sliding_window + 1
+    assert choose_batching(config, model, padding, feats, lengths, on_gpu=True) == ("packed", None)
+    monkeypatch.setattr(varlen, "_reach", lambda window: None)  # the window forgotten
+    batching, note = choose_batching(config, load_qa_model(str(folder), 0.0, 0.0), padding, feats, lengths,
+                                     on_gpu=True)
+    assert batching == "padded" and "packed logits differ from padded ones" in note, note
 
 
 def test_the_check_sees_a_difference_only_the_longest_feature_shows(families, windows, monkeypatch):
@@ -407,3 +431,18 @@ def test_packed_steps_weigh_every_feature_alike():
         lse = torch.logsumexp(flat[mask], 0)
         by_hand.append(((lse - flat[s]) + (lse - flat[e])) / 2)
     torch.testing.assert_close(mean, torch.stack(by_hand).mean())
+
+
+def test_a_torch_whose_kernel_takes_no_window_is_named_for_sliding_window_models(families, monkeypatch):
+    """torch 2.9's varlen kernel has no `window_size`: a sliding-window model then attends each
+    feature alone (exact, slow), and training says so instead of passing a window the kernel drops."""
+    import qa_lib.varlen_attention as varlen
+
+    modernbert = load_qa_model(str(families["modernbert-bpe"]))
+    bert = load_qa_model(str(families["bert-wordpiece"]))
+    monkeypatch.setattr(varlen, "_KERNEL", lambda *a, **k: None)
+    monkeypatch.setattr(varlen, "_KERNEL_TAKES_WINDOW", False)
+    assert "takes no sliding window" in varlen.kernel_problem("bf16", modernbert)
+    assert varlen.kernel_problem("bf16", bert) is None
+    monkeypatch.setattr(varlen, "_KERNEL_TAKES_WINDOW", True)
+    assert varlen.kernel_problem("bf16", modernbert) is None
