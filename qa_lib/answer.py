@@ -94,10 +94,16 @@ class QuestionAnswerer:
         feat, s_tok, e_tok, scores = candidate_spans(log_s, log_e, ragged, k, max_answer_len)
         rows = np.arange(len(cls))
         null = log_s[rows, cls] + log_e[rows, cls]
+        # Candidates grouped by example, best first within each (a stable sort keeps the windows'
+        # order among ties): one sort for the whole call, not a scan of every candidate per example.
+        cand_ex = ex_of[feat]
+        order = np.lexsort((-scores, cand_ex))
+        cuts = np.searchsorted(cand_ex[order], np.arange(len(contexts) + 1))
+        null_of = np.full(len(contexts), np.inf)
+        np.minimum.at(null_of, ex_of, null)
         out: list[list[Answer]] = []
         for i, ctx in enumerate(contexts):
-            mine = np.nonzero(ex_of[feat] == i)[0]
-            mine = mine[np.argsort(-scores[mine], kind="stable")]
+            mine = order[cuts[i]:cuts[i + 1]]
             answers, seen = [], set()
             for j in mine:
                 a, b = int(offsets[feat[j], s_tok[j], 0]), int(offsets[feat[j], e_tok[j], 1])
@@ -108,7 +114,7 @@ class QuestionAnswerer:
                 if len(answers) == top_k:
                     break
             if handle_impossible:
-                min_null = float(np.exp(null[ex_of == i].min()))
+                min_null = float(np.exp(null_of[i]))
                 answers.append(Answer("", min_null, 0, 0))
                 answers.sort(key=lambda x: x.score, reverse=True)
                 answers = answers[:top_k]
