@@ -1,9 +1,12 @@
-"""`qa-pipeline answer`: one question about one context, answered by a trained model."""
+"""`qa-pipeline answer`: one question about one context, or every question of a file, answered by a
+trained model."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -11,7 +14,17 @@ def run(args) -> int:
     from transformers.utils import logging as hf_logging
 
     from qa_lib.answer import answer
+    from qa_lib.errors import ConfigError
 
+    one = args.question is not None or args.context is not None or args.context_file is not None
+    if args.questions is not None:
+        if one:
+            raise ConfigError("answer: --questions answers a file; it takes no --question, --context or --context-file")
+        return run_file(args)
+    if args.output is not None:
+        raise ConfigError("answer: --output goes with --questions (one answer is printed)")
+    if args.question is None or (args.context is None and args.context_file is None):
+        raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
     context = args.context if args.context is not None else read_context(args.context_file)
     # One model load for one answer: its "Loading weights" bar is only noise before the JSON.
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -25,6 +38,38 @@ def run(args) -> int:
             hf_logging.enable_progress_bar()
     items = result if isinstance(result, list) else [result]
     print(json.dumps([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict(), ensure_ascii=False))
+    return 0
+
+
+def run_file(args) -> int:
+    """Every question of `args.questions`: the file is read and checked, and the output folder
+    asked, before the model is loaded; the output is written whole or not at all."""
+    from qa_lib.answer import QuestionAnswerer, _checked_inputs, answer_all, load_questions
+    from qa_lib.errors import StorageError, naming_full_disk
+    from qa_lib.folders import write_problem
+
+    _checked_inputs("q", "c", args.top_k, args.max_answer_len)
+    examples = load_questions(args.questions)
+    out = Path(args.output).expanduser() if args.output else None
+    if out is not None and (problem := write_problem(out.parent)):
+        raise StorageError(f"{args.output}: cannot write here ({problem})")
+    qa = QuestionAnswerer(args.model, max_length=args.max_length, doc_stride=args.doc_stride)
+    print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
+    answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
+                         handle_impossible_answer=args.handle_impossible_answer)
+    text = json.dumps(answers, ensure_ascii=False, indent=1)
+    if out is None:
+        print(text)
+        return 0
+    tmp = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.", delete=False)
+    try:
+        with naming_full_disk(args.output), tmp:
+            tmp.write(text)
+        os.replace(tmp.name, out)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    print(f"{len(answers):,} answers written to {out}", file=sys.stderr)
     return 0
 
 

@@ -96,12 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     # `answer` windows a context as evaluation does.
     answer_window = PipelineConfig.model_fields["eval_max_length"].default
     answer_stride = PipelineConfig.model_fields["eval_doc_stride"].default
-    a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model")
+    a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model",
+                       description="Answer --question about --context (or --context-file), or every question of a "
+                                   "data file with --questions.")
     a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
-    a.add_argument("--question", required=True)
-    context = a.add_mutually_exclusive_group(required=True)
+    a.add_argument("--question")
+    context = a.add_mutually_exclusive_group()
     context.add_argument("--context", help="the context text")
     context.add_argument("--context-file", metavar="PATH", help="read the context from a UTF-8 file (- for stdin)")
+    a.add_argument("--questions", metavar="PATH",
+                   help="answer every question of a data file the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet; "
+                        "answers not needed): a JSON object by id, the answer's text (with --top-k > 1, the answers "
+                        "with scores and spans)")
+    a.add_argument("--output", "-o", metavar="PATH", help="with --questions: write the JSON here (default: stdout)")
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
                    help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")

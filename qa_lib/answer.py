@@ -54,7 +54,9 @@ class QuestionAnswerer:
         self.batch_size = batch_size
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
-                 max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False):
+                 max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False,
+                 progress: bool = False):
+        """`progress`: the windows' and the batches' progress bars, for a file of questions."""
         single = isinstance(question, str)
         questions, contexts = _checked_inputs(question, context, top_k, max_answer_len)
         if not questions:
@@ -64,15 +66,16 @@ class QuestionAnswerer:
             "question": questions,
             "context": contexts,
         })
-        # A call answers a handful of questions: the map's progress bar would only be noise.
+        # A call usually answers a handful of questions: the map's progress bar would only be noise.
         was_enabled = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()
+        if not progress:
+            datasets.disable_progress_bars()
         try:
             features = build_eval_features(examples, self.tokenizer, self.max_length, self.doc_stride)
         finally:
             if was_enabled:
                 datasets.enable_progress_bars()
-        start, end = predict_logits(self.model, features, self.batch_size, progress=False,
+        start, end = predict_logits(self.model, features, self.batch_size, progress=progress,
                                     padding=Padding.of(self.tokenizer))
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
         if single:
@@ -160,3 +163,31 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer)
+
+
+def load_questions(path: str) -> datasets.Dataset:
+    """Questions to answer from any data file or folder the pipeline reads (SQuAD JSON, JSONL, CSV,
+    Parquet...), with or without answers: ids must be unique and no question or context empty;
+    answers, where the file has them, are neither needed nor checked."""
+    from qa_lib.config import DataSource
+    from qa_lib.data import load_examples
+    from qa_lib.validate import find_problems
+
+    examples = load_examples(DataSource(path=path), default_split="validation", answers_required=False)
+    problems = ["no questions"] if len(examples) == 0 else find_problems(examples, True, check_answers=False)
+    if problems:
+        raise DataError(path, problems)
+    return examples
+
+
+def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,
+               max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False,
+               progress: bool = True) -> dict[str, str] | dict[str, list[dict]]:
+    """Every question of `examples` (from `load_questions`) answered, by id: with `top_k` 1 the
+    answer's text (the official SQuAD predictions format, which `qa-pipeline score` reads), else
+    the `top_k` answers with their scores and character spans."""
+    results = qa(examples["question"], examples["context"], top_k=top_k, max_answer_len=max_answer_len,
+                 handle_impossible_answer=handle_impossible_answer, progress=progress)
+    if top_k == 1:
+        return {ex_id: a.answer for ex_id, a in zip(examples["id"], results)}
+    return {ex_id: [a.to_dict() for a in answers] for ex_id, answers in zip(examples["id"], results)}

@@ -61,8 +61,11 @@ def check_source_exists(source: DataSource) -> None:
         raise DataError(path, [f"file or folder not found{where}"])
 
 
-def load_examples(source: DataSource | str, default_split: str = "train") -> datasets.Dataset:
-    """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure."""
+def load_examples(source: DataSource | str, default_split: str = "train",
+                  answers_required: bool = True) -> datasets.Dataset:
+    """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure.
+    Without `answers_required` (questions to answer, not to train or score on) a source with no
+    answer columns gets empty answers."""
     if isinstance(source, str):
         source = DataSource(path=source)
     path = source.path
@@ -79,7 +82,7 @@ def load_examples(source: DataSource | str, default_split: str = "train") -> dat
     else:
         check_source_exists(source)
         raw = _load_hub(path, source.split or default_split)
-    ds = _normalize(raw, source.columns, path)
+    ds = _normalize(raw, source.columns, path, answers_required)
     if source.limit is not None:
         ds = ds.select(range(min(source.limit, len(ds))))
     return ds
@@ -204,7 +207,8 @@ def _load_hub(name: str, split: str) -> datasets.Dataset:
         raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {first_line(exc)}"]) from None
 
 
-def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> datasets.Dataset:
+def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
+               answers_required: bool = True) -> datasets.Dataset:
     """Rename mapped columns, build `answers` from flat columns, and check what is missing."""
     unknown = set(mapping) - {*COLUMNS, "answer_text", "answer_start"}
     if unknown:
@@ -216,7 +220,7 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str) -> da
     ds = ds.rename_columns(renames) if renames else ds
     cols = set(ds.column_names)
     missing = [c for c in ("id", "context", "question") if c not in cols]
-    if "answers" not in cols and not {"answer_text", "answer_start"} <= cols:
+    if "answers" not in cols and not {"answer_text", "answer_start"} <= cols and answers_required:
         missing.append("answers (or answer_text + answer_start)")
     if missing:
         if "data" in cols and "context" not in cols:  # a folder of official SQuAD files, read as flat records
@@ -256,6 +260,8 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             except (KeyError, TypeError, ValueError):
                 raise _BadAnswers(f"{ex_id}: answers must be {{text: [...], answer_start: [int, ...]}} or a list of "
                                   "{text, answer_start} records") from None
+    elif "answer_text" not in batch or "answer_start" not in batch:  # questions only (answers not required)
+        out["answers"] = [{"text": [], "answer_start": []} for _ in range(n)]
     else:
         for ex_id, text, start in zip(out["id"], batch["answer_text"], batch["answer_start"], strict=True):
             if text is None or text == "" or start is None or (isinstance(start, float) and start != start):

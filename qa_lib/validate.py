@@ -11,8 +11,9 @@ import datasets
 from qa_lib.errors import ConfigError, DataError, ModelError, first_line
 
 
-def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> list[str]:
-    """Every problem in `examples`, one line each, prefixed by the example id."""
+def find_problems(examples: datasets.Dataset, version_2_with_negative: bool, check_answers: bool = True) -> list[str]:
+    """Every problem in `examples`, one line each, prefixed by the example id. Without
+    `check_answers` (questions to answer) only ids, questions and contexts are checked."""
     problems: list[str] = []
     seen: set[str] = set()
     cols = examples.select_columns(["id", "context", "question", "answers"]).to_dict()
@@ -26,6 +27,8 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool) -> 
             problems.append(f"{ex_id}: empty question")
         if not (context or "").strip():
             problems.append(f"{ex_id}: empty context")
+            continue
+        if not check_answers:
             continue
         texts, starts = answers["text"], answers["answer_start"]
         if len(texts) != len(starts):

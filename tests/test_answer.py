@@ -140,3 +140,76 @@ def test_window_settings_are_checked_and_the_cli_takes_them(trained_tiny, tmp_pa
     assert main([*argv, "--max-length", "512", "--doc-stride", "64"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "The Broncos won in 2016."[out["start"]:out["end"]] == out["answer"] != ""
+
+
+def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny, dev_v1_examples, tmp_path, capsys):
+    """`--questions`: a file without answers (JSONL, CSV) or an official SQuAD file with them gives
+    one answer per id, the same as the API's, in the predictions format `score` reads."""
+    import pandas as pd
+
+    from cli.main import main
+
+    rows = dev_v1_examples.select(range(12))
+    qa = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32)
+    expected = {e["id"]: a.answer for e, a in zip(rows, qa(rows["question"], rows["context"]))}
+    assert any(expected.values())
+    bare = pd.DataFrame({"id": rows["id"], "question": rows["question"], "context": rows["context"]})
+    bare.to_json(tmp_path / "q.jsonl", orient="records", lines=True, force_ascii=False)
+    bare.to_csv(tmp_path / "q.csv", index=False)
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": e["context"], "qas": [{"id": e["id"], "question": e["question"],
+                                            "answers": [{"text": t, "answer_start": s} for t, s in
+                                                        zip(e["answers"]["text"], e["answers"]["answer_start"])]}]}
+        for e in rows]}]}
+    (tmp_path / "q.json").write_text(json.dumps(squad))
+    window = ["--max-length", "96", "--doc-stride", "32"]
+    for name in ("q.jsonl", "q.csv", "q.json"):
+        assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / name), *window]) == 0, name
+        assert json.loads(capsys.readouterr().out) == expected, name
+    out = tmp_path / "out" / "predictions.json"
+    (tmp_path / "out").mkdir()
+    assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.json"), "-o", str(out),
+                 *window]) == 0
+    assert json.loads(out.read_text()) == expected and [p.name for p in out.parent.iterdir()] == [out.name]
+    assert main(["score", str(tmp_path / "q.json"), str(out)]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"exact_match", "f1"}
+    assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.jsonl"), "--top-k", "3",
+                 *window]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert set(top) == set(expected)
+    for e in rows:
+        assert len(top[e["id"]]) == 3 and top[e["id"]][0]["answer"] == expected[e["id"]]
+        assert all(e["context"][a["start"]:a["end"]] == a["answer"] for a in top[e["id"]])
+
+
+def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsys):
+    from cli.main import main
+
+    missing_model = str(tmp_path / "no-model")  # every refusal below comes before the model is looked for
+    rows = [{"id": "a", "question": "Who won?", "context": "The Broncos won."},
+            {"id": "a", "question": "Who lost?", "context": "The Panthers lost."}]
+    (tmp_path / "dup.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "noq.jsonl").write_text(json.dumps({"id": "a", "context": "The Broncos won."}))
+    (tmp_path / "ok.jsonl").write_text(json.dumps(rows[0]))
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    (tmp_path / "empty.json").write_text(json.dumps({"version": "1.1", "data": []}))
+    cases = [(["--questions", str(tmp_path / "dup.jsonl")], f"error: {tmp_path / 'dup.jsonl'}: a: duplicate id"),
+             (["--questions", str(tmp_path / "noq.jsonl")], f"error: {tmp_path / 'noq.jsonl'}: missing column(s): "
+                                                            "question;"),
+             (["--questions", str(tmp_path / "none.jsonl")], f"error: {tmp_path / 'none.jsonl'}: file or folder "
+                                                             "not found"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "-o", str(tmp_path / "blocker" / "p.json")],
+              f"error: {tmp_path / 'blocker' / 'p.json'}: cannot write here"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--question", "Who?"],
+              "error: answer: --questions answers a file; it takes no --question"),
+             (["--question", "Who won?", "--context", "The Broncos won.", "-o", str(tmp_path / "p.json")],
+              "error: answer: --output goes with --questions"),
+             (["--question", "Who won?"], "error: answer: give --question and --context (or --context-file), "
+                                          "or --questions FILE"),
+             (["--questions", str(tmp_path / "empty.json")], f"error: {tmp_path / 'empty.json'}: no questions"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--top-k", "0"], "error: top_k (0)")]
+    for argv, message in cases:
+        assert main(["answer", "--model", missing_model, *argv]) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.startswith(message) and captured.err.count("\n") == 1 and not captured.out, captured.err
+    assert not (tmp_path / "p.json").exists()
