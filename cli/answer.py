@@ -44,11 +44,11 @@ def run(args) -> int:
 def run_file(args) -> int:
     """Every question of `args.questions`: the file is read and checked, and the output folder
     asked, before the model is loaded; the output is written whole or not at all."""
-    from qa_lib.answer import QuestionAnswerer, _checked_inputs, answer_all, load_questions
+    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, load_questions
     from qa_lib.errors import StorageError, naming_full_disk
     from qa_lib.folders import write_problem
 
-    _checked_inputs("q", "c", args.top_k, args.max_answer_len)
+    check_answer_options(args.top_k, args.max_answer_len)
     examples = load_questions(args.questions)
     out = Path(args.output).expanduser() if args.output else None
     if out is not None and (problem := write_problem(out.parent)):

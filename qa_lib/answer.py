@@ -128,8 +128,7 @@ class QuestionAnswerer:
 def _checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
                     max_answer_len: int) -> tuple[list[str], list[str]]:
     """The questions and their contexts as lists, or the error that makes them unanswerable."""
-    if top_k < 1 or max_answer_len < 1:
-        raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
+    check_answer_options(top_k, max_answer_len)
     questions = [question] if isinstance(question, str) else list(question)
     contexts = [context] * len(questions) if isinstance(context, str) else list(context)
     if len(questions) != len(contexts):
@@ -140,6 +139,11 @@ def _checked_inputs(question: str | list[str], context: str | list[str], top_k: 
     if empty:
         raise DataError("answer", empty)
     return questions, contexts
+
+
+def check_answer_options(top_k: int, max_answer_len: int) -> None:
+    if top_k < 1 or max_answer_len < 1:
+        raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
 
 
 def _check_window_values(max_length: int, doc_stride: int) -> None:
