@@ -47,7 +47,7 @@ class DataSource(_Strict):
     SQuAD JSON file, a flat JSONL/CSV/Parquet file, or an `s3://` URI.
     """
 
-    path: str = Field(description="SQuAD JSON, JSONL/CSV/Parquet file, dataset folder, Hub dataset name "
+    path: str = Field(description="SQuAD JSON, JSONL/CSV/Parquet file (also .gz/.bz2/.xz), dataset folder, Hub dataset name "
                       "(squad, squad_v2) or s3://bucket/key.")
     split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation).")
     columns: dict[str, str] = Field(

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 
 from qa_lib.config import DataSource
-from qa_lib.errors import DataError, first_line
+from qa_lib.errors import DataError, first_line, naming_full_disk
 from qa_lib.text_files import check_csv, check_json_lines, read_utf8
 
 COLUMNS = ("id", "title", "context", "question", "answers")
@@ -39,6 +39,8 @@ FEATURES = datasets.Features(
 )
 
 _FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
+# `train.jsonl.gz` and the like: read as the file inside.
+_COMPRESSIONS = (".gz", ".bz2", ".xz")
 
 
 def check_source_exists(source: DataSource) -> None:
@@ -55,7 +57,7 @@ def check_source_exists(source: DataSource) -> None:
     local = source.local_path
     if local.exists():
         return
-    if local.suffix in _FLAT_SUFFIXES or "/" in path and path.startswith((".", "/", "~")):
+    if local.suffix in (*_FLAT_SUFFIXES, *_COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
         # Relative paths are read from the current folder, not the config file's: say which.
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(path, [f"file or folder not found{where}"])
@@ -90,12 +92,15 @@ def load_examples(source: DataSource | str, default_split: str = "train",
 
 def _load_file(path: Path, split: str | None) -> datasets.Dataset:
     suffix = path.suffix.lower()
+    if suffix in _COMPRESSIONS:
+        return _load_compressed(path, split)
     if suffix == ".json":
         squad = _read_squad_json(path)
         if squad is not None:
             return squad
     if suffix not in _FLAT_SUFFIXES:
-        raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet)"])
+        raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet, "
+                                    "each also as .gz, .bz2 or .xz)"])
     if suffix in (".json", ".jsonl"):
         check_json_lines(path, read_utf8(path))
     elif suffix == ".csv":
@@ -105,6 +110,35 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
         return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
+
+
+def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
+    """A compressed file, unpacked into a temporary file of its inner name and read as that (every
+    reader and check as for the plain file). Its problems name `path`; byte offsets and line
+    numbers are those of the unpacked text, what `zcat` shows."""
+    import bz2
+    import gzip
+    import lzma
+    import shutil
+    import tempfile
+
+    inner = Path(path.stem)
+    if inner.suffix.lower() not in _FLAT_SUFFIXES:
+        raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} (use SQuAD .json, .jsonl, "
+                                    ".csv or .parquet, each also as .gz, .bz2 or .xz)"])
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix.lower()]
+    with tempfile.TemporaryDirectory(prefix="qa-unpack-") as folder:
+        plain = Path(folder) / inner.name
+        try:
+            with naming_full_disk(f"{path} (unpacking into {folder})"), opener(path, "rb") as src, \
+                    plain.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError, lzma.LZMAError) as exc:  # gzip.BadGzipFile is an OSError
+            raise DataError(str(path), [f"corrupt or truncated {path.suffix[1:]} file ({type(exc).__name__})"]) from None
+        try:
+            return _load_file(plain, split)
+        except DataError as exc:
+            raise DataError(str(path), [p.replace(str(plain), str(path)) for p in exc.problems]) from None
 
 
 def _csv_as_text(path: Path) -> datasets.Features:

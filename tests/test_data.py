@@ -292,3 +292,48 @@ def test_a_folder_of_official_squad_files_says_to_name_the_file(tmp_path):
     assert str(info.value) == (f"{tmp_path}: holds official SQuAD JSON (a 'data' list of articles), which is read "
                                "from a file, not a folder: point the path at the .json file itself")
     assert len(load_examples(str(tmp_path / "dev-v1.1.json"))) == 810
+
+
+def test_compressed_files_read_as_the_file_inside(tmp_path, dev_v2_examples):
+    """`.gz`, `.bz2` and `.xz` of official SQuAD JSON, JSONL and CSV give what the plain file gives;
+    a damaged archive, a damaged file inside one and an unknown inner type are each one problem
+    naming the compressed file (never the temporary file it was unpacked to)."""
+    import bz2
+    import gzip
+    import lzma
+
+    import pandas as pd
+
+    rows = dev_v2_examples.select(range(40))  # answerable and unanswerable questions
+    flat = pd.DataFrame({"id": rows["id"], "context": rows["context"], "question": rows["question"],
+                         "answer_text": [a["text"][0] if a["text"] else "" for a in rows["answers"]],
+                         "answer_start": [a["answer_start"][0] if a["text"] else None for a in rows["answers"]]})
+    plain = {"squad.json": DEV_V2.read_bytes(), "flat.jsonl": flat.to_json(orient="records", lines=True).encode(),
+             "flat.csv": flat.to_csv(index=False).encode()}
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+    for name, data in plain.items():
+        (tmp_path / name).write_bytes(data)
+        expected = load_examples(str(tmp_path / name)).to_list()
+        for suffix, pack in compress.items():
+            packed = tmp_path / f"{name}{suffix}"
+            packed.write_bytes(pack(data))
+            assert load_examples(str(packed)).to_list() == expected, packed.name
+    assert len(load_examples(str(tmp_path / "squad.json.gz"))) == len(dev_v2_examples)
+
+    broken = {"cut.json.gz": gzip.compress(plain["squad.json"])[:2000],
+              "cut-inside.json.gz": gzip.compress(plain["squad.json"][:2000]),
+              "latin1.jsonl.xz": lzma.compress("{\"id\": \"caf\xe9\"}\n".encode("latin-1")),
+              "notes.txt.bz2": bz2.compress(b"some notes")}
+    expected_problem = {"cut.json.gz": "corrupt or truncated gz file (EOFError)",
+                        "cut-inside.json.gz": "corrupt or truncated JSON at line 1",
+                        "latin1.jsonl.xz": "not UTF-8: undecodable byte at offset 11",
+                        "notes.txt.bz2": "unsupported file type '.txt.bz2'"}
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError) as err:
+            load_examples(str(tmp_path / name))
+        assert err.value.source == str(tmp_path / name) and len(err.value.problems) == 1, name
+        assert err.value.problems[0].startswith(expected_problem[name]), err.value.problems
+        assert "qa-unpack-" not in str(err.value)
+    with pytest.raises(DataError, match="file or folder not found"):
+        load_examples(str(tmp_path / "absent.jsonl.gz"))
