@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 
 from qa_lib.config import DataSource
-from qa_lib.errors import DataError, first_line, naming_full_disk
+from qa_lib.errors import DataError, StorageError, first_line, naming_full_disk
 from qa_lib.text_files import check_csv, check_json_lines, read_utf8
 
 COLUMNS = ("id", "title", "context", "question", "answers")
@@ -121,6 +121,7 @@ def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
     import lzma
     import shutil
     import tempfile
+    import zlib
 
     inner = Path(path.stem)
     if inner.suffix.lower() not in _FLAT_SUFFIXES:
@@ -133,8 +134,11 @@ def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
             with naming_full_disk(f"{path} (unpacking into {folder})"), opener(path, "rb") as src, \
                     plain.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, EOFError, lzma.LZMAError) as exc:  # gzip.BadGzipFile is an OSError
-            raise DataError(str(path), [f"corrupt or truncated {path.suffix[1:]} file ({type(exc).__name__})"]) from None
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the data
+                raise StorageError(f"{path}: cannot unpack into {folder}: {exc.strerror}") from None
+            kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+            raise DataError(str(path), [f"corrupt or truncated {path.suffix[1:]} file ({kind})"]) from None
         try:
             return _load_file(plain, split)
         except DataError as exc:

@@ -320,11 +320,14 @@ def test_compressed_files_read_as_the_file_inside(tmp_path, dev_v2_examples):
             assert load_examples(str(packed)).to_list() == expected, packed.name
     assert len(load_examples(str(tmp_path / "squad.json.gz"))) == len(dev_v2_examples)
 
-    broken = {"cut.json.gz": gzip.compress(plain["squad.json"])[:2000],
+    scrambled = bytearray(gzip.compress(plain["squad.json"]))
+    scrambled[500:520] = bytes(20)
+    broken = {"cut.json.gz": gzip.compress(plain["squad.json"])[:2000], "scrambled.json.gz": bytes(scrambled),
               "cut-inside.json.gz": gzip.compress(plain["squad.json"][:2000]),
               "latin1.jsonl.xz": lzma.compress("{\"id\": \"caf\xe9\"}\n".encode("latin-1")),
               "notes.txt.bz2": bz2.compress(b"some notes")}
     expected_problem = {"cut.json.gz": "corrupt or truncated gz file (EOFError)",
+                        "scrambled.json.gz": "corrupt or truncated gz file (zlib.error)",
                         "cut-inside.json.gz": "corrupt or truncated JSON at line 1",
                         "latin1.jsonl.xz": "not UTF-8: undecodable byte at offset 11",
                         "notes.txt.bz2": "unsupported file type '.txt.bz2'"}
