@@ -162,6 +162,13 @@ class PipelineConfig(_Strict):
         "token from HF_TOKEN or the Prefect Secret block 'hf-token', checked before training.")
     hub_private: bool = Field(True, description="Create the Hub repo as private if it does not exist yet.")
 
+    @field_validator("train_data", "eval_data", mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        # `eval_data: data/dev.json` names the file as plainly as a user writes it; it was refused
+        # as "not a valid dictionary".
+        return {"path": value} if isinstance(value, str) else value
+
     @field_validator("compile", mode="before")
     @classmethod
     def _yaml_switch(cls, value: Any) -> Any:

@@ -72,6 +72,9 @@ def render() -> str:
         "",
         "## Data sources (`train_data`, `eval_data`)",
         "",
+        "A source is a mapping of the keys below, or just its path: `eval_data: data/dev.json` (or the override",
+        "`eval_data=data/dev.json`) is `eval_data: {path: data/dev.json}`, every other key at its default.",
+        "",
         *_table(DataSource, prefix="<source>."),
         "",
     ]

@@ -154,3 +154,22 @@ def test_the_configuration_reference_is_current_and_gives_each_default():
         else:
             assert yaml.safe_load(shown.strip("`")) == value, (key, shown)
     assert rows == {"model": "`sentence-transformers/all-MiniLM-L6-v2`", "<source>.path": "required"}
+
+
+def test_a_data_source_given_as_its_path_alone(tmp_path):
+    """`eval_data: data/dev.json` (YAML or override) is the source with that path and every other key
+    at its default: the same config, so the same stage keys, as the mapping form."""
+    from qa_lib.modeling import resolve_model
+    from qa_lib.plan import run_keys
+    from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
+
+    (tmp_path / "short.yaml").write_text(f"train_data: {TRAIN_V1}\neval_data: {DEV_V1}\n")
+    (tmp_path / "long.yaml").write_text(f"train_data:\n  path: {TRAIN_V1}\neval_data:\n  path: {DEV_V1}\n")
+    short, long = PipelineConfig.from_yaml(tmp_path / "short.yaml"), PipelineConfig.from_yaml(tmp_path / "long.yaml")
+    assert short == long and short.eval_data.limit is None and short.eval_data.columns == {}
+    model = resolve_model(short.model)
+    assert run_keys(short, model, training=True) == run_keys(long, model, training=True)
+    swapped = PipelineConfig.from_yaml(tmp_path / "long.yaml", [f"eval_data={DEV_V2}"])
+    assert swapped.eval_data.path == str(DEV_V2)
+    with pytest.raises(ConfigError, match="train_data"):
+        PipelineConfig.from_yaml(tmp_path / "long.yaml", ["train_data=12"])
