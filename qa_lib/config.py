@@ -122,6 +122,10 @@ class PipelineConfig(_Strict):
     freeze_word_embeddings: bool = Field(
         True, description="Keep the pretrained word-embedding table fixed during fine-tuning: a third "
         "of a small model's weights, and the AdamW update of that table every step.")
+    activation_checkpointing: bool = Field(
+        False, description="Gradient checkpointing: recompute each layer's activations in the backward pass "
+        "instead of keeping them, about a third more compute for a fraction of the activation memory (large "
+        "models, long windows or large batches on a small GPU). Same loss and gradients.")
     seed: int = Field(42, ge=0, lt=2**32,  # numpy's seeding range
                       description="Seeds the new QA head, data order and dropout: same config, same model.")
     precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "

@@ -37,7 +37,7 @@ TRAIN_PARAMS = (
     "warmup_ratio", "weight_decay", "lr_scheduler_type", "seed", "precision", "max_steps",
     "hidden_dropout", "attention_dropout", "freeze_word_embeddings", "batching", "tokens_per_batch", "compile",
     "packed_attention",
-)
+)  # not activation_checkpointing: recomputing activations trains the same weights
 
 _MODEL_FILES = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
 _TOKENIZER_FILES = ("tokenizer*.json", "vocab*", "special_tokens_map.json", "*.model", "merges.txt")

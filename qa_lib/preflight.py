@@ -16,8 +16,8 @@ from qa_lib.data import check_source_exists
 from qa_lib.errors import ConfigError
 from qa_lib.store import open_store
 from qa_lib.train import resolve_precision
-from qa_lib.validate import (check_model_source, check_output_apart_from_store, check_output_dir,
-                             check_trained_head, check_windows_fit)
+from qa_lib.validate import (check_activation_checkpointing, check_model_source, check_output_apart_from_store,
+                             check_output_dir, check_trained_head, check_windows_fit)
 
 
 def check_run(config: PipelineConfig, training: bool, model: str | None = None, store: str | None = None) -> None:
@@ -30,6 +30,8 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
     windows = {"eval_max_length": config.eval_window[0]}
     if training:
         windows["max_length"] = config.max_length
+        if config.activation_checkpointing:
+            check_activation_checkpointing(model or config.model)
     else:
         check_trained_head(model or config.model)
     check_windows_fit(model or config.model, windows)

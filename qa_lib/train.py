@@ -114,6 +114,7 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         # planned batches in a seeded random order.
         train_sampling_strategy="random" if packed else "group_by_length",
         torch_compile=compile,
+        activation_checkpointing=config.activation_checkpointing,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,

@@ -144,6 +144,22 @@ def check_qa_architecture(model: str, resolved: str) -> None:
                          "electra, xlnet, modernbert)")
 
 
+def check_activation_checkpointing(model: str) -> None:
+    """`activation_checkpointing: true` for an architecture whose code cannot recompute its layers,
+    refused by name before any data is read (the Trainer would fail once training starts)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
+
+    from qa_lib.modeling import resolve_model
+
+    config = _model_config(resolve_model(model))
+    name = MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES.get(config.model_type)
+    cls = getattr(transformers, name, None) if name else None
+    if cls is not None and not getattr(cls, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"activation_checkpointing: {config.model_type} models ({name}) do not support it; "
+                          "set activation_checkpointing: false")
+
+
 # Models that number positions from pad_token_id + 1 (fairseq's convention): 514 embeddings, 512 tokens.
 _POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
                         "roberta-prelayernorm", "xmod", "data2vec-text", "ibert", "mpnet", "luke"}

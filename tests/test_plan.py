@@ -16,6 +16,8 @@ def test_training_knobs_change_the_model_key_only(tiny_model):
         other = train_keys(base.model_copy(update=change), str(tiny_model))
         assert other.features == keys.features and other.data == keys.data, change
         assert other.model != keys.model, change
+    # A memory setting that trains the same weights (tests/test_train.py) keeps the stored model.
+    assert train_keys(base.model_copy(update={"activation_checkpointing": True}), str(tiny_model)) == keys
     windows = train_keys(base.model_copy(update={"doc_stride": 32}), str(tiny_model))
     assert windows.features != keys.features and windows.model != keys.model
 

@@ -235,3 +235,48 @@ def test_no_checkpoint_is_written_for_the_end_of_training_alone(tiny_model, trai
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["checkpoint-2"]
     fine_tune(_config(tiny_model, tmp_path / "b", max_steps=4, save_steps=2), feats, tmp_path / "b")
     assert "checkpoint-4" in {p.name for p in (tmp_path / "b" / "checkpoints").iterdir()}
+
+
+def test_activation_checkpointing_trains_the_same_model(tiny_model, train_examples, tmp_path):
+    """`activation_checkpointing: true` (gradient checkpointing) reaches the Trainer (the layers recompute in the backward pass)
+    and, without dropout, trains the same weights as without it (float32 on the CPU: 1e-5)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    seen = {}
+
+    class _Spy(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen.setdefault(args.activation_checkpointing, model.is_activation_checkpointing)
+
+    weights = {}
+    for on in (False, True):
+        out = tmp_path / f"gc-{on}"
+        cfg = _config(tiny_model, out, max_steps=3, save_steps=100, hidden_dropout=0.0, attention_dropout=0.0,
+                      activation_checkpointing=on)
+        weights[on] = load_file(f"{fine_tune(cfg, feats, out, callbacks=[_Spy()]).model_dir}/model.safetensors")
+    assert seen == {False: False, True: True}
+    before = load_file(f"{tiny_model}/model.safetensors")
+    moved = [n for n in weights[False] if n in before and not torch.equal(before[n], weights[False][n])]
+    assert len(moved) > 10
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_activation_checkpointing_is_refused_for_a_family_without_it(tmp_path):
+    """ALBERT and XLNet have no activation checkpointing in transformers: asked for it, preflight
+    names the model type (the Trainer would fail once training had started)."""
+    from qa_lib.errors import ConfigError
+    from qa_lib.preflight import check_run
+    from tests.conftest import SQUAD
+    from tests.families import build_family
+
+    folder = build_family("albert-unigram", tmp_path / "albert", SQUAD)
+    config = PipelineConfig(model=str(folder), output_dir=str(tmp_path / "out"), activation_checkpointing=True,
+                            train_data={"path": str(SQUAD / "train-v1.1.sample.json")})
+    with pytest.raises(ConfigError, match="activation_checkpointing: albert models .* do not support it"):
+        check_run(config, training=True, store=str(tmp_path / "store"))
+    check_run(config.model_copy(update={"activation_checkpointing": False}), training=True, store=str(tmp_path / "store"))
