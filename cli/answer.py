@@ -21,8 +21,9 @@ def run(args) -> int:
         if one:
             raise ConfigError("answer: --questions answers a file; it takes no --question, --context or --context-file")
         return run_file(args)
-    if args.output is not None:
-        raise ConfigError("answer: --output goes with --questions (one answer is printed)")
+    if args.output is not None or args.column:
+        raise ConfigError(f"answer: {'--output' if args.output is not None else '--column'} goes with --questions "
+                          "(one answer is printed)")
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
     context = args.context if args.context is not None else read_context(args.context_file)
@@ -45,11 +46,15 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the file is read and checked, and the output folder
     asked, before the model is loaded; the output is written whole or not at all."""
     from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, load_questions
-    from qa_lib.errors import StorageError, naming_full_disk
+    from qa_lib.errors import ConfigError, StorageError, naming_full_disk
     from qa_lib.folders import write_problem
 
     check_answer_options(args.top_k, args.max_answer_len)
-    examples = load_questions(args.questions)
+    bad = [c for c in args.column if "=" not in c or not all(part.strip() for part in c.split("=", 1))]
+    if bad:
+        raise ConfigError(f"answer: --column {bad[0]!r} is not of the form ours=theirs (e.g. question=query)")
+    columns = dict(tuple(part.strip() for part in c.split("=", 1)) for c in args.column)
+    examples = load_questions(args.questions, columns)
     out = Path(args.output).expanduser() if args.output else None
     if out is not None and (problem := write_problem(out.parent)):
         raise StorageError(f"{args.output}: cannot write here ({problem})")

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer every question of a data file the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet; "
                         "answers not needed): a JSON object by id, the answer's text (with --top-k > 1, the answers "
                         "with scores and spans)")
+    a.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
+                   help="with --questions: the file's name for one of our columns (id, context, question, title), "
+                        "e.g. --column question=query; repeat for several")
     a.add_argument("--output", "-o", metavar="PATH", help="with --questions: write the JSON here (default: stdout)")
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,

@@ -169,15 +169,17 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
               handle_impossible_answer=handle_impossible_answer)
 
 
-def load_questions(path: str) -> datasets.Dataset:
+def load_questions(path: str, columns: dict[str, str] | None = None) -> datasets.Dataset:
     """Questions to answer from any data file or folder the pipeline reads (SQuAD JSON, JSONL, CSV,
     Parquet...), with or without answers: ids must be unique and no question or context empty;
-    answers, where the file has them, are neither needed nor checked."""
+    answers, where the file has them, are neither needed nor checked. `columns` maps our column
+    names to the file's, as a data source's `columns` setting does."""
     from qa_lib.config import DataSource
     from qa_lib.data import load_examples
     from qa_lib.validate import find_problems
 
-    examples = load_examples(DataSource(path=path), default_split="validation", answers_required=False)
+    source = DataSource(path=path, columns=columns or {})
+    examples = load_examples(source, default_split="validation", answers_required=False)
     problems = ["no questions"] if len(examples) == 0 else find_problems(examples, True, check_answers=False)
     if problems:
         raise DataError(path, problems)

@@ -166,6 +166,12 @@ def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny,
     for name in ("q.jsonl", "q.csv", "q.json"):
         assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / name), *window]) == 0, name
         assert json.loads(capsys.readouterr().out) == expected, name
+    # A file with its own column names, mapped with --column.
+    bare.rename(columns={"id": "qid", "question": "query"}).to_json(tmp_path / "own.jsonl", orient="records",
+                                                                    lines=True, force_ascii=False)
+    assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "own.jsonl"), "--column", "id=qid",
+                 "--column", "question = query", *window]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
     out = tmp_path / "out" / "predictions.json"
     (tmp_path / "out").mkdir()
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.json"), "-o", str(out),
@@ -207,7 +213,13 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
              (["--question", "Who won?"], "error: answer: give --question and --context (or --context-file), "
                                           "or --questions FILE"),
              (["--questions", str(tmp_path / "empty.json")], f"error: {tmp_path / 'empty.json'}: no questions"),
-             (["--questions", str(tmp_path / "ok.jsonl"), "--top-k", "0"], "error: top_k (0)")]
+             (["--questions", str(tmp_path / "ok.jsonl"), "--top-k", "0"], "error: top_k (0)"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--column", "question"],
+              "error: answer: --column 'question' is not of the form ours=theirs"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--column", "query=question"],
+              f"error: {tmp_path / 'ok.jsonl'}: column mapping names unknown target column(s): ['query']"),
+             (["--question", "Who won?", "--context", "The Broncos won.", "--column", "id=qid"],
+              "error: answer: --column goes with --questions")]
     for argv, message in cases:
         assert main(["answer", "--model", missing_model, *argv]) == 2, argv
         captured = capsys.readouterr()
