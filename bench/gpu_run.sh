@@ -7,7 +7,9 @@
 # the bench writes lands in $OUT (gpu.json, log), which comes back even if the call times out.
 #
 # Order: the SQuAD-sized job (~90k features, one epoch) and the bf16-vs-fp32 comparison first,
-# then varlen attention against padded on the device (a forward pass: is the kernel right?), then
+# then varlen attention against padded on the device (a forward pass: is the kernel right? the
+# default model, then a small random ModernBERT whose sliding-window layers need the kernel's
+# window_size), then
 # two models x (padded, packed with a block mask, packed with varlen attention; packed ones
 # compiled), each 20 warm-up steps + 5 profiled + 30 s timed. The JSON is rewritten after each
 # step, so a timeout keeps what finished. About 8-9 minutes on an H200; `--variants padded,packed`
