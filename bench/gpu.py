@@ -353,7 +353,7 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
     import torch
 
     from qa_lib.modeling import load_qa_model, load_tokenizer
-    from qa_lib.packing import packed_logit_gap, row_width
+    from qa_lib.packing import packed_logit_gap, row_width, sliding_window
     from qa_lib.train import resolve_precision
     from qa_lib.varlen_attention import kernel_problem, use_varlen
 
@@ -370,9 +370,8 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
         gap, scale = packed_logit_gap(model, Padding.of(load_tokenizer(model_dir)), sample, width, len(sample))
     kernel = device.type == "cuda" and not kernel_problem(precision, model)
     return {"features": len(sample), "longest": max(len(f["input_ids"]) for f in sample), "precision": precision,
-            "kernel": kernel, "sliding_window": getattr(model.config, "sliding_window", None)
-            if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()) else None,
-            "max_start_logit_diff": gap, "logit_scale": scale}
+            "kernel": kernel, "sliding_window": sliding_window(model), "max_start_logit_diff": gap,
+            "logit_scale": scale}
 
 
 VARIANTS = {"padded": {"batching": "padded", "compile": "off"},   # what shipped before packing

@@ -50,10 +50,12 @@ def run_file(args) -> int:
     from qa_lib.folders import write_problem
 
     check_answer_options(args.top_k, args.max_answer_len)
-    bad = [c for c in args.column if "=" not in c or not all(part.strip() for part in c.split("=", 1))]
-    if bad:
-        raise ConfigError(f"answer: --column {bad[0]!r} is not of the form ours=theirs (e.g. question=query)")
-    columns = dict(tuple(part.strip() for part in c.split("=", 1)) for c in args.column)
+    columns = {}
+    for item in args.column:
+        ours, _, theirs = (part.strip() for part in item.partition("="))
+        if not (ours and theirs):
+            raise ConfigError(f"answer: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
+        columns[ours] = theirs
     examples = load_questions(args.questions, columns)
     out = Path(args.output).expanduser() if args.output else None
     if out is not None and (problem := write_problem(out.parent)):

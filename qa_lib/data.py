@@ -39,8 +39,9 @@ FEATURES = datasets.Features(
 )
 
 _FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
-# `train.jsonl.gz` and the like: read as the file inside.
-_COMPRESSIONS = (".gz", ".bz2", ".xz")
+# `train.jsonl.gz` and the like: read as the file inside, opened with that module's `open`.
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+_FILE_TYPES = "use SQuAD .json, .jsonl, .csv or .parquet, each also as .gz, .bz2 or .xz"
 
 
 def check_source_exists(source: DataSource) -> None:
@@ -99,8 +100,7 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
         if squad is not None:
             return squad
     if suffix not in _FLAT_SUFFIXES:
-        raise DataError(str(path), [f"unsupported file type {suffix!r} (use SQuAD .json, .jsonl, .csv or .parquet, "
-                                    "each also as .gz, .bz2 or .xz)"])
+        raise DataError(str(path), [f"unsupported file type {suffix!r} ({_FILE_TYPES})"])
     if suffix in (".json", ".jsonl"):
         check_json_lines(path, read_utf8(path))
     elif suffix == ".csv":
@@ -116,8 +116,7 @@ def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
     """A compressed file, unpacked into a temporary file of its inner name and read as that (every
     reader and check as for the plain file). Its problems name `path`; byte offsets and line
     numbers are those of the unpacked text, what `zcat` shows."""
-    import bz2
-    import gzip
+    import importlib
     import lzma
     import shutil
     import tempfile
@@ -125,9 +124,8 @@ def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
 
     inner = Path(path.stem)
     if inner.suffix.lower() not in _FLAT_SUFFIXES:
-        raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} (use SQuAD .json, .jsonl, "
-                                    ".csv or .parquet, each also as .gz, .bz2 or .xz)"])
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix.lower()]
+        raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} ({_FILE_TYPES})"])
+    opener = importlib.import_module(_COMPRESSIONS[path.suffix.lower()]).open
     with tempfile.TemporaryDirectory(prefix="qa-unpack-") as folder:
         plain = Path(folder) / inner.name
         try:

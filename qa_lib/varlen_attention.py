@@ -93,12 +93,13 @@ def kernel_problem(precision: str, model=None) -> str | None:
     instead of using the varlen kernel; None when it uses the kernel."""
     import torch
 
+    from qa_lib.packing import sliding_window
+
     if _KERNEL is None:
         return f"this torch ({torch.__version__}) has no varlen kernel (torch 2.9 and later)"
     if precision not in ("bf16", "fp16"):
         return f"the varlen kernel takes bf16 or fp16, not {precision}"
-    layers = getattr(getattr(model, "config", None), "layer_types", None) or ()
-    if "sliding_attention" in layers and not _KERNEL_TAKES_WINDOW:
+    if model is not None and sliding_window(model) is not None and not _KERNEL_TAKES_WINDOW:
         return f"this torch's ({torch.__version__}) varlen kernel takes no sliding window, which this model's layers need"
     return None
 
