@@ -4,9 +4,7 @@ trained model."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -46,8 +44,8 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the file is read and checked, and the output folder
     asked, before the model is loaded; the output is written whole or not at all."""
     from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, load_questions
-    from qa_lib.errors import ConfigError, StorageError, naming_full_disk
-    from qa_lib.folders import write_problem
+    from qa_lib.errors import ConfigError, StorageError
+    from qa_lib.folders import write_problem, write_text_whole
 
     check_answer_options(args.top_k, args.max_answer_len)
     columns = {}
@@ -68,14 +66,7 @@ def run_file(args) -> int:
     if out is None:
         print(text)
         return 0
-    tmp = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.", delete=False)
-    try:
-        with naming_full_disk(args.output), tmp:
-            tmp.write(text)
-        os.replace(tmp.name, out)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
+    write_text_whole(out, text, args.output)
     print(f"{len(answers):,} answers written to {out}", file=sys.stderr)
     return 0
 

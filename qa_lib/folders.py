@@ -1,9 +1,12 @@
-"""Folders written whole: asked whether they can be written, before the work; copied whole, or not at all."""
+"""Folders and files written whole: asked whether they can be written, before the work; copied or
+written whole, or not at all."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from qa_lib.errors import naming_full_disk
@@ -46,4 +49,24 @@ def copy_whole(source: Path, dest: Path, where: str, ignore=None) -> None:
             shutil.copytree(source, dest, ignore=ignore)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def write_text_whole(path: str | Path, text: str, where: str | None = None) -> None:
+    """`path` holds all of `text` (UTF-8), or is left as it was: the text goes to a new file beside
+    it, flushed to disk, then renamed over it, so a reader (another worker polling champion.json, a
+    script reading answers) never sees half a file, and a failure leaves no stray file behind. The
+    file gets the permissions a plain write would (the umask's); `tempfile` would make it owner-only.
+    A full disk is one `StorageError` naming `where` (default: the path)."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with naming_full_disk(where or str(path)):
+            with open(tmp, "x", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise

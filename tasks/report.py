@@ -9,6 +9,8 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from qa_lib.folders import write_text_whole
+
 METRIC_ORDER = ("exact_match", "f1", "exact", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
                 "NoAns_exact", "NoAns_f1", "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
@@ -59,7 +61,8 @@ def report(title: str, metrics: dict, log_history: list[dict] | None, summary: d
         md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
         md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
     text = "\n".join(md)
-    (out / "summary.md").write_text(text)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # A dashboard or script polling the output folder reads these: never half of one.
+    write_text_whole(out / "summary.md", text)
+    write_text_whole(out / "metrics.json", json.dumps(metrics, indent=2))
     create_markdown_artifact(text, key="qa-run-summary", description=f"{title}: run summary")
     return {"summary": str(out / "summary.md")}

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -177,6 +178,9 @@ def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny,
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.json"), "-o", str(out),
                  *window]) == 0
     assert json.loads(out.read_text()) == expected and [p.name for p in out.parent.iterdir()] == [out.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain write would make it, not owner-only
     assert main(["score", str(tmp_path / "q.json"), str(out)]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"exact_match", "f1"}
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.jsonl"), "--top-k", "3",

@@ -82,6 +82,18 @@ SCENARIO = textwrap.dedent("""
     ls -A "$OUT_DISK/target" "$OUT_DISK/target/runs" > "$REPORT/target.ls" 2>&1
     # 2. The model does not fit in a store on a 3 MB disk: fine-tune cannot save it.
     run store train "$CONFIG" "output_dir=$REPORT/unused" --store "$STORE_DISK/store"
+    # A file written whole (champion.json, answers, pins) that does not fit: the old one stays.
+    mkdir "$TINY_DISK/whole" && echo -n '{"run": "old"}' > "$TINY_DISK/whole/champion.json"
+    "$PYTHON" -c "if True:
+        import sys
+        from qa_lib.folders import write_text_whole
+        from qa_lib.errors import StorageError
+        try:
+            write_text_whole(sys.argv[1], 'x' * 65536, 'publish target ' + sys.argv[1])
+        except StorageError as exc:
+            print(exc)" "$TINY_DISK/whole/champion.json" > "$REPORT/whole.out" 2>&1
+    ls -A "$TINY_DISK/whole" > "$REPORT/whole.ls"; cat "$TINY_DISK/whole/champion.json" > "$REPORT/whole.kept"
+    rm -r "$TINY_DISK/whole"
     # 3. Not even the examples fit: the store's own write says so.
     run tiny train "$CONFIG" "output_dir=$REPORT/unused" --store "$TINY_DISK/store"
     find "$TINY_DISK" -name '*.tmp' > "$REPORT/tiny.tmp"
@@ -121,6 +133,11 @@ def test_a_full_disk_is_one_line_not_retried_and_leaves_no_partial_copy(prefect_
     assert (report / "target.out").read_text() == f"publish target {dirs['out-disk'] / 'target'}: no space left on device\n"
     listing = (report / "target.ls").read_text()
     assert "runs:" in listing and "cannot access" not in listing and "run-1" not in listing  # no partial copy
+
+    champion = dirs["tiny-disk"] / "whole" / "champion.json"
+    assert (report / "whole.out").read_text() == f"publish target {champion}: no space left on device\n"
+    assert (report / "whole.ls").read_text().split() == ["champion.json"]
+    assert (report / "whole.kept").read_text() == '{"run": "old"}'
 
     rc, err = result("store")
     assert rc == 2, err[-3000:]

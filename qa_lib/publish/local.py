@@ -6,11 +6,10 @@ import fcntl
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from qa_lib.errors import QAPipelineError, StorageError
-from qa_lib.folders import copy_whole, write_problem
+from qa_lib.folders import copy_whole, write_problem, write_text_whole
 
 
 class PointerChanged(QAPipelineError):
@@ -51,9 +50,8 @@ class FolderTarget:
             current = self.read_pointer()[1]
             if current != expected:
                 raise PointerChanged("champion.json changed since it was read; not promoting")
-            tmp = self.root / f".champion.{uuid.uuid4().hex[:6]}"
-            tmp.write_text(json.dumps(pointer, indent=2))
-            os.replace(tmp, self.root / "champion.json")
+            write_text_whole(self.root / "champion.json", json.dumps(pointer, indent=2),
+                             f"publish target {self.root}")
 
     def local_model(self, pointer: dict) -> str:
         return str(Path(pointer["location"]) / "model")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from qa_lib.errors import naming_full_disk
+from qa_lib.folders import write_text_whole
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 
@@ -152,9 +153,8 @@ class LocalStore:
     def pin(self, name: str, keys: list[tuple[str, str]]) -> None:
         refs = self.root / "refs"
         refs.mkdir(parents=True, exist_ok=True)
-        tmp = refs / f".{name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps({"keys": keys, "time": time.time()}))
-        os.replace(tmp, refs / f"{name}.json")
+        write_text_whole(refs / f"{name}.json", json.dumps({"keys": keys, "time": time.time()}),
+                         f"store {self.location}")
 
     def pinned(self) -> set[tuple[str, str]]:
         return {tuple(k) for p in self.root.glob("refs/*.json") for k in json.loads(p.read_text())["keys"]}
