@@ -12,11 +12,13 @@ from qa_lib.errors import QAPipelineError
 def run(args) -> int:
     from qa_lib.metrics import is_v2_dataset, squad_v1, squad_v2
 
-    from qa_lib.text_files import read_utf8
+    from qa_lib.text_files import read_utf8, unpacked
 
     def read(path: str):
+        # Official files travel compressed too (dev-v2.0.json.gz): read as the file inside.
         try:
-            return json.loads(read_utf8(Path(path)))
+            with unpacked(Path(path)) as plain:
+                return json.loads(read_utf8(plain))
         except FileNotFoundError:
             raise QAPipelineError(f"{path}: file not found") from None
         except OSError as exc:

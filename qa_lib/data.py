@@ -20,8 +20,8 @@ from typing import Any
 import datasets
 
 from qa_lib.config import DataSource
-from qa_lib.errors import DataError, StorageError, first_line, naming_full_disk
-from qa_lib.text_files import check_csv, check_json_lines, read_utf8
+from qa_lib.errors import DataError, first_line
+from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, read_utf8, unpacked
 
 COLUMNS = ("id", "title", "context", "question", "answers")
 
@@ -39,8 +39,6 @@ FEATURES = datasets.Features(
 )
 
 _FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
-# `train.jsonl.gz` and the like: read as the file inside, opened with that module's `open`.
-_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
 _FILE_TYPES = "use SQuAD .json, .jsonl, .csv or .parquet, each also as .gz, .bz2 or .xz"
 
 
@@ -58,7 +56,7 @@ def check_source_exists(source: DataSource) -> None:
     local = source.local_path
     if local.exists():
         return
-    if local.suffix in (*_FLAT_SUFFIXES, *_COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
+    if local.suffix in (*_FLAT_SUFFIXES, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
         # Relative paths are read from the current folder, not the config file's: say which.
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(path, [f"file or folder not found{where}"])
@@ -93,7 +91,7 @@ def load_examples(source: DataSource | str, default_split: str = "train",
 
 def _load_file(path: Path, split: str | None) -> datasets.Dataset:
     suffix = path.suffix.lower()
-    if suffix in _COMPRESSIONS:
+    if suffix in COMPRESSIONS:
         return _load_compressed(path, split)
     if suffix == ".json":
         squad = _read_squad_json(path)
@@ -113,34 +111,12 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
 
 
 def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
-    """A compressed file, unpacked into a temporary file of its inner name and read as that (every
-    reader and check as for the plain file). Its problems name `path`; byte offsets and line
-    numbers are those of the unpacked text, what `zcat` shows."""
-    import importlib
-    import lzma
-    import shutil
-    import tempfile
-    import zlib
-
+    """A compressed file, read as the file inside (every reader and check as for the plain file)."""
     inner = Path(path.stem)
     if inner.suffix.lower() not in _FLAT_SUFFIXES:
         raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} ({_FILE_TYPES})"])
-    opener = importlib.import_module(_COMPRESSIONS[path.suffix.lower()]).open
-    with tempfile.TemporaryDirectory(prefix="qa-unpack-") as folder:
-        plain = Path(folder) / inner.name
-        try:
-            with naming_full_disk(f"{path} (unpacking into {folder})"), opener(path, "rb") as src, \
-                    plain.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the data
-                raise StorageError(f"{path}: cannot unpack into {folder}: {exc.strerror}") from None
-            kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
-            raise DataError(str(path), [f"corrupt or truncated {path.suffix[1:]} file ({kind})"]) from None
-        try:
-            return _load_file(plain, split)
-        except DataError as exc:
-            raise DataError(str(path), [p.replace(str(plain), str(path)) for p in exc.problems]) from None
+    with unpacked(path) as plain:
+        return _load_file(plain, split)
 
 
 def _csv_as_text(path: Path) -> datasets.Features:

@@ -9,11 +9,21 @@ and never quote the file's contents.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
+import lzma
+import shutil
+import tempfile
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from qa_lib.errors import DataError
+from qa_lib.errors import DataError, StorageError, naming_full_disk
+
+# `train.jsonl.gz` and the like: read as the file inside, opened with that module's `open`.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
 
 # Byte-order marks of encodings that are not UTF-8, named so the user knows what to convert from.
 _BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
@@ -33,6 +43,37 @@ def read_utf8(path: Path) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(str(path), [f"not UTF-8: undecodable byte at offset {exc.start} (line {line}); "
                                     "save the file as UTF-8 (Latin-1 and UTF-16 are not read)"]) from None
+
+
+@contextmanager
+def unpacked(path: Path) -> Iterator[Path]:
+    """The plain file: `path` itself, or for a compressed one (`COMPRESSIONS`) a temporary file of its
+    inner name (`dev.json.gz` -> `dev.json`), removed afterwards. A `DataError` raised while it is in
+    use names `path`, not the temporary file; byte offsets and line numbers are those of the unpacked
+    text, what `zcat` shows. A corrupt file is a `DataError`, a disk that cannot take the unpacked
+    text a `StorageError`."""
+    module = COMPRESSIONS.get(path.suffix.lower())
+    if module is None:
+        yield path
+        return
+    opener = importlib.import_module(module).open
+    with tempfile.TemporaryDirectory(prefix="qa-unpack-") as folder:
+        plain = Path(folder) / path.stem
+        try:
+            with naming_full_disk(f"{path} (unpacking into {folder})"), opener(path, "rb") as src, \
+                    plain.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            if isinstance(exc, FileNotFoundError) and exc.filename == str(path):
+                raise
+            if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the data
+                raise StorageError(f"{path}: cannot unpack into {folder}: {exc.strerror}") from None
+            kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+            raise DataError(str(path), [f"corrupt or truncated {path.suffix[1:]} file ({kind})"]) from None
+        try:
+            yield plain
+        except DataError as exc:
+            raise DataError(str(path), [p.replace(str(plain), str(path)) for p in exc.problems]) from None
 
 
 def check_json_lines(path: Path, text: str) -> None:

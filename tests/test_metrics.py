@@ -129,3 +129,35 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "SECRET" not in err
+
+
+def test_score_reads_compressed_files_as_the_file_inside(tmp_path, capsys):
+    """The official dev file as it is often kept (dev-v2.0.json.gz): the same numbers as the plain
+    file; a corrupt or missing one is one message naming it."""
+    import bz2
+    import gzip
+
+    from cli.main import main
+    from tests.conftest import DEV_V2
+
+    doc = json.loads(DEV_V2.read_text())
+    ids = [q["id"] for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds = {k: ("" if i % 3 else "Normans") for i, k in enumerate(ids)}
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    (tmp_path / "dev.json.gz").write_bytes(gzip.compress(DEV_V2.read_bytes()))
+    (tmp_path / "p.json.bz2").write_bytes(bz2.compress(json.dumps(preds).encode()))
+    assert main(["score", str(tmp_path / "dev.json.gz"), str(tmp_path / "p.json.bz2")]) == 0
+    assert capsys.readouterr().out.strip() == json.dumps(squad_v2(doc["data"], preds), indent=2)
+
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gzip.compress(DEV_V2.read_bytes())[:3000])
+    inside = tmp_path / "inside.json.gz"
+    inside.write_bytes(gzip.compress(b'{"a": SECRET-VALUE}'))
+    for argv, message in [
+            (["score", str(cut), str(tmp_path / "p.json")], f"{cut}: corrupt or truncated gz file (EOFError)"),
+            (["score", str(DEV_V2), str(inside)], f"{inside}: not valid JSON at line 1, column 7"),
+            (["score", str(tmp_path / "none.json.gz"), str(tmp_path / "p.json")],
+             f"{tmp_path / 'none.json.gz'}: file not found")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "SECRET" not in err and "qa-unpack-" not in err, err
