@@ -31,7 +31,8 @@ def run(args) -> int:
     try:
         result = answer(args.model, args.question, context, top_k=args.top_k,
                         max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer,
-                        max_length=args.max_length, doc_stride=args.doc_stride)
+                        max_length=args.max_length, doc_stride=args.doc_stride, batch_size=args.batch_size,
+                        precision=args.precision)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
@@ -43,11 +44,12 @@ def run(args) -> int:
 def run_file(args) -> int:
     """Every question of `args.questions`: the file is read and checked, and the output folder
     asked, before the model is loaded; the output is written whole or not at all."""
-    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, load_questions
+    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options, load_questions
     from qa_lib.errors import ConfigError, StorageError
     from qa_lib.folders import write_problem, write_text_whole
 
     check_answer_options(args.top_k, args.max_answer_len)
+    check_run_options(args.batch_size, args.precision)
     columns = {}
     for item in args.column:
         ours, _, theirs = (part.strip() for part in item.partition("="))
@@ -58,7 +60,8 @@ def run_file(args) -> int:
     out = Path(args.output).expanduser() if args.output else None
     if out is not None and (problem := write_problem(out.parent)):
         raise StorageError(f"{args.output}: cannot write here ({problem})")
-    qa = QuestionAnswerer(args.model, max_length=args.max_length, doc_stride=args.doc_stride)
+    qa = QuestionAnswerer(args.model, max_length=args.max_length, doc_stride=args.doc_stride,
+                          batch_size=args.batch_size, precision=args.precision)
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
                          handle_impossible_answer=args.handle_impossible_answer)

@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", choices=["1.1", "2.0"], default=None, help="default: from the data file")
     s.set_defaults(func=score.run)
 
-    from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig
+    from typing import get_args
+
+    from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig, Precision
 
     # `answer` windows a context as evaluation does.
     answer_window = PipelineConfig.model_fields["eval_max_length"].default
     answer_stride = PipelineConfig.model_fields["eval_doc_stride"].default
+    answer_precision = PipelineConfig.model_fields["precision"].default
+    answer_batch = PipelineConfig.model_fields["per_device_eval_batch_size"].default
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model",
                        description="Answer --question about --context (or --context-file), or every question of a "
                                    "data file with --questions.")
@@ -121,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tokens shared by consecutive windows of a long context (default {answer_stride})")
     a.add_argument("--handle-impossible-answer", action="store_true",
                    help="allow the empty answer (SQuAD v2 models) when it scores best")
+    a.add_argument("--precision", choices=get_args(Precision), default=answer_precision,
+                   help=f"as the config's precision (default {answer_precision}: bf16 or fp16 on a GPU, fp32 on "
+                        "the CPU, as evaluation runs)")
+    a.add_argument("--batch-size", type=int, default=answer_batch,
+                   help=f"windows per forward pass (default {answer_batch}, the evaluation batch)")
     a.set_defaults(func=answer.run)
 
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")

@@ -19,13 +19,16 @@ from qa_lib.errors import ConfigError, DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
-from qa_lib.predict import predict_logits
+from qa_lib.predict import predict_logits, resolve_precision
 from qa_lib.validate import check_windows_fit
 
 
-# The evaluation window of the pipeline's config.
+# As the pipeline's evaluation does by default: the same window, batch and precision give the
+# same answers the evaluation scored (on a GPU, bf16 and fp32 can pick different spans).
 WINDOW = PipelineConfig.model_fields["eval_max_length"].default
 STRIDE = PipelineConfig.model_fields["eval_doc_stride"].default
+BATCH = PipelineConfig.model_fields["per_device_eval_batch_size"].default
+PRECISION = PipelineConfig.model_fields["precision"].default
 
 
 @dataclass
@@ -40,10 +43,13 @@ class Answer:
 
 
 class QuestionAnswerer:
-    """Loads a model folder once; call it for as many questions as you like."""
+    """Loads a model folder once; call it for as many questions as you like. `precision`: auto, bf16,
+    fp16 or fp32, as the config's (auto: bf16 or fp16 on a GPU, fp32 on the CPU)."""
 
-    def __init__(self, model: str, max_length: int = WINDOW, doc_stride: int = STRIDE, batch_size: int = 32):
+    def __init__(self, model: str, max_length: int = WINDOW, doc_stride: int = STRIDE, batch_size: int = BATCH,
+                 precision: str = PRECISION):
         _check_window_values(max_length, doc_stride)
+        self.precision = check_run_options(batch_size, precision)
         self.model_dir = resolve_model(model)
         # A window past the position embeddings fails deep in the model's forward, not here.
         check_windows_fit(self.model_dir, {"max_length": max_length})
@@ -75,7 +81,7 @@ class QuestionAnswerer:
         finally:
             if was_enabled:
                 datasets.enable_progress_bars()
-        start, end = predict_logits(self.model, features, self.batch_size, progress=progress,
+        start, end = predict_logits(self.model, features, self.batch_size, self.precision, progress=progress,
                                     padding=Padding.of(self.tokenizer))
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
         if single:
@@ -146,6 +152,14 @@ def check_answer_options(top_k: int, max_answer_len: int) -> None:
         raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
 
 
+def check_run_options(batch_size: int, precision: str) -> str:
+    """The precision the model will run in (`auto` resolved), or the error that the batch size or
+    precision is: checked before a model is loaded."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size ({batch_size}) must be at least 1")
+    return resolve_precision(precision)
+
+
 def _check_window_values(max_length: int, doc_stride: int) -> None:
     if max_length < 1:
         raise ConfigError(f"max_length ({max_length}) must be at least 1")
@@ -161,10 +175,11 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 def answer(model: str, question: str | list[str], context: str | list[str], top_k: int = 1,
            max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False, max_length: int = WINDOW,
-           doc_stride: int = STRIDE):
+           doc_stride: int = STRIDE, batch_size: int = BATCH, precision: str = PRECISION):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
     _checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
-    qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride)
+    qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride, batch_size=batch_size,
+                          precision=precision)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer)
 

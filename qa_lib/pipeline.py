@@ -15,8 +15,8 @@ from qa_lib.features import build_eval_features, build_train_features
 from qa_lib.metrics import score
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
-from qa_lib.predict import predict_logits
-from qa_lib.train import fine_tune, resolve_precision
+from qa_lib.predict import predict_logits, resolve_precision
+from qa_lib.train import fine_tune
 from qa_lib.validate import check_model_source, check_output_dir, validate_examples
 
 

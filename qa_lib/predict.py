@@ -12,11 +12,15 @@ prepares the next batch while the device runs this one.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import datasets
 import numpy as np
 import torch
 
 from qa_lib.batching import MODEL_INPUTS, Padding
+from qa_lib.config import Precision
+from qa_lib.errors import ConfigError
 from qa_lib.progress import progress_enabled
 from qa_lib.ragged import Ragged, arrow_table
 
@@ -26,6 +30,22 @@ DEVICE_LOGITS_HELD = 1 << 26
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` → bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
+    if precision not in get_args(Precision):  # a config checks this; code calling in directly may not
+        raise ConfigError(f"precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
+    has_cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if not has_cuda:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not has_cuda:
+        raise ConfigError("precision: fp16 needs a CUDA GPU; use fp32 or auto on the CPU")
+    if precision == "bf16" and has_cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision: bf16 is not supported by this GPU; use fp16 or auto")
+    return precision
 
 
 @torch.inference_mode()

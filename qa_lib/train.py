@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError, ModelError
+from qa_lib.predict import resolve_precision
 from qa_lib.progress import configure_progress, progress_enabled
 
 log = logging.getLogger(__name__)
@@ -42,22 +43,6 @@ class TrainResult:
     attention: str | None = None  # the attention implementation trained with (varlen: `varlen_attention.NAME`)
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto` → bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if not has_cuda:
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and not has_cuda:
-        raise ConfigError("precision: fp16 needs a CUDA GPU; use fp32 or auto on the CPU")
-    if precision == "bf16" and has_cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError("precision: bf16 is not supported by this GPU; use fp16 or auto")
-    return precision
 
 
 def last_checkpoint(checkpoint_dir: str | Path) -> str | None:

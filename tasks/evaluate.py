@@ -13,7 +13,7 @@ from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
 from qa_lib.predict import predict_logits
 from qa_lib.store import open_store
-from qa_lib.train import resolve_precision
+from qa_lib.predict import resolve_precision
 from tasks.policy import RETRY, STAGE
 from tasks.stage import entry, fetch, run_stage
 

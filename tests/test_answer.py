@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from qa_lib.answer import QuestionAnswerer, answer
 from qa_lib.config import PipelineConfig
@@ -33,6 +34,31 @@ def test_answer_api_single_and_batch(trained_tiny, dev_v1_examples):
                [e["context"] for e in dev_v1_examples.select(range(4))], max_answer_len=10)
     assert len(batch) == 4 and batch[0] == a
     assert all(len(x.answer.split()) <= 10 for x in batch)
+
+
+def test_answers_do_not_depend_on_the_batch_and_precision_is_the_pipeline_s(trained_tiny, dev_v1_examples):
+    """Batches of 1 and of the default size give the same answers (each window's logits land in its
+    own row; the scores differ in the last float32 digits, as padding changes the matmul's sums); `auto` is the evaluation's precision (fp32 on the CPU), and bf16 (CPU autocast here)
+    runs and gives spans of the context."""
+    import torch
+
+    from qa_lib.errors import ConfigError
+
+    rows = dev_v1_examples.select(range(6))
+    questions, contexts = rows["question"], rows["context"]
+    default = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32)
+    one = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32, batch_size=1)
+    ones, defaults = one(questions, contexts, top_k=3), default(questions, contexts, top_k=3)
+    assert [[(a.answer, a.start, a.end) for a in x] for x in ones] == [[(a.answer, a.start, a.end) for a in x]
+                                                                      for x in defaults]
+    assert [a.score for x in ones for a in x] == pytest.approx([a.score for x in defaults for a in x], rel=1e-4)
+    if not torch.cuda.is_available():
+        assert default.precision == "fp32"
+    bf16 = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32, precision="bf16")
+    for a, ctx in zip(bf16(questions, contexts), contexts):
+        assert ctx[a.start:a.end] == a.answer and a.answer
+    with pytest.raises(ConfigError, match=r"precision: 'fp8' is not one of auto, bf16, fp16, fp32"):
+        QuestionAnswerer(trained_tiny, precision="fp8")
 
 
 def test_handle_impossible_answer(trained_tiny, dev_v1_examples):
@@ -223,7 +249,15 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
              (["--questions", str(tmp_path / "ok.jsonl"), "--column", "query=question"],
               f"error: {tmp_path / 'ok.jsonl'}: column mapping names unknown target column(s): ['query']"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--column", "id=qid"],
-              "error: answer: --column goes with --questions")]
+              "error: answer: --column goes with --questions"),
+             (["--questions", str(tmp_path / "none.jsonl"), "--batch-size", "0"], "error: batch_size (0) must be"),
+             (["--question", "Who won?", "--context", "The Broncos won.", "--batch-size", "0"],
+              "error: batch_size (0) must be")]
+    if not torch.cuda.is_available():  # refused before the file is read or the model looked for
+        cases += [(["--questions", str(tmp_path / "none.jsonl"), "--precision", "fp16"],
+                   "error: precision: fp16 needs a CUDA GPU"),
+                  (["--question", "Who won?", "--context", "The Broncos won.", "--precision", "fp16"],
+                   "error: precision: fp16 needs a CUDA GPU")]
     for argv, message in cases:
         assert main(["answer", "--model", missing_model, *argv]) == 2, argv
         captured = capsys.readouterr()

@@ -4,7 +4,8 @@ from transformers import TrainerCallback
 from qa_lib.config import PipelineConfig
 from qa_lib.features import build_train_features
 from qa_lib.modeling import load_tokenizer
-from qa_lib.train import fine_tune, last_checkpoint, resolve_precision
+from qa_lib.predict import resolve_precision
+from qa_lib.train import fine_tune, last_checkpoint
 
 
 class _Interrupt(TrainerCallback):
