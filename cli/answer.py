@@ -42,11 +42,14 @@ def run(args) -> int:
 
 
 def run_file(args) -> int:
-    """Every question of `args.questions`: the file is read and checked, and the output folder
-    asked, before the model is loaded; the output is written whole or not at all."""
+    """Every question of `args.questions`: the options, the output's place and a local model folder
+    are checked first, then the file is read and checked, and only then the model loaded; the
+    output (a file, or an `s3://` object) is written whole or not at all."""
+    from qa_lib import s3
     from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options, load_questions
     from qa_lib.errors import ConfigError, StorageError
     from qa_lib.folders import write_problem, write_text_whole
+    from qa_lib.modeling import resolve_model
 
     check_answer_options(args.top_k, args.max_answer_len)
     check_run_options(args.batch_size, args.precision)
@@ -56,21 +59,30 @@ def run_file(args) -> int:
         if not (ours and theirs):
             raise ConfigError(f"answer: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
         columns[ours] = theirs
-    examples = load_questions(args.questions, columns)
-    out = Path(args.output).expanduser() if args.output else None
-    if out is not None and (problem := write_problem(out.parent)):
+    remote = args.output is not None and args.output.startswith("s3://")
+    out = Path(args.output).expanduser() if args.output and not remote else None
+    if remote:
+        s3.object_key(args.output)
+        s3.S3Prefix(args.output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
+    elif out is not None and (problem := write_problem(out.parent)):
         raise StorageError(f"{args.output}: cannot write here ({problem})")
+    if not args.model.startswith("s3://"):  # a missing folder is named before a long file is read (a download waits)
+        resolve_model(args.model)
+    examples = load_questions(args.questions, columns)
     qa = QuestionAnswerer(args.model, max_length=args.max_length, doc_stride=args.doc_stride,
                           batch_size=args.batch_size, precision=args.precision)
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
                          handle_impossible_answer=args.handle_impossible_answer)
     text = json.dumps(answers, ensure_ascii=False, indent=1)
-    if out is None:
+    if remote:
+        s3.put_text(args.output, text)
+    elif out is not None:
+        write_text_whole(out, text, args.output)
+    else:
         print(text)
         return 0
-    write_text_whole(out, text, args.output)
-    print(f"{len(answers):,} answers written to {out}", file=sys.stderr)
+    print(f"{len(answers):,} answers written to {args.output if remote else out}", file=sys.stderr)
     return 0
 
 

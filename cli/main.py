@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                    help="with --questions: the file's name for one of our columns (id, context, question, title), "
                         "e.g. --column question=query; repeat for several")
-    a.add_argument("--output", "-o", metavar="PATH", help="with --questions: write the JSON here (default: stdout)")
+    a.add_argument("--output", "-o", metavar="PATH",
+                   help="with --questions: write the JSON here, a file or s3://bucket/key (default: stdout)")
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
                    help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")

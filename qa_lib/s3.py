@@ -149,6 +149,23 @@ def object_fingerprint(uri: str) -> str:
     return f"s3:{bucket}/{key}:{head['ETag']}:{head['ContentLength']}"
 
 
+def object_key(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an object URI; a URI without a key (`s3://bucket`) names no object."""
+    bucket, key = parse_uri(uri)
+    if not key or uri.endswith("/"):
+        raise StorageError(f"{uri}: names no object (give s3://bucket/path/name.json)")
+    return bucket, key
+
+
+def put_text(uri: str, text: str, content_type: str = "application/json") -> None:
+    """`text` as the object `uri`, UTF-8. One PUT: readers see the old object or all of the new one."""
+    bucket, key = object_key(uri)
+    try:
+        client().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type)
+    except Exception as exc:  # noqa: BLE001 - explain() names what went wrong, without secrets
+        raise explain(exc, uri) from None
+
+
 def download_source(uri: str) -> Path:
     """Download one data object into the local cache (keyed by its ETag) and return the path."""
     bucket, key = parse_uri(uri)

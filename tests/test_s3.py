@@ -271,3 +271,38 @@ def test_a_publish_target_or_store_that_cannot_be_written_is_refused_before_trai
                 assert listed["KeyCount"] == 0
     finally:
         server.stop()
+
+
+def test_answer_writes_its_answers_to_an_s3_object(moto, bucket, tiny_model, monkeypatch, tmp_path, capsys):
+    """`answer --questions ... -o s3://bucket/key`: the object holds what stdout would; a bucket that
+    is not there, or a URI without a key, is one line before the questions are read or the model
+    loaded (it made a local folder named `s3:`); so is a missing local model folder."""
+    from cli.main import main
+
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.chdir(tmp_path)
+    doc = json.loads(DEV_V1.read_text())
+    rows = [{"id": q["id"], "question": q["question"], "context": p["context"]}
+            for a in doc["data"][:1] for p in a["paragraphs"][:2] for q in p["qas"][:2]]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    argv = ["answer", "--model", str(tiny_model), "--questions", "q.jsonl", "--max-length", "96", "--doc-stride", "32"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {r["id"] for r in rows}
+    assert main([*argv, "-o", f"s3://{bucket}/answers/dev.json"]) == 0
+    assert f"{len(rows)} answers written to s3://{bucket}/answers/dev.json" in capsys.readouterr().err
+    body = _direct(moto).get_object(Bucket=bucket, Key="answers/dev.json")["Body"].read()
+    assert json.loads(body) == printed
+    assert [o["Key"] for o in _direct(moto).list_objects_v2(Bucket=bucket)["Contents"]] == ["answers/dev.json"]
+
+    missing = ["answer", "--model", str(tmp_path / "no-model"), "--questions", "none.jsonl"]
+    for extra, message in [
+            (["-o", "s3://no-such-answers-bucket/a.json"], "s3://no-such-answers-bucket: bucket does not exist"),
+            (["-o", f"s3://{bucket}"], f"s3://{bucket}: names no object"),
+            (["-o", f"s3://{bucket}/answers/"], f"s3://{bucket}/answers/: names no object"),
+            ([], f"model folder not found: {tmp_path / 'no-model'}")]:
+        assert main([*missing, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+        assert "testing-secret-value" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
