@@ -153,7 +153,8 @@ class PipelineConfig(_Strict):
     logging_steps: int = Field(20, gt=0, description="Loss logged (and the progress artifact updated) every N steps.")
     max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
 
-    output_dir: str = Field("runs/default", description="Where the trained model and results go.")
+    output_dir: str = Field("runs/default", description="Local folder where the trained model and results go (for "
+                            "S3: the store or publish_target).")
 
     # Publishing (retrain flow)
     publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
@@ -178,6 +179,14 @@ class PipelineConfig(_Strict):
     def _yaml_switch(cls, value: Any) -> Any:
         # YAML 1.1 reads an unquoted `on` / `off` as a boolean: `compile: on` must still mean "on".
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _local_folder(cls, value: str) -> str:
+        # `output_dir: s3://bucket/run` made a local folder named `s3:` and wrote the run there.
+        if "://" in value:
+            raise ValueError("a URI, not a local folder (for S3, give --store or publish_target an s3:// URI)")
+        return value
 
     @field_validator("hub_repo_id")
     @classmethod

@@ -32,6 +32,8 @@ def test_defaults_and_yaml_with_overrides(tmp_path):
         ({"promote_margin": float("inf")}, "promote_margin"),
         ({"seed": -1}, "seed"),  # numpy's seeding takes 0 to 2**32 - 1, and fails only once training starts
         ({"seed": 2**32}, "seed"),
+        # A local folder: it made one named `s3:` and wrote the run there.
+        ({"output_dir": "s3://bucket/run"}, "output_dir: a URI, not a local folder"),
     ],
 )
 def test_impossible_values_name_the_field(raw, field):
