@@ -19,9 +19,9 @@ def run(args) -> int:
         if one:
             raise ConfigError("answer: --questions answers a file; it takes no --question, --context or --context-file")
         return run_file(args)
-    if args.output is not None or args.column:
-        raise ConfigError(f"answer: {'--output' if args.output is not None else '--column'} goes with --questions "
-                          "(one answer is printed)")
+    if args.output is not None or args.column or args.dry_run:
+        option = "--output" if args.output is not None else "--column" if args.column else "--dry-run"
+        raise ConfigError(f"answer: {option} goes with --questions (one answer is printed)")
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
     context = args.context if args.context is not None else read_context(args.context_file)
@@ -47,12 +47,14 @@ def run_file(args) -> int:
     output (a file, or an `s3://` object) is written whole or not at all."""
     from qa_lib import s3
     from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options, load_questions
-    from qa_lib.errors import ConfigError, StorageError
+    from qa_lib.errors import ConfigError, DataError, StorageError
+    from qa_lib.features import check_questions_fit
     from qa_lib.folders import write_problem, write_text_whole
-    from qa_lib.modeling import resolve_model
+    from qa_lib.modeling import load_tokenizer, resolve_model
+    from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
     check_answer_options(args.top_k, args.max_answer_len)
-    check_run_options(args.batch_size, args.precision)
+    check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
     columns = {}
     for item in args.column:
         ours, _, theirs = (part.strip() for part in item.partition("="))
@@ -64,12 +66,28 @@ def run_file(args) -> int:
     if remote:
         s3.object_key(args.output)
         s3.S3Prefix(args.output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
-    elif out is not None and (problem := write_problem(out.parent)):
+    elif out is not None and (problem := write_problem(out.parent, keep=not args.dry_run)):
         raise StorageError(f"{args.output}: cannot write here ({problem})")
     if not args.model.startswith("s3://"):  # a missing folder is named before a long file is read (a download waits)
         resolve_model(args.model)
     examples = load_questions(args.questions, columns)
-    qa = QuestionAnswerer(args.model, max_length=args.max_length, doc_stride=args.doc_stride,
+    model_dir = resolve_model(args.model)
+    try:  # with the tokenizer alone: a question too long for the window is named before the weights load
+        check_questions_fit(examples, load_tokenizer(model_dir), args.max_length)
+    except DataError as exc:
+        raise DataError(args.questions, exc.problems) from None
+    if args.dry_run:
+        # What evaluate's preflight asks of a model, short of loading it: weights readable, a QA
+        # architecture, a trained head, the window within its positions.
+        check_model_source(model_dir)
+        check_trained_head(model_dir)
+        check_windows_fit(model_dir, {"max_length": args.max_length})
+        print(f"dry run: every check passed; nothing was answered.\n"
+              f"  questions  {args.questions} ({len(examples):,}, valid)\n"
+              f"  model      {model_dir}\n"
+              f"  output     {args.output or 'stdout'}")
+        return 0
+    qa = QuestionAnswerer(model_dir, max_length=args.max_length, doc_stride=args.doc_stride,
                           batch_size=args.batch_size, precision=args.precision)
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,

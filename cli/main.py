@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--precision", choices=get_args(Precision), default=answer_precision,
                    help=f"as the config's precision (default {answer_precision}: bf16 or fp16 on a GPU, fp32 on "
                         "the CPU, as evaluation runs)")
+    a.add_argument("--dry-run", action="store_true",
+                   help="with --questions: check the options, the output's place, the file and the model, then stop")
     a.add_argument("--batch-size", type=int, default=answer_batch,
                    help=f"windows per forward pass (default {answer_batch}, the evaluation batch)")
     a.set_defaults(func=answer.run)

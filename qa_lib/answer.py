@@ -48,8 +48,7 @@ class QuestionAnswerer:
 
     def __init__(self, model: str, max_length: int = WINDOW, doc_stride: int = STRIDE, batch_size: int = BATCH,
                  precision: str = PRECISION):
-        _check_window_values(max_length, doc_stride)
-        self.precision = check_run_options(batch_size, precision)
+        self.precision = check_run_options(batch_size, precision, max_length, doc_stride)
         self.model_dir = resolve_model(model)
         # A window past the position embeddings fails deep in the model's forward, not here.
         check_windows_fit(self.model_dir, {"max_length": max_length})
@@ -152,9 +151,10 @@ def check_answer_options(top_k: int, max_answer_len: int) -> None:
         raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
 
 
-def check_run_options(batch_size: int, precision: str) -> str:
-    """The precision the model will run in (`auto` resolved), or the error that the batch size or
-    precision is: checked before a model is loaded."""
+def check_run_options(batch_size: int, precision: str, max_length: int = WINDOW, doc_stride: int = STRIDE) -> str:
+    """The precision the model will run in (`auto` resolved), or the error that the batch size,
+    precision or window is: checked before a model is loaded."""
+    _check_window_values(max_length, doc_stride)
     if batch_size < 1:
         raise ConfigError(f"batch_size ({batch_size}) must be at least 1")
     return resolve_precision(precision)

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,6 +144,62 @@ def test_empty_inputs(trained_tiny):
         qa("Who won?", "The Broncos won.", top_k=0)
 
 
+def test_a_question_too_long_for_the_window_is_named_before_the_weights_load(trained_tiny, tmp_path, capsys):
+    """It was "features: example 0: ..." after the model had loaded: now the file and the question's
+    id, found with the tokenizer alone (the weights here are damaged and never read)."""
+    import shutil
+
+    from cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny, model)
+    (model / "model.safetensors").write_bytes(b"not weights")
+    rows = [{"id": "short", "question": "Who won?", "context": "The Broncos won."},
+            {"id": "rambling", "question": " ".join(["why"] * 120) + "?", "context": "The Broncos won."}]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["answer", "--model", str(model), "--questions", str(questions), "--max-length", "96",
+                 "--doc-stride", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {questions}: example rambling: the question is 121 tokens, which leaves no room "
+                          "for the context in a 96-token window"), err
+    assert err.count("\n") == 1
+
+
+def test_answer_dry_run_checks_everything_and_answers_nothing(trained_tiny, tmp_path, capsys):
+    """`--dry-run` with --questions: the file, the output's place and the model (weights readable, a
+    trained QA head, the window) are checked; nothing is answered or written, no folder is made."""
+    from cli.main import main
+
+    rows = [{"id": "a", "question": "Who won?", "context": "The Broncos won."},
+            {"id": "b", "question": "Who lost?", "context": "The Panthers lost."}]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "new" / "answers.json"
+    argv = ["answer", "--questions", str(questions), "-o", str(out), "--dry-run"]
+    assert main([*argv, "--model", trained_tiny]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("dry run: every check passed; nothing was answered.")
+    assert f"{questions} (2, valid)" in printed and trained_tiny in printed and str(out) in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
+    # The same checks a real run would fail on, each one line: a model without a trained QA head
+    # (whose answers would be noise), a window past its positions.
+    base = tmp_path / "base"
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(trained_tiny).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (base / name).write_bytes((Path(trained_tiny) / name).read_bytes())
+    for model, extra, message in [(str(base), [], "its weights hold no question-answering head"),
+                                  (trained_tiny, ["--max-length", "4096", "--doc-stride", "128"],
+                                   "max_length (4096) is longer than model")]:
+        assert main([*argv, "--model", model, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main(["answer", "--model", trained_tiny, "--question", "Who won?", "--context", "x", "--dry-run"]) == 2
+    assert "--dry-run goes with --questions" in capsys.readouterr().err
+
+
 def test_window_settings_are_checked_and_the_cli_takes_them(trained_tiny, tmp_path, capsys):
     from cli.main import main
     from qa_lib.errors import ConfigError
@@ -221,7 +278,11 @@ def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny,
 def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsys):
     from cli.main import main
 
-    missing_model = str(tmp_path / "no-model")  # every refusal below comes before the model is looked for
+    # A model folder that could never load (no weights, no tokenizer): every refusal below comes
+    # before anything of it is read; only a missing folder is named before the questions are read.
+    (tmp_path / "unloadable").mkdir()
+    (tmp_path / "unloadable" / "config.json").write_text("{}")
+    missing_model = str(tmp_path / "unloadable")
     rows = [{"id": "a", "question": "Who won?", "context": "The Broncos won."},
             {"id": "a", "question": "Who lost?", "context": "The Panthers lost."}]
     (tmp_path / "dup.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
