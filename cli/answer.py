@@ -68,10 +68,11 @@ def run_file(args) -> int:
         s3.S3Prefix(args.output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
     elif out is not None and (problem := write_problem(out.parent, keep=not args.dry_run)):
         raise StorageError(f"{args.output}: cannot write here ({problem})")
-    if not args.model.startswith("s3://"):  # a missing folder is named before a long file is read (a download waits)
-        resolve_model(args.model)
+    # A missing local folder is named before a long file is read; an s3:// model's download waits
+    # until the file has passed.
+    model_dir = None if args.model.startswith("s3://") else resolve_model(args.model)
     examples = load_questions(args.questions, columns)
-    model_dir = resolve_model(args.model)
+    model_dir = model_dir or resolve_model(args.model)
     try:  # with the tokenizer alone: a question too long for the window is named before the weights load
         check_questions_fit(examples, load_tokenizer(model_dir), args.max_length)
     except DataError as exc:

@@ -44,13 +44,11 @@ def run(args) -> int:
     except (KeyError, TypeError) as exc:
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
     if args.out_file:
-        from qa_lib.errors import ConfigError, StorageError
+        from qa_lib.errors import ConfigError
         from qa_lib.folders import write_text_whole
 
-        try:
+        try:  # a full disk is write_text_whole's StorageError, naming --out-file
             write_text_whole(Path(args.out_file).expanduser(), json.dumps(out), f"--out-file {args.out_file}")
-        except StorageError:
-            raise
         except OSError as exc:
             raise ConfigError(f"--out-file {args.out_file}: cannot write there: {exc.strerror or exc}") from None
     else:
