@@ -313,8 +313,7 @@ def prediction_agreement(model_dir: str, limit: int | None = None) -> dict:
     from qa_lib.features import build_eval_features
     from qa_lib.modeling import load_qa_model, load_tokenizer
     from qa_lib.postprocess import postprocess
-    from qa_lib.predict import predict_logits
-    from qa_lib.train import resolve_precision
+    from qa_lib.predict import predict_logits, resolve_precision
 
     cfg = PipelineConfig(model=model_dir)
     dev = load_examples(str(ROOT / "data/squad/dev-v1.1.super_bowl_50.json"))
@@ -354,7 +353,7 @@ def varlen_agreement(model_dir: str, features, n: int = 24) -> dict:
 
     from qa_lib.modeling import load_qa_model, load_tokenizer
     from qa_lib.packing import packed_logit_gap, row_width, sliding_window
-    from qa_lib.train import resolve_precision
+    from qa_lib.predict import resolve_precision
     from qa_lib.varlen_attention import kernel_problem, use_varlen
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
