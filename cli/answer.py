@@ -77,12 +77,13 @@ def run_file(args) -> int:
         check_questions_fit(examples, load_tokenizer(model_dir), args.max_length)
     except DataError as exc:
         raise DataError(args.questions, exc.problems) from None
+    # What evaluate's preflight asks of a model, short of loading it: weights readable, a QA
+    # architecture, a trained head (a file of answers from a random head is noise), the window
+    # within its positions. The dry run stops after the same checks.
+    check_model_source(model_dir)
+    check_trained_head(model_dir)
+    check_windows_fit(model_dir, {"max_length": args.max_length})
     if args.dry_run:
-        # What evaluate's preflight asks of a model, short of loading it: weights readable, a QA
-        # architecture, a trained head, the window within its positions.
-        check_model_source(model_dir)
-        check_trained_head(model_dir)
-        check_windows_fit(model_dir, {"max_length": args.max_length})
         print(f"dry run: every check passed; nothing was answered.\n"
               f"  questions  {args.questions} ({len(examples):,}, valid)\n"
               f"  model      {model_dir}\n"

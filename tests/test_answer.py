@@ -182,18 +182,20 @@ def test_answer_dry_run_checks_everything_and_answers_nothing(trained_tiny, tmp_
     assert printed.startswith("dry run: every check passed; nothing was answered.")
     assert f"{questions} (2, valid)" in printed and trained_tiny in printed and str(out) in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
-    # The same checks a real run would fail on, each one line: a model without a trained QA head
-    # (whose answers would be noise), a window past its positions.
+    # The same checks a real run makes, each one line: a model without a trained QA head (a file of
+    # answers from a random head would be noise; the real run refuses it too), a window past its positions.
     base = tmp_path / "base"
     from transformers import AutoModel
 
     AutoModel.from_pretrained(trained_tiny).save_pretrained(base)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (base / name).write_bytes((Path(trained_tiny) / name).read_bytes())
-    for model, extra, message in [(str(base), [], "its weights hold no question-answering head"),
-                                  (trained_tiny, ["--max-length", "4096", "--doc-stride", "128"],
-                                   "max_length (4096) is longer than model")]:
-        assert main([*argv, "--model", model, *extra]) == 2
+    real = [a for a in argv if a != "--dry-run"]
+    for run, message in [([*argv, "--model", str(base)], "its weights hold no question-answering head"),
+                         ([*real, "--model", str(base)], "its weights hold no question-answering head"),
+                         ([*argv, "--model", trained_tiny, "--max-length", "4096", "--doc-stride", "128"],
+                          "max_length (4096) is longer than model")]:
+        assert main(run) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert main(["answer", "--model", trained_tiny, "--question", "Who won?", "--context", "x", "--dry-run"]) == 2
