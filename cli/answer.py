@@ -11,8 +11,9 @@ from pathlib import Path
 def run(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from qa_lib.answer import answer
+    from qa_lib.answer import answer, check_run_options, checked_inputs
     from qa_lib.errors import ConfigError
+    from qa_lib.validate import check_trained_head
 
     one = args.question is not None or args.context is not None or args.context_file is not None
     if args.questions is not None:
@@ -25,6 +26,11 @@ def run(args) -> int:
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
     context = args.context if args.context is not None else read_context(args.context_file)
+    checked_inputs(args.question, context, args.top_k, args.max_answer_len)
+    check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
+    # As with --questions and evaluate: a base model's random head would give a confident-looking
+    # answer that means nothing (the library's QuestionAnswerer only warns, for experiments).
+    check_trained_head(args.model)
     # One model load for one answer: its "Loading weights" bar is only noise before the JSON.
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

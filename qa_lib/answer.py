@@ -63,7 +63,7 @@ class QuestionAnswerer:
                  progress: bool = False):
         """`progress`: the windows' and the batches' progress bars, for a file of questions."""
         single = isinstance(question, str)
-        questions, contexts = _checked_inputs(question, context, top_k, max_answer_len)
+        questions, contexts = checked_inputs(question, context, top_k, max_answer_len)
         if not questions:
             return []
         examples = datasets.Dataset.from_dict({
@@ -130,7 +130,7 @@ class QuestionAnswerer:
         return out
 
 
-def _checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
+def checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
                     max_answer_len: int) -> tuple[list[str], list[str]]:
     """The questions and their contexts as lists, or the error that makes them unanswerable."""
     check_answer_options(top_k, max_answer_len)
@@ -177,7 +177,7 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
            max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False, max_length: int = WINDOW,
            doc_stride: int = STRIDE, batch_size: int = BATCH, precision: str = PRECISION):
     """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
-    _checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
+    checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride, batch_size=batch_size,
                           precision=precision)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,

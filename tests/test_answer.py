@@ -200,6 +200,10 @@ def test_answer_dry_run_checks_everything_and_answers_nothing(trained_tiny, tmp_
         assert message in err and err.count("\n") == 1, err
     assert main(["answer", "--model", trained_tiny, "--question", "Who won?", "--context", "x", "--dry-run"]) == 2
     assert "--dry-run goes with --questions" in capsys.readouterr().err
+    # One question too: a base model's answer would look like one and mean nothing.
+    assert main(["answer", "--model", str(base), "--question", "Who won?", "--context", "The Broncos won."]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {base}: its weights hold no question-answering head") and err.count("\n") == 1
 
 
 def test_window_settings_are_checked_and_the_cli_takes_them(trained_tiny, tmp_path, capsys):
