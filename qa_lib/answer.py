@@ -186,8 +186,9 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
 
 def load_questions(path: str, columns: dict[str, str] | None = None) -> datasets.Dataset:
     """Questions to answer from any data file or folder the pipeline reads (SQuAD JSON, JSONL, CSV,
-    Parquet...), with or without answers: ids must be unique and no question or context empty;
-    answers, where the file has them, are neither needed nor checked. `columns` maps our column
+    Parquet...), with or without answers: ids must be unique (a file without them is keyed by row
+    number, from 0) and no question or context empty; answers, where the file has them, are
+    neither needed nor checked. `columns` maps our column
     names to the file's, as a data source's `columns` setting does."""
     from qa_lib.config import DataSource
     from qa_lib.data import load_examples

@@ -66,7 +66,7 @@ def load_examples(source: DataSource | str, default_split: str = "train",
                   answers_required: bool = True) -> datasets.Dataset:
     """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure.
     Without `answers_required` (questions to answer, not to train or score on) a source with no
-    answer columns gets empty answers."""
+    answer columns gets empty answers, and one with no id column its row numbers (from 0) as ids."""
     if isinstance(source, str):
         source = DataSource(path=source)
     path = source.path
@@ -230,6 +230,10 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
     if absent:
         raise DataError(source, [f"mapped column(s) not in the data: {absent}; columns are {ds.column_names}"])
     ds = ds.rename_columns(renames) if renames else ds
+    if "id" not in ds.column_names and not answers_required:
+        # A sheet of questions and contexts to answer often has no ids: the row is the id, as the
+        # answers' order would be in a list.
+        ds = ds.add_column("id", [str(i) for i in range(len(ds))])
     cols = set(ds.column_names)
     missing = [c for c in ("id", "context", "question") if c not in cols]
     if "answers" not in cols and not {"answer_text", "answer_start"} <= cols and answers_required:

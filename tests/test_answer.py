@@ -262,6 +262,16 @@ def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny,
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "own.jsonl"), "--column", "id=qid",
                  "--column", "question = query", *window]) == 0
     assert json.loads(capsys.readouterr().out) == expected
+    # A sheet without ids: keyed by row number, from 0, in the file's order. Training data still
+    # needs its ids (they are what scores are matched on).
+    bare.drop(columns="id").to_csv(tmp_path / "noid.csv", index=False)
+    assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "noid.csv"), *window]) == 0
+    assert json.loads(capsys.readouterr().out) == {str(i): expected[e] for i, e in enumerate(rows["id"])}
+    from qa_lib.data import load_examples
+    from qa_lib.errors import DataError
+
+    with pytest.raises(DataError, match=r"missing column\(s\): id, answers"):
+        load_examples(str(tmp_path / "noid.csv"))
     out = tmp_path / "out" / "predictions.json"
     (tmp_path / "out").mkdir()
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.json"), "-o", str(out),
