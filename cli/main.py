@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     context.add_argument("--context-file", metavar="PATH", help="read the context from a UTF-8 file (- for stdin)")
     a.add_argument("--questions", metavar="PATH",
                    help="answer every question of a data file the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet; "
-                        "answers not needed): a JSON object by id (by row number from 0 if the file has none), the answer's text (with --top-k > 1, the answers "
-                        "with scores and spans)")
+                        "answers not needed): a JSON object by id (by row number from 0 if the file has none), "
+                        "the answer's text (with --top-k > 1, the answers with scores and spans)")
     a.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                    help="with --questions: the file's name for one of our columns (id, context, question, title), "
                         "e.g. --column question=query; repeat for several")

@@ -131,7 +131,7 @@ class QuestionAnswerer:
 
 
 def checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
-                    max_answer_len: int) -> tuple[list[str], list[str]]:
+                   max_answer_len: int) -> tuple[list[str], list[str]]:
     """The questions and their contexts as lists, or the error that makes them unanswerable."""
     check_answer_options(top_k, max_answer_len)
     questions = [question] if isinstance(question, str) else list(question)
@@ -188,8 +188,8 @@ def load_questions(path: str, columns: dict[str, str] | None = None) -> datasets
     """Questions to answer from any data file or folder the pipeline reads (SQuAD JSON, JSONL, CSV,
     Parquet...), with or without answers: ids must be unique (a file without them is keyed by row
     number, from 0) and no question or context empty; answers, where the file has them, are
-    neither needed nor checked. `columns` maps our column
-    names to the file's, as a data source's `columns` setting does."""
+    neither needed nor checked. `columns` maps our column names to the file's, as a data source's
+    `columns` setting does."""
     from qa_lib.config import DataSource
     from qa_lib.data import load_examples
     from qa_lib.validate import find_problems

@@ -39,8 +39,9 @@ def test_answer_api_single_and_batch(trained_tiny, dev_v1_examples):
 
 def test_answers_do_not_depend_on_the_batch_and_precision_is_the_pipeline_s(trained_tiny, dev_v1_examples):
     """Batches of 1 and of the default size give the same answers (each window's logits land in its
-    own row; the scores differ in the last float32 digits, as padding changes the matmul's sums); `auto` is the evaluation's precision (fp32 on the CPU), and bf16 (CPU autocast here)
-    runs and gives spans of the context."""
+    own row; the scores differ in the last float32 digits, as padding changes the matmul's sums);
+    `auto` is the evaluation's precision (fp32 on the CPU), and bf16 (CPU autocast here) runs and
+    gives spans of the context."""
     import torch
 
     from qa_lib.errors import ConfigError

@@ -239,8 +239,9 @@ def test_no_checkpoint_is_written_for_the_end_of_training_alone(tiny_model, trai
 
 
 def test_activation_checkpointing_trains_the_same_model(tiny_model, train_examples, tmp_path):
-    """`activation_checkpointing: true` (gradient checkpointing) reaches the Trainer (the layers recompute in the backward pass)
-    and, without dropout, trains the same weights as without it (float32 on the CPU: 1e-5)."""
+    """`activation_checkpointing: true` (gradient checkpointing) reaches the Trainer (the layers
+    recompute in the backward pass) and, without dropout, trains the same weights as without it
+    (float32 on the CPU: 1e-5)."""
     import torch
     from safetensors.torch import load_file
     from transformers import TrainerCallback
@@ -280,4 +281,5 @@ def test_activation_checkpointing_is_refused_for_a_family_without_it(tmp_path):
                             train_data={"path": str(SQUAD / "train-v1.1.sample.json")})
     with pytest.raises(ConfigError, match="activation_checkpointing: albert models .* do not support it"):
         check_run(config, training=True, store=str(tmp_path / "store"))
-    check_run(config.model_copy(update={"activation_checkpointing": False}), training=True, store=str(tmp_path / "store"))
+    check_run(config.model_copy(update={"activation_checkpointing": False}), training=True,
+              store=str(tmp_path / "store"))
