@@ -51,11 +51,10 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
     output (a file, or an `s3://` object) is written whole or not at all."""
-    from qa_lib import s3
-    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options, load_questions
-    from qa_lib.errors import ConfigError, DataError, StorageError
+    from qa_lib.answer import (QuestionAnswerer, answer_all, check_answer_options, check_answers_output,
+                               check_run_options, load_questions, save_answers)
+    from qa_lib.errors import ConfigError, DataError
     from qa_lib.features import check_questions_fit
-    from qa_lib.folders import write_problem, write_text_whole
     from qa_lib.modeling import load_tokenizer, resolve_model
     from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
@@ -67,13 +66,8 @@ def run_file(args) -> int:
         if not (ours and theirs):
             raise ConfigError(f"answer: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
         columns[ours] = theirs
-    remote = args.output is not None and args.output.startswith("s3://")
-    out = Path(args.output).expanduser() if args.output and not remote else None
-    if remote:
-        s3.object_key(args.output)
-        s3.S3Prefix(args.output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
-    elif out is not None and (problem := write_problem(out.parent, keep=not args.dry_run)):
-        raise StorageError(f"{args.output}: cannot write here ({problem})")
+    if args.output is not None:
+        check_answers_output(args.output, keep=not args.dry_run)
     # A missing local folder is named before a long file is read; an s3:// model's download waits
     # until the file has passed.
     model_dir = None if args.model.startswith("s3://") else resolve_model(args.model)
@@ -101,14 +95,11 @@ def run_file(args) -> int:
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
                          handle_impossible_answer=args.handle_impossible_answer)
     text = json.dumps(answers, ensure_ascii=False, indent=1)
-    if remote:
-        s3.put_text(args.output, text)
-    elif out is not None:
-        write_text_whole(out, text, args.output)
-    else:
+    if args.output is None:
         print(text)
         return 0
-    print(f"{len(answers):,} answers written to {args.output if remote else out}", file=sys.stderr)
+    save_answers(args.output, text)
+    print(f"{len(answers):,} answers written to {args.output}", file=sys.stderr)
     return 0
 
 

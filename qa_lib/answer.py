@@ -9,13 +9,14 @@ the same sliding windows as training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import datasets
 import numpy as np
 
 from qa_lib.batching import Padding
-from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig
-from qa_lib.errors import ConfigError, DataError
+from qa_lib.config import MAX_ANSWER_LEN, DataSource, PipelineConfig
+from qa_lib.errors import ConfigError, DataError, StorageError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
@@ -184,22 +185,51 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
               handle_impossible_answer=handle_impossible_answer)
 
 
-def load_questions(path: str, columns: dict[str, str] | None = None) -> datasets.Dataset:
-    """Questions to answer from any data file or folder the pipeline reads (SQuAD JSON, JSONL, CSV,
-    Parquet...), with or without answers: ids must be unique (a file without them is keyed by row
-    number, from 0) and no question or context empty; answers, where the file has them, are
-    neither needed nor checked. `columns` maps our column names to the file's, as a data source's
-    `columns` setting does."""
-    from qa_lib.config import DataSource
+def load_questions(source: DataSource | str, columns: dict[str, str] | None = None) -> datasets.Dataset:
+    """Questions to answer from any data source the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet,
+    a folder, s3://...), with or without answers: ids must be unique (a file without them is keyed
+    by row number, from 0) and no question or context empty; answers, where the file has them, are
+    neither needed nor checked. `columns` (with a path) maps our column names to the file's, as a
+    `DataSource`'s `columns` setting does."""
     from qa_lib.data import load_examples
     from qa_lib.validate import find_problems
 
-    source = DataSource(path=path, columns=columns or {})
+    if not isinstance(source, DataSource):
+        source = DataSource(path=source, columns=columns or {})
     examples = load_examples(source, default_split="validation", answers_required=False)
     problems = ["no questions"] if len(examples) == 0 else find_problems(examples, True, check_answers=False)
     if problems:
-        raise DataError(path, problems)
+        raise DataError(source.path, problems)
     return examples
+
+
+def check_answers_output(output: str, keep: bool = True) -> None:
+    """Fail before any work when the answers could not be saved to `output` (a file path, or an
+    `s3://bucket/key` object): a folder there, a parent that cannot be made or written, a bucket
+    that is missing or refuses writes. `keep=False` removes the folders a local check made."""
+    from qa_lib import s3
+    from qa_lib.folders import write_problem
+
+    if output.startswith("s3://"):
+        s3.object_key(output)
+        s3.S3Prefix(output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
+        return
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise StorageError(f"{output}: a folder; give the answers file's name (e.g. {Path(output) / 'answers.json'})")
+    if problem := write_problem(path.parent, keep=keep):
+        raise StorageError(f"{output}: cannot write here ({problem})")
+
+
+def save_answers(output: str, text: str) -> None:
+    """`text` written whole to `output` (a file, or an `s3://` object in one PUT), or not at all."""
+    from qa_lib import s3
+    from qa_lib.folders import write_text_whole
+
+    if output.startswith("s3://"):
+        s3.put_text(output, text)
+    else:
+        write_text_whole(Path(output).expanduser(), text, output)
 
 
 def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,

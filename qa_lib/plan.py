@@ -96,6 +96,12 @@ def data_key(source, version_2_with_negative: bool) -> str:
     return stage_key("data", source=source_fingerprint(source), v2=version_2_with_negative)
 
 
+def questions_key(source, version_2_with_negative: bool) -> str:
+    """Questions to answer are checked without their answers: never the same entry as the same file
+    loaded as training or eval data, whose answers were checked."""
+    return stage_key("data", source=source_fingerprint(source), v2=version_2_with_negative, answers="not checked")
+
+
 def _window(config: PipelineConfig) -> dict:
     return {"max_length": config.max_length, "doc_stride": config.doc_stride}
 
@@ -121,9 +127,11 @@ def eval_protocol(config: PipelineConfig, eval_data_key: str) -> str:
                       "code": {stage: code_fingerprint(stage) for stage in ("features", "logits", "predictions", "metrics")}})
 
 
-def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: str) -> EvalKeys:
-    """Keys for evaluating a model whose identity (a model key or a folder fingerprint) is given."""
-    data = data_key(config.eval_data, config.version_2_with_negative)
+def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: str,
+              data: str | None = None) -> EvalKeys:
+    """Keys for evaluating a model whose identity (a model key or a folder fingerprint) is given;
+    `data`: the key of the examples, when they are not the config's eval set (questions to answer)."""
+    data = data or data_key(config.eval_data, config.version_2_with_negative)
     max_length, doc_stride = config.eval_window
     features = stage_key("features", data=data, kind="eval", tokenizer=tokenizer_identity,
                          max_length=max_length, doc_stride=doc_stride)
@@ -136,11 +144,12 @@ def eval_keys(config: PipelineConfig, model_identity: str, tokenizer_identity: s
 
 
 # A run's stage keys by slot, in the order a run meets them; a slot's stage is the store folder it lives in.
-STAGE_OF = {"train_data": "data", "eval_data": "data", "train_features": "features", "eval_features": "features",
-            "model": "model", "logits": "logits", "predictions": "predictions", "metrics": "metrics"}
-LABELS = {"train_data": "load train data", "eval_data": "load eval data", "train_features": "train features",
-          "eval_features": "eval features", "model": "fine-tune", "logits": "predict",
-          "predictions": "post-process", "metrics": "metrics"}
+STAGE_OF = {"train_data": "data", "eval_data": "data", "questions": "data", "train_features": "features",
+            "eval_features": "features", "model": "model", "logits": "logits", "predictions": "predictions",
+            "metrics": "metrics"}
+LABELS = {"train_data": "load train data", "eval_data": "load eval data", "questions": "load questions",
+          "train_features": "train features", "eval_features": "eval features", "model": "fine-tune",
+          "logits": "predict", "predictions": "post-process", "metrics": "metrics"}
 
 
 def run_keys(config: PipelineConfig, resolved_model: str, training: bool) -> dict[str, str]:
@@ -159,3 +168,12 @@ def run_keys(config: PipelineConfig, resolved_model: str, training: bool) -> dic
         keys.update(eval_data=evaluation.data, eval_features=evaluation.features, logits=evaluation.logits,
                     predictions=evaluation.predictions, metrics=evaluation.metrics)
     return {slot: keys[slot] for slot in STAGE_OF if slot in keys}
+
+
+def answer_keys(config: PipelineConfig, resolved_model: str) -> dict[str, str]:
+    """The stage keys of answering the questions of `config.eval_data` with `resolved_model`: the
+    evaluation's stages up to the answers, without scores."""
+    evaluation = eval_keys(config, model_fingerprint(resolved_model), tokenizer_fingerprint(resolved_model),
+                           data=questions_key(config.eval_data, config.version_2_with_negative))
+    return {"questions": evaluation.data, "eval_features": evaluation.features, "logits": evaluation.logits,
+            "predictions": evaluation.predictions}

@@ -314,6 +314,9 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
                                                              "not found"),
              (["--questions", str(tmp_path / "ok.jsonl"), "-o", str(tmp_path / "blocker" / "p.json")],
               f"error: {tmp_path / 'blocker' / 'p.json'}: cannot write here"),
+             # It was an IsADirectoryError once every answer was ready: exit 1, a traceback.
+             (["--questions", str(tmp_path / "ok.jsonl"), "-o", str(tmp_path)],
+              f"error: {tmp_path}: a folder; give the answers file's name (e.g. {tmp_path / 'answers.json'})"),
              (["--questions", str(tmp_path / "ok.jsonl"), "--question", "Who?"],
               "error: answer: --questions answers a file; it takes no --question"),
              (["--question", "Who won?", "--context", "The Broncos won.", "-o", str(tmp_path / "p.json")],
