@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,19 +29,29 @@ def tiny_config(model: Path, out: Path, **overrides) -> PipelineConfig:
 
 def task_states(flow_run_id) -> dict[str, list[str]]:
     """Task name (without Prefect's suffix) → state names, in start order."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), sort=TaskRunSort.EXPECTED_START_TIME_ASC
-        )
     out: dict[str, list[str]] = defaultdict(list)
-    for r in runs:
+    for r in task_runs(flow_run_id):
         out[r.name.rsplit("-", 1)[0]].append(r.state.name)
     return dict(out)
 
 
-def task_runs(flow_run_id):
-    with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+def task_runs(flow_run_id, settle_s: float = 20.0):
+    """The task runs of a finished flow run, in start order, once the server has recorded them all.
+    Task states reach the server as events, after the flow's own end: under load a read right
+    after the run saw a cached task still Running and the tasks after it not there at all."""
+    def read():
+        with get_client(sync_client=True) as client:
+            return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                         sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+
+    deadline, last = time.monotonic() + settle_s, None
+    while True:
+        runs = read()
+        seen = [(r.id, r.state.name, r.run_count) for r in runs]
+        if (seen == last and all(r.state.is_final() for r in runs)) or time.monotonic() > deadline:
+            return runs
+        last = seen
+        time.sleep(0.5)
 
 
 def artifacts(flow_run_id) -> dict:
