@@ -17,7 +17,8 @@ Environment knobs (read at registration time):
 
 A deployment runs with the parameters it was registered with, so `retrain` (which publishes)
 is registered only with an eval set, and with `runs/registry` under the project as its
-`publish_target` when the config names none.
+`publish_target` when the config names none; `answer-qa` with the same target, whose champion it
+answers with (and the eval set's questions, when a run names no questions file).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ DEPLOYMENTS = [
     {"name": "retrain", "entrypoint": "flows/retrain.py:retrain",
      "description": "Nightly retrain with a champion/challenger gate.",
      "nightly": True, "on_data_landed": True, "concurrency_limit": 1, "publishes": True},
+    {"name": "answer-qa", "entrypoint": "flows/answer_qa.py:answer_qa",
+     "description": "Answer a file of questions with the champion (or a named model); save the answers whole.",
+     "uses_champion": True},
 ]
 
 

@@ -36,10 +36,11 @@ DEFAULT_REGISTRY = ROOT / "runs" / "registry"
 
 
 def deployment_config(spec: dict, config: PipelineConfig, where: str) -> PipelineConfig:
-    """The config a deployment is registered with: one that can run as registered, every night."""
-    if not spec.get("publishes"):
+    """The config a deployment is registered with: one that can run as registered, every night.
+    `answer-qa` gets retrain's publish target, so that it answers with what retrain promotes."""
+    if not (spec.get("publishes") or spec.get("uses_champion")):
         return config
-    if config.eval_data is None:
+    if spec.get("publishes") and config.eval_data is None:
         raise ConfigError(f"deploy: {spec['name']} (nightly and on new data) needs eval_data, the fixed set its "
                           f"champion gate compares on; set it in {where}")
     if config.publish_target:

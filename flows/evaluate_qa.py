@@ -29,7 +29,8 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
 
     Args:
         config: The pipeline configuration; eval_data, the windows and post-processing settings apply.
-        model: Model folder, s3:// champion or s3:// store model to evaluate (default: config.model).
+        model: Model folder, a publish target's champion (its folder, or s3://bucket/prefix/champion)
+            or s3:// store model to evaluate (default: config.model).
         store_root: Where stages are kept: a folder or s3://bucket/prefix shared by a pool's workers
             (default: $QA_PIPELINE_STORE, else .qa-store).
     """

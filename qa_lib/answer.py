@@ -192,14 +192,12 @@ def load_questions(source: DataSource | str, columns: dict[str, str] | None = No
     neither needed nor checked. `columns` (with a path) maps our column names to the file's, as a
     `DataSource`'s `columns` setting does."""
     from qa_lib.data import load_examples
-    from qa_lib.validate import find_problems
+    from qa_lib.validate import validate_questions
 
     if not isinstance(source, DataSource):
         source = DataSource(path=source, columns=columns or {})
     examples = load_examples(source, default_split="validation", answers_required=False)
-    problems = ["no questions"] if len(examples) == 0 else find_problems(examples, True, check_answers=False)
-    if problems:
-        raise DataError(source.path, problems)
+    validate_questions(examples, source.path)
     return examples
 
 
@@ -243,3 +241,32 @@ def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,
     if top_k == 1:
         return {ex_id: a.answer for ex_id, a in zip(examples["id"], results)}
     return {ex_id: [a.to_dict() for a in answers] for ex_id, answers in zip(examples["id"], results)}
+
+
+def questions_config(config: PipelineConfig, questions: DataSource | dict | str | None) -> PipelineConfig:
+    """`config` with the questions to answer as its eval set (the answer_qa flow answers the eval
+    set's questions when it is given none), checked as the config is: one line naming a bad field."""
+    if questions is None:
+        if config.eval_data is None:
+            raise ConfigError("questions: give a questions file (or set eval_data in the config)")
+        return config
+    if isinstance(questions, str):
+        questions = {"path": questions}
+    elif isinstance(questions, DataSource):
+        questions = questions.model_dump()
+    try:
+        return PipelineConfig.parse({**config.model_dump(), "eval_data": questions}, where="the run's parameters")
+    except ConfigError as exc:  # named as the parameter the caller set
+        raise ConfigError(str(exc).replace("eval_data.", "questions.")) from None
+
+
+def default_answer_model(config: PipelineConfig) -> str:
+    """The model answer_qa uses when it is named none: the champion of the config's publish_target
+    (what retrain promotes), else `config.model`."""
+    if config.publish_target:
+        return config.publish_target.rstrip("/") + "/champion"
+    return config.model
+
+
+def default_answers_output(config: PipelineConfig) -> str:
+    return str(Path(config.output_dir).expanduser().resolve() / "answers" / "predictions.json")

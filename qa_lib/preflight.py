@@ -48,6 +48,21 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         storage.check()
 
 
+def check_answer_run(config: PipelineConfig, model: str, output: str, store: str | None = None) -> None:
+    """What answering `config.eval_data`'s questions checks first: a champion to answer with, when
+    the model is one; then `check_run`'s evaluation checks (a trained head, windows, precision, the
+    output folder, the questions' source, the store) and the answers' output."""
+    from qa_lib.answer import check_answers_output
+    from qa_lib.publish.run import open_target
+
+    if config.publish_target and model == config.publish_target.rstrip("/") + "/champion":
+        if open_target(config.publish_target).read_pointer()[0] is None:
+            raise ConfigError(f"no champion in {config.publish_target} yet (retrain promotes one): name a model "
+                              "to answer with")
+    check_run(config, training=False, model=model, store=store)
+    check_answers_output(output)
+
+
 def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozenset(),
                model: str | None = None) -> dict[str, int]:
     """Load and validate each data source the run reads, as its first stages will, and check that

@@ -58,6 +58,14 @@ def validate_examples(examples: datasets.Dataset, version_2_with_negative: bool,
         raise DataError(source, problems)
 
 
+def validate_questions(examples: datasets.Dataset, source: str) -> None:
+    """As `validate_examples`, for questions to answer: ids unique, no question or context empty;
+    answers, where there are any, are neither needed nor checked."""
+    problems = ["no questions"] if len(examples) == 0 else find_problems(examples, True, check_answers=False)
+    if problems:
+        raise DataError(source, problems)
+
+
 def check_model_source(model: str) -> None:
     """Fail early on a model reference that cannot work: a missing folder, unreadable weights, no
     fast tokenizer or one without its vocabulary."""

@@ -5,7 +5,7 @@ from prefect import task
 from qa_lib.config import DataSource, PipelineConfig
 from qa_lib.data import load_examples
 from qa_lib.store import open_store
-from qa_lib.validate import validate_examples
+from qa_lib.validate import validate_examples, validate_questions
 from tasks.policy import RETRY, STAGE
 from tasks.stage import entry, run_stage
 
@@ -26,3 +26,19 @@ def load_dataset(config: PipelineConfig, kind: str) -> dict:
     source = config.train_data if kind == "train" else config.eval_data
     return run_stage(_load_dataset, f"{kind}_data", source, config.version_2_with_negative,
                      "train" if kind == "train" else "validation")
+
+
+@task(name="load-questions", **STAGE, **RETRY)
+def _load_questions(source: DataSource, store: str, stage: str, key: str) -> dict:
+    """Load questions to answer (answers neither needed nor checked); keep them as Arrow in the store."""
+    examples = load_examples(source, default_split="validation", answers_required=False)
+    validate_questions(examples, source.path)
+    with open_store(store).writing(stage, key) as tmp:
+        examples.save_to_disk(str(tmp / "examples"))
+    # Their features are evaluation windows, built as an eval set's.
+    return entry(stage, key, "examples", num_examples=len(examples), kind="eval")
+
+
+def load_questions(config: PipelineConfig) -> dict:
+    """The questions of `config.eval_data`, to answer without scoring."""
+    return run_stage(_load_questions, "questions", config.eval_data)

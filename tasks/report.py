@@ -66,3 +66,29 @@ def report(title: str, metrics: dict, log_history: list[dict] | None, summary: d
     write_text_whole(out / "metrics.json", json.dumps(metrics, indent=2))
     create_markdown_artifact(text, key="qa-run-summary", description=f"{title}: run summary")
     return {"summary": str(out / "summary.md")}
+
+
+@task(name="report-answers")
+def report_answers(title: str, saved: dict, summary: dict, out_dir: str) -> dict:
+    """A markdown summary of an answer_qa run (how many answered, where they are, the first few),
+    as an artifact and beside the run's other files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", "", f"{saved['answers']:,} questions answered ({saved['no_answer']:,} with no answer), "
+          f"saved to `{saved['output']}`.", "", "| id | answer |", "| --- | --- |"]
+    md += [f"| `{k}` | {_cell(v) or '*(no answer)*'} |" for k, v in saved["sample"].items()]
+    if saved["answers"] > len(saved["sample"]):
+        md += ["", f"... and {saved['answers'] - len(saved['sample']):,} more."]
+    md += ["", "## Run", "", "| | |", "| --- | --- |"]
+    md += [f"| {k} | `{v}` |" for k, v in summary.items() if k != "timings_s"]
+    md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
+    md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
+    text = "\n".join(md)
+    write_text_whole(out / "summary.md", text)
+    create_markdown_artifact(text, key="qa-answers", description=f"{title}: answers")
+    return {"summary": str(out / "summary.md")}
+
+
+def _cell(text: str) -> str:
+    """An answer in a table row: it is the context's text, which may hold the table's separators."""
+    return " ".join(text.split()).replace("|", "\\|")

@@ -106,8 +106,9 @@ def test_run_triggered_like_the_ui_with_overrides(deployed):
 
 
 def test_every_deployment_runs_as_registered(deployed):
-    """train-qa and evaluate-qa started with no parameters of their own, and retrain's next nightly
-    run brought forward to now: each runs with exactly the registered parameters, to completion."""
+    """train-qa and evaluate-qa started with no parameters of their own, retrain's next nightly run
+    brought forward to now, then answer-qa with the champion it promoted: each runs with exactly the
+    registered parameters, to completion."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, \
         FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
@@ -138,6 +139,15 @@ def test_every_deployment_runs_as_registered(deployed):
     final = _wait_run(run.id, 400)
     assert final is not None and final.state.is_completed(), final and final.state
     assert final.parameters == retrain.parameters
+
+    # With a champion now promoted, answer-qa as registered answers the eval set's questions with it.
+    answer = _deployment("answer_qa/answer-qa")
+    run = run_deployment("answer_qa/answer-qa", timeout=0)
+    final = _wait_run(run.id)
+    assert final is not None and final.state.is_completed(), final and final.state
+    assert final.parameters == answer.parameters
+    saved = json.loads((Path(deployed["cfg"].output_dir) / "answers" / "predictions.json").read_text())
+    assert len(saved) == 30 and all(isinstance(a, str) for a in saved.values())
     assert (deployed["tmp"] / "published" / "champion.json").exists()
 
 
@@ -210,6 +220,8 @@ def test_retrain_is_registered_with_what_it_needs_to_run(tmp_path):
     retrain = deployment_config(by_name["retrain"], default, "default.yaml")
     assert retrain.publish_target == str(DEFAULT_REGISTRY) and retrain.eval_data == default.eval_data
     assert deployment_config(by_name["train-qa"], default, "default.yaml") == default
+    # answer-qa answers with the champion retrain promotes: the same target.
+    assert deployment_config(by_name["answer-qa"], default, "default.yaml") == retrain
     chosen = default.model_copy(update={"publish_target": str(tmp_path)})
     assert deployment_config(by_name["retrain"], chosen, "x.yaml").publish_target == str(tmp_path)
     with pytest.raises(ConfigError, match="deploy: retrain .* needs eval_data.* set it in x.yaml"):

@@ -310,3 +310,86 @@ def test_paths_in_artifacts_are_absolute(prefect_server, tiny_model, tmp_path, m
     assert plot.exists() and result["artifacts_dir"] == str(plot.parent)
     assert f"Plot saved at `{plot}`" in artifacts(run_id)["qa-run-summary"].data
     assert Path(result["model_dir"]).is_absolute()
+
+
+def _questions_file(path: Path, limit: int) -> None:
+    """The first `limit` questions of the v2 sample as JSON lines, without answers, ids as `qid`."""
+    from qa_lib.data import load_examples
+
+    rows = load_examples(str(DEV_V2)).select(range(limit))
+    path.write_text("\n".join(json.dumps({"qid": r["id"], "question": r["question"], "context": r["context"]})
+                              for r in rows))
+
+
+def test_answer_qa_gives_the_evaluations_answers_and_a_rerun_reuses_every_stage(first_run, tmp_path):
+    import shutil
+
+    from flows.answer_qa import answer_qa
+
+    cfg, store, result, _ = first_run
+    model = tmp_path / "model"
+    shutil.copytree(result["model_dir"], model)
+    _questions_file(tmp_path / "q.jsonl", 60)
+    questions = {"path": str(tmp_path / "q.jsonl"), "columns": {"id": "qid"}}
+    out = tmp_path / "answers" / "dev.json"
+    state = answer_qa(config=cfg, questions=questions, model=str(model), output=str(out), store_root=str(store),
+                      return_state=True)
+    done = state.result()
+    saved = json.loads(out.read_text())
+    # The same 60 questions scored by evaluate_qa (with their answers): the same answers, "" included.
+    evaluated = evaluate_qa(config=cfg, model=str(model), store_root=str(store))
+    assert saved == json.loads((Path(evaluated["predictions_dir"]) / "predictions.json").read_text())
+    assert len(saved) == done["answers"] == 60
+    assert done["no_answer"] == sum(1 for a in saved.values() if a == "")
+    assert "60 questions answered" in artifacts(state.state_details.flow_run_id)["qa-answers"].data
+    assert (Path(cfg.output_dir) / "answers" / "summary.md").exists()
+
+    out.unlink()
+    again = answer_qa(config=cfg, questions=questions, model=str(model), output=str(out), store_root=str(store),
+                      return_state=True)
+    states = task_states(again.state_details.flow_run_id)
+    for stage in ("load-questions", "build-features", "predict", "post-process"):
+        assert states[stage] == ["Cached"], (stage, states)
+    assert states["save-answers"] == ["Completed"] and json.loads(out.read_text()) == saved
+
+
+def test_answer_qa_answers_with_the_champion_and_fails_bad_input_at_once(first_run, tmp_path):
+    import shutil
+
+    from flows.answer_qa import answer_qa
+    from qa_lib.errors import ConfigError
+    from qa_lib.publish.local import FolderTarget
+
+    cfg, store, result, _ = first_run
+    target = FolderTarget(tmp_path / "registry")
+    config = cfg.model_copy(update={"publish_target": str(target.root), "output_dir": str(tmp_path / "out")})
+    state = answer_qa(config=config, store_root=str(store), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match=f"^no champion in {target.root} yet \\(retrain promotes one\\)"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("preflight", 1)]  # not retried
+
+    shutil.copytree(result["model_dir"], tmp_path / "registry" / "runs" / "r1" / "model")
+    target.put_pointer({"location": target.run_location("r1")}, None)
+    done = answer_qa(config=config, store_root=str(store))  # the champion, on the config's eval set
+    assert done["model_dir"] == str(tmp_path / "registry" / "runs" / "r1" / "model")
+    assert len(json.loads((tmp_path / "out" / "answers" / "predictions.json").read_text())) == 60
+
+    _questions_file(tmp_path / "q.jsonl", 3)
+    lines = (tmp_path / "q.jsonl").read_text().splitlines()
+    bad_id = json.loads(lines[1])["qid"]
+    lines[1] = json.dumps({**json.loads(lines[1]), "question": " "})
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines))
+    state = answer_qa(config=config, questions={"path": str(tmp_path / "bad.jsonl"), "columns": {"id": "qid"}},
+                      output=str(tmp_path / "bad-answers.json"), store_root=str(store), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=f"bad.jsonl: {bad_id}: empty question"):
+        state.result()
+    runs = {r.name.rsplit("-", 1)[0]: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["load-questions"].run_count == 1 and "predict" not in runs
+    assert not (tmp_path / "bad-answers.json").exists()
+    state = answer_qa(config=config, questions={"path": str(tmp_path / "q.jsonl"), "limit": 0},
+                      store_root=str(store), return_state=True)
+    with pytest.raises(ConfigError, match="^invalid configuration in the run's parameters: questions.limit: "):
+        state.result()
