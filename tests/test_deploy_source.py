@@ -40,6 +40,7 @@ def test_a_private_repository_is_registered_with_a_reference_to_its_token(prefec
     from prefect.blocks.system import Secret
     from prefect.client.schemas.actions import WorkPoolCreate
 
+    from deployments.definitions import DEPLOYMENTS
     from deployments.register import register
     from qa_lib.errors import ConfigError
 
@@ -64,11 +65,11 @@ def test_a_private_repository_is_registered_with_a_reference_to_its_token(prefec
     Secret(value=TOKEN).save("qa-git-token", overwrite=True)
     monkeypatch.setenv("QA_GIT_CREDENTIALS_BLOCK", "qa-git-token")
     names = register(work_pool="git-pool", source=source)
-    assert len(names) == 3
+    assert len(names) == len(DEPLOYMENTS)
     with get_client(sync_client=True) as client:
         mine = [d for d in client.read_deployments() if d.work_pool_name == "git-pool"]
         try:
-            assert len(mine) == 3
+            assert len(mine) == len(DEPLOYMENTS)
             for deployment in mine:
                 clone = deployment.pull_steps[0]["prefect.deployments.steps.git_clone"]
                 assert clone["repository"] == f"file://{bare}" and clone["branch"] == branch
