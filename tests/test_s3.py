@@ -306,3 +306,36 @@ def test_answer_writes_its_answers_to_an_s3_object(moto, bucket, tiny_model, mon
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
         assert "testing-secret-value" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
+
+
+def test_answer_qa_on_a_fleet_reads_and_writes_only_s3(prefect_server, moto, bucket, tiny_model, monkeypatch,
+                                                       tmp_path):
+    """answer_qa as a fleet's pod runs it: the questions, the champion (the default model), the store
+    and the answers all on S3. An output bucket that is not there fails in preflight, before the
+    questions are read."""
+    from flows.answer_qa import answer_qa
+    from qa_lib.config import PipelineConfig
+    from tests.flow_helpers import task_runs
+
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache"))
+    doc = json.loads(DEV_V1.read_text())
+    rows = [{"id": q["id"], "question": q["question"], "context": p["context"]}
+            for a in doc["data"][:1] for p in a["paragraphs"][:3] for q in p["qas"][:2]]
+    _direct(moto).put_object(Bucket=bucket, Key="in/q.jsonl", Body="\n".join(json.dumps(r) for r in rows).encode())
+    target = S3Target(f"s3://{bucket}/serve")
+    target.put_pointer({"run_id": "r1", "location": _publish(target, tiny_model, "r1")}, None)
+    cfg = PipelineConfig(publish_target=target.uri, eval_data={"path": f"s3://{bucket}/in/q.jsonl"},
+                         output_dir=str(tmp_path / "out"), eval_max_length=96, eval_doc_stride=32)
+    store = f"s3://{bucket}/store"
+    done = answer_qa(config=cfg, output=f"s3://{bucket}/out/answers.json", store_root=store)
+    saved = json.loads(_direct(moto).get_object(Bucket=bucket, Key="out/answers.json")["Body"].read())
+    assert set(saved) == {r["id"] for r in rows} and done["answers"] == len(rows)
+    assert all(saved[r["id"]] and saved[r["id"]] in r["context"] for r in rows)  # v1: a span of its context
+    assert done["model"] == f"{target.uri}/champion" and done["predictions_dir"].startswith(f"{store}/predictions/")
+
+    state = answer_qa(config=cfg, output="s3://no-such-answers-bucket/a.json", store_root=store, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StorageError, match="^s3://no-such-answers-bucket: bucket does not exist"):
+        state.result()
+    assert [r.name.rsplit("-", 1)[0] for r in task_runs(state.state_details.flow_run_id)] == ["preflight"]
