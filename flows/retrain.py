@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from flows.evaluate_qa import evaluate_qa
@@ -66,6 +67,13 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     else:
         raise PointerChanged(f"champion.json changed {GATE_ROUNDS} times while this run was promoting; not promoting")
     pin_champion(store_root, config.publish_target, trained["model_key"])  # `store gc` keeps the champion's model
+    # For the pipelines that follow a champion (serve it, answer a fixed question set with it): a
+    # deployment trigger on this event starts them; the payload says where the model is.
+    emit_event(event=CHAMPION_PROMOTED_EVENT,
+               resource={"prefect.resource.id": f"qa-pipeline.champion.{config.publish_target}"},
+               payload={"run_id": run_id, "location": location,
+                        "model": config.publish_target.rstrip("/") + "/champion",
+                        "metric": metric, "value": challenger, "model_key": trained["model_key"]})
     create_markdown_artifact(f"# Promoted\n\nrun `{run_id}` at `{location}`: {metric} = {challenger:.4f}",
                              key="promotion-decision")
     logger.info("promoted run %s (%s %.3f)", run_id, metric, challenger)
@@ -75,6 +83,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
 
 
 GATE_ROUNDS = 5
+CHAMPION_PROMOTED_EVENT = "qa-pipeline.champion.promoted"
 
 
 def _champion_score(config: PipelineConfig, champion: dict | None, protocol: str, store_root: str | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -135,6 +136,25 @@ def test_hub_errors_are_clear_and_never_show_the_token(prefect_server, hub, tiny
     assert "org/qa-model" not in hub.repos  # nothing was half-pushed by the failures
 
 
+def _promotions(target: str, expect: int, wait_s: float = 30) -> list:
+    """The champion-promoted events of `target` the server has recorded, once there are `expect` of
+    them or `wait_s` has passed (events are written after the flow that emits them goes on)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from flows.retrain import CHAMPION_PROMOTED_EVENT
+
+    events_filter = EventFilter(event=EventNameFilter(name=[CHAMPION_PROMOTED_EVENT]),
+                                resource=EventResourceFilter(id=[f"qa-pipeline.champion.{target}"]))
+    deadline = time.monotonic() + wait_s
+    while True:
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=events_filter, limit=50).events  # the server refuses the default 100
+        if len(events) >= expect or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
 def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     from flows.retrain import retrain
     from tests.flow_helpers import artifacts, tiny_config
@@ -150,6 +170,10 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     store = LocalStore(tmp_path / "store")
     assert ("model", first["model_key"]) in store.pinned()  # so that `store gc` keeps the champion's model
     assert ("model", first["model_key"]) not in {(e.stage, e.key) for e in collect_garbage(store, 0, dry_run=True)}
+    # The promotion is announced, for the pipelines that follow the champion (a deployment trigger).
+    announced = _promotions(str(pub), 1)
+    assert [e.payload["run_id"] for e in announced] == [pointer["run_id"]]
+    assert announced[0].payload["model"] == f"{pub}/champion" and announced[0].payload["value"] == first["metrics"]["f1"]
     # Same model again but a margin to beat: not promoted, both figures recorded.
     state = retrain(config=cfg.model_copy(update={"promote_margin": 1.0}), store_root=str(tmp_path / "store"),
                     return_state=True)
@@ -158,6 +182,7 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     art = artifacts(state.state_details.flow_run_id)["promotion-decision"].data
     assert "Not promoted" in art and f"{second['champion']:.4f}" in art
     assert json.loads((pub / "champion.json").read_text()) == pointer
+    assert len(_promotions(str(pub), 2, wait_s=3)) == 1  # not promoted: nothing announced
     # Other post-processing: the champion's recorded score (max_answer_length 30) is not comparable,
     # so it is scored again under the new settings; the same model then ties with itself.
     shorter = cfg.model_copy(update={"promote_margin": 1.0, "max_answer_length": 1})
