@@ -173,7 +173,8 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     # The promotion is announced, for the pipelines that follow the champion (a deployment trigger).
     announced = _promotions(str(pub), 1)
     assert [e.payload["run_id"] for e in announced] == [pointer["run_id"]]
-    assert announced[0].payload["model"] == f"{pub}/champion" and announced[0].payload["value"] == first["metrics"]["f1"]
+    assert announced[0].payload["model"] == f"{pub}/champion"
+    assert announced[0].payload["value"] == first["metrics"]["f1"]
     # Same model again but a margin to beat: not promoted, both figures recorded.
     state = retrain(config=cfg.model_copy(update={"promote_margin": 1.0}), store_root=str(tmp_path / "store"),
                     return_state=True)
