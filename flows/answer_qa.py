@@ -27,7 +27,7 @@ from tasks.stage import pipeline_run
 
 # Validated in the flow, as train_qa's and evaluate_qa's: a mistake made in the UI form is one line.
 @flow(name="answer_qa", validate_parameters=False)
-def answer_qa(config: PipelineConfig = PipelineConfig(), questions: DataSource | None = None,
+def answer_qa(config: PipelineConfig = PipelineConfig(), questions: DataSource | str | None = None,
               model: str | None = None, output: str | None = None, store_root: str | None = None) -> dict:
     """Answer every question of a file with a trained model; save the answers as one JSON object
     (id → answer text, "" for no answer: the official predictions format, which `qa-pipeline score` reads).
