@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
     e.add_argument("config")
     e.add_argument("overrides", nargs="*", default=[])
-    e.add_argument("--model", default=None, help="model folder or s3:// champion (default: config.model)")
+    e.add_argument("--model", default=None, help="model folder, run folder, publish target (its champion: a folder or "
+                   "s3://bucket/prefix/champion) or s3:// store model (default: config.model)")
     e.add_argument("--store", default=None)
     e.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     e.set_defaults(func=runs.evaluate)
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model",
                        description="Answer --question about --context (or --context-file), or every question of a "
                                    "data file with --questions.")
-    a.add_argument("--model", required=True, help="a trained model folder (or a store reference)")
+    a.add_argument("--model", required=True, help="a trained model: its folder, a run folder, a publish target "
+                   "(its champion: a folder or s3://bucket/prefix/champion) or an s3:// store model")
     a.add_argument("--question")
     context = a.add_mutually_exclusive_group()
     context.add_argument("--context", help="the context text")
