@@ -52,7 +52,8 @@ def run_file(args) -> int:
     are checked first, then the file is read and checked, and only then the model loaded; the
     output (a file, or an `s3://` object) is written whole or not at all."""
     from qa_lib.answer import (QuestionAnswerer, answer_all, check_answer_options, check_answers_output,
-                               check_run_options, load_questions, save_answers)
+                               check_run_options, save_answers)
+    from qa_lib.data import load_questions
     from qa_lib.errors import ConfigError, DataError
     from qa_lib.features import check_questions_fit
     from qa_lib.modeling import load_tokenizer, resolve_model

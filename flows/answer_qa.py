@@ -6,11 +6,9 @@ answered again reuse every stage from the store, on any worker that shares it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 
-from qa_lib.answer import default_answer_model, default_answers_output, questions_config
+from qa_lib.answer import answers_dir, default_answer_model, default_answers_output, questions_config
 from qa_lib.config import DataSource, PipelineConfig
 from qa_lib.modeling import resolve_model
 from qa_lib.plan import answer_keys
@@ -65,7 +63,7 @@ def answer_qa(config: PipelineConfig = PipelineConfig(), questions: DataSource |
                "questions_key": run.keys["questions"], "output": output,
                "predictions_dir": run.store.uri("predictions", predictions["key"]),  # with the n-best lists
                "store": run.store.location, "code_version": code_version(), "timings_s": run.timings}
-    out = str(Path(config.output_dir).expanduser().resolve() / "answers")
+    out = str(answers_dir(config))
     report_answers("answer_qa", saved, summary, out)
     get_run_logger().info("%d answers (%d with no answer) saved to %s", saved["answers"], saved["no_answer"], output)
     return {"answers": saved["answers"], "no_answer": saved["no_answer"], **summary, "artifacts_dir": out}

@@ -14,6 +14,7 @@ from qa_lib.plan import eval_protocol
 from qa_lib.preflight import check_retrain_config
 from qa_lib.progress import configure_progress
 from qa_lib.publish.local import PointerChanged
+from qa_lib.publish.run import champion_reference, open_target
 from tasks.publish_remote import (check_hub, check_target, pin_champion, promote, publish, push_to_hub, read_champion,
                                   record_not_promoted)
 
@@ -72,7 +73,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     emit_event(event=CHAMPION_PROMOTED_EVENT,
                resource={"prefect.resource.id": f"qa-pipeline.champion.{config.publish_target}"},
                payload={"run_id": run_id, "location": location,
-                        "model": config.publish_target.rstrip("/") + "/champion",
+                        "model": champion_reference(config.publish_target),
                         "metric": metric, "value": challenger, "model_key": trained["model_key"]})
     create_markdown_artifact(f"# Promoted\n\nrun `{run_id}` at `{location}`: {metric} = {challenger:.4f}",
                              key="promotion-decision")
@@ -95,7 +96,5 @@ def _champion_score(config: PipelineConfig, champion: dict | None, protocol: str
         return champion["metrics"][config.promote_key]
     # Scored on another eval set, with other windows or post-processing, or by other code (a
     # max_answer_length or a null threshold changed moves F1 by points): evaluate it as we were.
-    from qa_lib.publish.run import open_target
-
     model = open_target(config.publish_target).local_model(champion)
     return evaluate_qa(config=config, model=model, store_root=store_root)["metrics"][config.promote_key]

@@ -185,22 +185,6 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
               handle_impossible_answer=handle_impossible_answer)
 
 
-def load_questions(source: DataSource | str, columns: dict[str, str] | None = None) -> datasets.Dataset:
-    """Questions to answer from any data source the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet,
-    a folder, s3://...), with or without answers: ids must be unique (a file without them is keyed
-    by row number, from 0) and no question or context empty; answers, where the file has them, are
-    neither needed nor checked. `columns` (with a path) maps our column names to the file's, as a
-    `DataSource`'s `columns` setting does."""
-    from qa_lib.data import load_examples
-    from qa_lib.validate import validate_questions
-
-    if not isinstance(source, DataSource):
-        source = DataSource(path=source, columns=columns or {})
-    examples = load_examples(source, default_split="validation", answers_required=False)
-    validate_questions(examples, source.path)
-    return examples
-
-
 def check_answers_output(output: str, keep: bool = True) -> None:
     """Fail before any work when the answers could not be saved to `output` (a file path, or an
     `s3://bucket/key` object): a folder there, a parent that cannot be made or written, a bucket
@@ -233,7 +217,7 @@ def save_answers(output: str, text: str) -> None:
 def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,
                max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False,
                progress: bool = True) -> dict[str, str] | dict[str, list[dict]]:
-    """Every question of `examples` (from `load_questions`) answered, by id: with `top_k` 1 the
+    """Every question of `examples` (from `qa_lib.data.load_questions`) answered, by id: with `top_k` 1 the
     answer's text (the official SQuAD predictions format, which `qa-pipeline score` reads), else
     the `top_k` answers with their scores and character spans."""
     results = qa(examples["question"], examples["context"], top_k=top_k, max_answer_len=max_answer_len,
@@ -263,10 +247,15 @@ def questions_config(config: PipelineConfig, questions: DataSource | dict | str 
 def default_answer_model(config: PipelineConfig) -> str:
     """The model answer_qa uses when it is named none: the champion of the config's publish_target
     (what retrain promotes), else `config.model`."""
-    if config.publish_target:
-        return config.publish_target.rstrip("/") + "/champion"
-    return config.model
+    from qa_lib.publish.run import champion_reference
+
+    return champion_reference(config.publish_target) if config.publish_target else config.model
+
+
+def answers_dir(config: PipelineConfig) -> Path:
+    """Where answer_qa keeps its summary, and its answers when it is given no output."""
+    return Path(config.output_dir).expanduser().resolve() / "answers"
 
 
 def default_answers_output(config: PipelineConfig) -> str:
-    return str(Path(config.output_dir).expanduser().resolve() / "answers" / "predictions.json")
+    return str(answers_dir(config) / "predictions.json")

@@ -89,6 +89,21 @@ def load_examples(source: DataSource | str, default_split: str = "train",
     return ds
 
 
+def load_questions(source: DataSource | str, columns: dict[str, str] | None = None) -> datasets.Dataset:
+    """Questions to answer from any data source the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet,
+    a folder, s3://...), with or without answers: ids must be unique (a file without them is keyed
+    by row number, from 0) and no question or context empty; answers, where the file has them, are
+    neither needed nor checked. `columns` (with a path) maps our column names to the file's, as a
+    `DataSource`'s `columns` setting does."""
+    from qa_lib.validate import validate_questions
+
+    if not isinstance(source, DataSource):
+        source = DataSource(path=source, columns=columns or {})
+    examples = load_examples(source, default_split="validation", answers_required=False)
+    validate_questions(examples, source.path)
+    return examples
+
+
 def _load_file(path: Path, split: str | None) -> datasets.Dataset:
     suffix = path.suffix.lower()
     if suffix in COMPRESSIONS:

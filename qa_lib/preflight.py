@@ -53,9 +53,9 @@ def check_answer_run(config: PipelineConfig, model: str, output: str, store: str
     the model is one; then `check_run`'s evaluation checks (a trained head, windows, precision, the
     output folder, the questions' source, the store) and the answers' output."""
     from qa_lib.answer import check_answers_output
-    from qa_lib.publish.run import open_target
+    from qa_lib.publish.run import champion_reference, open_target
 
-    if config.publish_target and model == config.publish_target.rstrip("/") + "/champion":
+    if config.publish_target and model == champion_reference(config.publish_target):
         if open_target(config.publish_target).read_pointer()[0] is None:
             raise ConfigError(f"no champion in {config.publish_target} yet (retrain promotes one): name a model "
                               "to answer with")

@@ -3,9 +3,9 @@ from __future__ import annotations
 from prefect import task
 
 from qa_lib.config import DataSource, PipelineConfig
-from qa_lib.data import load_examples
+from qa_lib.data import load_examples, load_questions as read_questions
 from qa_lib.store import open_store
-from qa_lib.validate import validate_examples, validate_questions
+from qa_lib.validate import validate_examples
 from tasks.policy import RETRY, STAGE
 from tasks.stage import entry, run_stage
 
@@ -31,8 +31,7 @@ def load_dataset(config: PipelineConfig, kind: str) -> dict:
 @task(name="load-questions", **STAGE, **RETRY)
 def _load_questions(source: DataSource, store: str, stage: str, key: str) -> dict:
     """Load questions to answer (answers neither needed nor checked); keep them as Arrow in the store."""
-    examples = load_examples(source, default_split="validation", answers_required=False)
-    validate_questions(examples, source.path)
+    examples = read_questions(source)
     with open_store(store).writing(stage, key) as tmp:
         examples.save_to_disk(str(tmp / "examples"))
     # Their features are evaluation windows, built as an eval set's.

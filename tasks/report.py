@@ -42,6 +42,16 @@ def loss_f1_png(log_history: list[dict], metrics: dict, path: Path) -> Path:
     return path
 
 
+def run_tables(summary: dict) -> list[str]:
+    """The summary's "Run" table (where things are) and its "Timings" table, as markdown lines."""
+    md = ["", "## Run", "", "| | |", "| --- | --- |"]
+    md += [f"| {k} | `{v}` |" for k, v in summary.items() if k != "timings_s"]
+    if "timings_s" in summary:
+        md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
+        md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
+    return md
+
+
 @task(name="report")
 def report(title: str, metrics: dict, log_history: list[dict] | None, summary: dict, out_dir: str) -> dict:
     """Create the metrics table, plot and summary artifacts; save the plot and summary with the run."""
@@ -55,12 +65,7 @@ def report(title: str, metrics: dict, log_history: list[dict] | None, summary: d
         # Artifacts hold links, not bytes: embed the PNG as a data URL and name the saved file.
         data_url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
         md += ["", f"![loss and F1]({data_url})", "", f"Plot saved at `{png}`"]
-    md += ["", "## Run", "", "| | |", "| --- | --- |"]
-    md += [f"| {k} | `{v}` |" for k, v in summary.items() if k != "timings_s"]
-    if "timings_s" in summary:
-        md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
-        md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
-    text = "\n".join(md)
+    text = "\n".join(md + run_tables(summary))
     # A dashboard or script polling the output folder reads these: never half of one.
     write_text_whole(out / "summary.md", text)
     write_text_whole(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -79,11 +84,7 @@ def report_answers(title: str, saved: dict, summary: dict, out_dir: str) -> dict
     md += [f"| `{k}` | {_cell(v) or '*(no answer)*'} |" for k, v in saved["sample"].items()]
     if saved["answers"] > len(saved["sample"]):
         md += ["", f"... and {saved['answers'] - len(saved['sample']):,} more."]
-    md += ["", "## Run", "", "| | |", "| --- | --- |"]
-    md += [f"| {k} | `{v}` |" for k, v in summary.items() if k != "timings_s"]
-    md += ["", "## Timings (s)", "", "| step | seconds |", "| --- | --- |"]
-    md += [f"| {k} | {v:.2f} |" for k, v in summary["timings_s"].items()]
-    text = "\n".join(md)
+    text = "\n".join(md + run_tables(summary))
     write_text_whole(out / "summary.md", text)
     create_markdown_artifact(text, key="qa-answers", description=f"{title}: answers")
     return {"summary": str(out / "summary.md")}

@@ -23,6 +23,11 @@ def open_target(uri: str):
     return FolderTarget(uri)
 
 
+def champion_reference(target: str) -> str:
+    """`target`'s champion as a model reference (`<target>/champion`): what `resolve_model` takes."""
+    return target.rstrip("/") + "/champion"
+
+
 def assemble(model_dir: str, metrics: dict, config: dict, fingerprints: dict, run_id: str, eval_name: str,
              v2: bool, dest: Path) -> Path:
     shutil.copytree(model_dir, dest / "model")
