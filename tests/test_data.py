@@ -176,6 +176,32 @@ def test_missing_file_and_unknown_hub_name(tmp_path):
         load_examples("no-such-dataset-anywhere-xyz")
 
 
+def test_a_hub_dataset_without_the_hub_is_one_error_at_once(tmp_path, monkeypatch):
+    """With the Hub unreachable and offline mode unset, datasets retried each file for about 25 s
+    (a warning per try) before "Couldn't reach 'squad'"; preflight now asks once and names it."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from qa_lib import hub_reach
+    from qa_lib.data import check_source_exists
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # `make test` sets both offline flags
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hub_reach, "_checked", {})
+    expected = (rf"^squad_v2: not a local file or folder, and the Hub at {endpoint} cannot be reached \(.*\): "
+                r"give a local path \(or set HF_DATASETS_OFFLINE=1 to read the Hugging Face cache's copy\)$")
+    for check in (lambda: check_source_exists(DataSource(path="squad_v2")), lambda: load_examples("squad_v2")):
+        with pytest.raises(DataError, match=expected):
+            check()
+    with pytest.raises(DataError, match="file or folder not found"):  # a path is still a missing path
+        check_source_exists(DataSource(path=str(tmp_path / "dev.json")))
+
+
 def test_a_home_relative_path_is_read_and_fingerprinted_from_home(tmp_path, monkeypatch):
     from qa_lib.plan import source_fingerprint
 

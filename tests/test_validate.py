@@ -337,3 +337,90 @@ def test_the_longest_window_is_exactly_what_the_model_takes(tmp_path, model_type
         model(input_ids=ids[:, :limit])
         with pytest.raises((IndexError, RuntimeError)):
             model(input_ids=ids)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tmp_path, monkeypatch):
+    """A Hub id where the Hub cannot be reached: transformers retried each file for about 25 s and
+    ended in an OSError. One request now decides: the Hugging Face cache's copy, or a ModelError
+    naming the model and why; with the Hub there, the id is left to transformers as before."""
+    import http.server
+    import shutil
+    import threading
+
+    from huggingface_hub import constants
+
+    from qa_lib import hub_reach, modeling
+    from qa_lib.answer import QuestionAnswerer
+
+    port = _closed_port()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # `make test` sets HF_HUB_OFFLINE=1
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_reach, "_checked", {})
+    for load in (modeling.resolve_model, check_model_source, QuestionAnswerer):
+        with pytest.raises(ModelError, match=rf"^model 'org/tiny': no such folder, not in the Hugging Face cache, "
+                                             rf"and the Hub at http://127.0.0.1:{port} cannot be reached \("):
+            load("org/tiny")
+
+    # The cache's layout, as a download leaves it: the snapshot of the commit refs/main names.
+    repo = tmp_path / "hub" / "models--org--tiny"
+    shutil.copytree(tiny_model, repo / "snapshots" / ("c" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    assert modeling.resolve_model("org/tiny") == str(repo / "snapshots" / ("c" * 40))
+    check_model_source("org/tiny")
+    got = QuestionAnswerer("org/tiny")("Who won?", "The Broncos won.")
+    assert "The Broncos won."[got.start:got.end] == got.answer
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert modeling.resolve_model("org/tiny") == str(repo / "snapshots" / ("c" * 40))
+    with pytest.raises(ModelError, match=r"^model 'org/other': no such folder, not in the Hugging Face cache, and "
+                                         r"HF_HUB_OFFLINE is set; "):
+        modeling.resolve_model("org/other")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 - any answer, even 404, means the Hub is there
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert modeling.resolve_model("org/tiny") == "org/tiny"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hub_id_without_the_hub_is_one_line_on_the_command_line(tmp_path):
+    """`answer --model bert-base-uncased` offline printed twelve retry warnings over 25 s, then
+    `error: OSError: ...` (exit 2 by luck of the catch-all)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "cli", "answer", "--model", "org/absent", "--question", "Who won?",
+                           "--context", "The Broncos won."], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model 'org/absent': no such folder, not in the Hugging "
+                                                   "Face cache, and the Hub at http://127.0.0.1:"), proc.stderr[-2000:]
