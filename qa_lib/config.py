@@ -241,6 +241,10 @@ class PipelineConfig(_Strict):
             raw = yaml.load(read_utf8(path), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a config file (give a YAML file such as configs/default.yaml)") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: the config file cannot be read (permission denied)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
         if not isinstance(raw, dict):

@@ -50,6 +50,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
         PipelineConfig.from_yaml(bad)
     with pytest.raises(ConfigError, match="not found"):
         PipelineConfig.from_yaml(tmp_path / "nope.yaml")
+    # A folder given for the config was an IsADirectoryError, exit 1.
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: a folder, not a config file"):
+        PipelineConfig.from_yaml(tmp_path)
     with pytest.raises(ConfigError, match="key=value"):
         PipelineConfig.from_yaml(_ok(tmp_path), ["max_length"])
 
