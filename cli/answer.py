@@ -47,6 +47,19 @@ def run(args) -> int:
     return 0
 
 
+def column_option(items: list[str], command: str) -> dict[str, str]:
+    """`--column ours=theirs`, repeated: our column names mapped to a data file's own."""
+    from qa_lib.errors import ConfigError
+
+    columns = {}
+    for item in items:
+        ours, _, theirs = (part.strip() for part in item.partition("="))
+        if not (ours and theirs):
+            raise ConfigError(f"{command}: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
+        columns[ours] = theirs
+    return columns
+
+
 def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
@@ -54,19 +67,14 @@ def run_file(args) -> int:
     from qa_lib.answer import (QuestionAnswerer, answer_all, check_answer_options, check_answers_output,
                                check_run_options, save_answers)
     from qa_lib.data import load_questions
-    from qa_lib.errors import ConfigError, DataError
+    from qa_lib.errors import DataError
     from qa_lib.features import check_questions_fit
     from qa_lib.modeling import load_tokenizer, resolve_model
     from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
     check_answer_options(args.top_k, args.max_answer_len)
     check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
-    columns = {}
-    for item in args.column:
-        ours, _, theirs = (part.strip() for part in item.partition("="))
-        if not (ours and theirs):
-            raise ConfigError(f"answer: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
-        columns[ours] = theirs
+    columns = column_option(args.column, "answer")
     if args.output is not None:
         check_answers_output(args.output, keep=not args.dry_run)
     # A missing local folder is named before a long file is read; an s3:// model's download waits

@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=runs.retrain)
 
     s = sub.add_parser("score", parents=[common], help="official SQuAD v1.1/v2.0 scores of a predictions file")
-    s.add_argument("data_file")
+    s.add_argument("data_file", help="official SQuAD JSON (as the official scripts), or any data file the pipeline "
+                   "reads: JSONL, CSV, Parquet, flat JSON records, a dataset folder (v2.0 when a question has no answer)")
     s.add_argument("pred_file")
+    s.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
+                   help="for a flat data file: its name for one of our columns (id, context, question, answers, "
+                        "answer_text, answer_start), e.g. --column id=qid; repeat for several")
     # The official scripts' option names (-n, -t, -o) so that it drops into their place.
     s.add_argument("--na-prob-file", "-n", default=None, help="v2: JSON of question id -> null odds")
     s.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,

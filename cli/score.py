@@ -1,4 +1,5 @@
-"""`qa-pipeline score`: the official SQuAD v1.1/v2.0 evaluation scripts, as one command."""
+"""`qa-pipeline score`: the official SQuAD v1.1/v2.0 evaluation scripts, as one command, for any data
+file the pipeline reads."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def run(args) -> int:
             raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
                                   f"{exc.msg}") from None
 
-    doc, preds = read(args.data_file), read(args.pred_file)
+    doc, preds = _dataset(args, read), read(args.pred_file)
     na_probs = read(args.na_prob_file) if args.na_prob_file else None
     _check_inputs(args, doc, preds, na_probs)
     v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
@@ -55,6 +56,43 @@ def run(args) -> int:
         # The official scripts print v2.0 results indented and v1.1 results on one line.
         print(json.dumps(out, indent=2) if v2 else json.dumps(out))
     return 0
+
+
+def _dataset(args, read) -> dict:
+    """The data file as the official scripts read it: an official SQuAD JSON file as it is; any other
+    data file the pipeline reads (JSONL, CSV, Parquet, flat JSON records, a dataset folder) through
+    `load_examples`, as one article of its examples, v2.0 when a question has no answer."""
+    from qa_lib.config import DataSource
+    from qa_lib.data import load_examples
+    from qa_lib.metrics import examples_as_dataset
+    from qa_lib.text_files import COMPRESSIONS
+
+    from cli.answer import column_option
+
+    path = Path(args.data_file).expanduser()
+    columns = column_option(args.column, "score")
+    plain = path.with_suffix("") if path.suffix in COMPRESSIONS else path
+    if plain.suffix == ".json" or not path.exists():
+        doc = read(args.data_file)
+        articles = doc.get("data") if isinstance(doc, dict) else None
+        official = not isinstance(doc, list) and not (
+            isinstance(articles, list) and articles and isinstance(articles[0], dict) and "paragraphs" not in articles[0])
+        if official:
+            if columns:
+                raise QAPipelineError(f"score: --column is for flat data files; {args.data_file} is official SQuAD JSON")
+            return doc
+    import datasets
+
+    # The scores are the output: reading a small file's casting bars would only bury them.
+    bars_were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        examples = load_examples(DataSource(path=args.data_file, columns=columns), default_split="validation")
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
+    v2 = any(not answers["text"] for answers in examples["answers"])
+    return {"version": "2.0" if v2 else "1.1", "data": examples_as_dataset(examples)}
 
 
 def _check_inputs(args, doc, preds, na_probs) -> None:

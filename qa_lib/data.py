@@ -269,8 +269,10 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
         if "data" in cols and "context" not in cols:  # a folder of official SQuAD files, read as flat records
             raise DataError(source, ["holds official SQuAD JSON (a 'data' list of articles), which is read from a "
                                      "file, not a folder: point the path at the .json file itself"])
+        name = missing[0].split()[0]
         raise DataError(source, [f"missing column(s): {', '.join(missing)}; columns are {sorted(cols)} (name the "
-                                 f"source's own with its columns setting, e.g. columns.{missing[0].split()[0]}=<column>)"])
+                                 f"source's own: columns.{name}=<column> in a config, --column {name}=<column> on "
+                                 "the command line)"])
 
     if "answers" not in cols or ds.features["answers"] != FEATURES["answers"] or "title" not in cols:
         try:

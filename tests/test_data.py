@@ -114,7 +114,7 @@ def test_missing_columns_are_named(tmp_path):
     with pytest.raises(DataError) as info:
         load_examples(str(path))
     assert "question" in str(info.value) and "answers" in str(info.value) and str(path) in str(info.value)
-    assert "e.g. columns.question=<column>" in str(info.value)  # and how to map the file's own names
+    assert "columns.question=<column> in a config, --column question=<column>" in str(info.value)  # and how to map the file's own names
 
 
 @pytest.mark.parametrize("row, problem", [

@@ -102,6 +102,51 @@ def test_score_cli_matches_library(tmp_path, capsys):
     assert json.loads(out.read_text())["exact"] != squad_v2(doc2["data"], preds2, na)["exact"]  # -t took effect
 
 
+def test_score_reads_any_data_file_the_pipeline_reads(tmp_path, capsys):
+    """A dev set kept as JSONL or CSV (`answer --questions` reads those, and its answers are the
+    predictions `score` takes): the official scripts' numbers, as for the same questions in
+    official JSON. It was "not valid JSON at line 2"."""
+    import csv
+
+    from cli.main import main
+    from tests.conftest import DEV_V1, DEV_V2
+
+    def questions(doc):
+        return [(p["context"], q) for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+
+    for official in (DEV_V1, DEV_V2):
+        doc = json.loads(official.read_text())
+        preds = {q["id"]: ("" if i % 4 == 0 else q["question"].split()[-1] if i % 4 == 1 else
+                           (q["answers"] or [{"text": "x"}])[0]["text"]) for i, (_, q) in enumerate(questions(doc))}
+        (tmp_path / "p.json").write_text(json.dumps(preds))
+        assert main(["score", str(official), str(tmp_path / "p.json")]) == 0
+        expected = capsys.readouterr().out
+        assert ("HasAns_total" in expected) == (official == DEV_V2)
+        with open(tmp_path / "dev.jsonl", "w") as f:
+            for context, q in questions(doc):
+                answers = {"text": [a["text"] for a in q["answers"]], "answer_start": [a["answer_start"] for a in q["answers"]]}
+                f.write(json.dumps({"id": q["id"], "context": context, "question": q["question"], "answers": answers}) + "\n")
+        assert main(["score", str(tmp_path / "dev.jsonl"), str(tmp_path / "p.json")]) == 0
+        assert capsys.readouterr().out == expected
+
+    # One answer per row, the file's own id column: the same as official JSON holding those answers.
+    for _, q in questions(doc):
+        q["answers"] = q["answers"][:1]
+    (tmp_path / "one.json").write_text(json.dumps(doc))
+    with open(tmp_path / "dev.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["qid", "context", "question", "answer_text", "answer_start"])
+        for context, q in questions(doc):
+            first = q["answers"][0] if q["answers"] else {"text": "", "answer_start": ""}
+            rows.writerow([q["id"], context, q["question"], first["text"], first["answer_start"]])
+    assert main(["score", str(tmp_path / "one.json"), str(tmp_path / "p.json")]) == 0
+    expected = capsys.readouterr().out
+    assert main(["score", str(tmp_path / "dev.csv"), str(tmp_path / "p.json"), "--column", "id=qid"]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["score", str(tmp_path / "dev.csv"), str(tmp_path / "p.json")]) == 2
+    assert "--column id=<column> on the command line" in capsys.readouterr().err
+
+
 def test_score_cli_names_the_bad_file(tmp_path, capsys):
     """A partial v2 file, missing null odds or a file of the wrong shape: one message naming the file."""
     from cli.main import main
