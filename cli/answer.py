@@ -38,7 +38,7 @@ def run(args) -> int:
         result = answer(args.model, args.question, context, top_k=args.top_k,
                         max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer,
                         max_length=args.max_length, doc_stride=args.doc_stride, batch_size=args.batch_size,
-                        precision=args.precision)
+                        precision=args.precision, progress=None)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()

@@ -27,23 +27,17 @@ def _load_config(args):
 
 def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
     """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
-    import datasets
-
     from qa_lib.plan import LABELS
     from qa_lib.preflight import check_data, check_run, planned_stages
+    from qa_lib.progress import datasets_bars_off
     from qa_lib.store import open_store
 
     location = open_store(store).location
     check_run(config, training, model, location)
     stages = planned_stages(config, training, model, location)
     # The plan is the output: the seconds-long casting bars of reading the data would only bury it.
-    bars_were_off = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
+    with datasets_bars_off():
         checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored}, model=model)
-    finally:
-        if not bars_were_off:
-            datasets.enable_progress_bars()
     print(f"dry run: every check passed; nothing was run. Store: {location}")
     for slot, stage, key, stored in stages:
         entry = f"{stage}/{key}"

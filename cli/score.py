@@ -65,6 +65,7 @@ def _dataset(args, read) -> dict:
     from qa_lib.config import DataSource
     from qa_lib.data import load_examples
     from qa_lib.metrics import examples_as_dataset
+    from qa_lib.progress import datasets_bars_off
     from qa_lib.text_files import COMPRESSIONS
 
     from cli.answer import column_option
@@ -81,16 +82,8 @@ def _dataset(args, read) -> dict:
             if columns:
                 raise QAPipelineError(f"score: --column is for flat data files; {args.data_file} is official SQuAD JSON")
             return doc
-    import datasets
-
-    # The scores are the output: reading a small file's casting bars would only bury them.
-    bars_were_off = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
+    with datasets_bars_off():  # the scores are the output: the file's casting bars would only bury them
         examples = load_examples(DataSource(path=args.data_file, columns=columns), default_split="validation")
-    finally:
-        if not bars_were_off:
-            datasets.enable_progress_bars()
     v2 = any(not answers["text"] for answers in examples["answers"])
     return {"version": "2.0" if v2 else "1.1", "data": examples_as_dataset(examples)}
 

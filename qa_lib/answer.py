@@ -21,6 +21,7 @@ from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
 from qa_lib.predict import predict_logits, resolve_precision
+from qa_lib.progress import datasets_bars_off, progress_enabled
 from qa_lib.validate import check_windows_fit
 
 
@@ -43,6 +44,10 @@ class Answer:
         return asdict(self)
 
 
+# Up to this many batches of windows (a few seconds on a CPU) are predicted without a progress bar.
+_QUIET_BATCHES = 8
+
+
 class QuestionAnswerer:
     """Loads a model folder once; call it for as many questions as you like. `precision`: auto, bf16,
     fp16 or fp32, as the config's (auto: bf16 or fp16 on a GPU, fp32 on the CPU)."""
@@ -61,8 +66,9 @@ class QuestionAnswerer:
 
     def __call__(self, question: str | list[str], context: str | list[str], top_k: int = 1,
                  max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False,
-                 progress: bool = False):
-        """`progress`: the windows' and the batches' progress bars, for a file of questions."""
+                 progress: bool | None = False):
+        """`progress`: the windows' and the batches' progress bars, for a file of questions; None: the
+        batches' bar only when the windows fill more than a few batches (a long context)."""
         single = isinstance(question, str)
         questions, contexts = checked_inputs(question, context, top_k, max_answer_len)
         if not questions:
@@ -73,14 +79,10 @@ class QuestionAnswerer:
             "context": contexts,
         })
         # A call usually answers a handful of questions: the map's progress bar would only be noise.
-        was_enabled = datasets.is_progress_bar_enabled()
-        if not progress:
-            datasets.disable_progress_bars()
-        try:
+        with datasets_bars_off(not progress):
             features = build_eval_features(examples, self.tokenizer, self.max_length, self.doc_stride)
-        finally:
-            if was_enabled:
-                datasets.enable_progress_bars()
+        if progress is None:  # a book-length context is minutes of silent work on a CPU otherwise
+            progress = len(features) > _QUIET_BATCHES * self.batch_size and progress_enabled()
         start, end = predict_logits(self.model, features, self.batch_size, self.precision, progress=progress,
                                     padding=Padding.of(self.tokenizer))
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
@@ -176,13 +178,15 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 def answer(model: str, question: str | list[str], context: str | list[str], top_k: int = 1,
            max_answer_len: int = MAX_ANSWER_LEN, handle_impossible_answer: bool = False, max_length: int = WINDOW,
-           doc_stride: int = STRIDE, batch_size: int = BATCH, precision: str = PRECISION):
-    """One-shot helper; keep a `QuestionAnswerer` around to answer many batches."""
+           doc_stride: int = STRIDE, batch_size: int = BATCH, precision: str = PRECISION,
+           progress: bool | None = False):
+    """One-shot helper; keep a `QuestionAnswerer` around to answer many batches. `progress` as
+    `QuestionAnswerer.__call__`'s."""
     checked_inputs(question, context, top_k, max_answer_len)  # before the model is loaded, not after
     qa = QuestionAnswerer(model, max_length=max_length, doc_stride=doc_stride, batch_size=batch_size,
                           precision=precision)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
-              handle_impossible_answer=handle_impossible_answer)
+              handle_impossible_answer=handle_impossible_answer, progress=progress)
 
 
 def check_answers_output(output: str, keep: bool = True) -> None:

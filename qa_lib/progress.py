@@ -6,6 +6,8 @@ reaches the Prefect log and the training-progress artifact."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def progress_enabled() -> bool:
@@ -21,3 +23,19 @@ def configure_progress() -> None:
 
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def datasets_bars_off(off: bool = True) -> Iterator[None]:
+    """datasets' progress bars (casting, map) off for a block, as they were after it: for work whose
+    output is a result to read (a dry run's plan, scores, one answer), not a wait to watch."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if off:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if off and was_enabled:
+            datasets.enable_progress_bars()

@@ -117,6 +117,27 @@ def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_pat
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.txt'}: file not found\n"
 
 
+def test_a_long_context_shows_the_prediction_s_progress(trained_tiny, capsys, monkeypatch):
+    """A book-length --context-file was a minute of silence on a CPU; a short one stays bar-free
+    (the JSON alone), and QA_PIPELINE_NO_PROGRESS=1 keeps even the long one quiet."""
+    from cli.main import main
+    from tests.conftest import TRAIN_V1
+
+    doc = json.loads(TRAIN_V1.read_text())
+    long_ctx = " ".join(p["context"] for a in doc["data"] for p in a["paragraphs"])[:60_000]
+    argv = ["answer", "--model", trained_tiny, "--question", "Who?", "--batch-size", "4"]
+    monkeypatch.delenv("QA_PIPELINE_NO_PROGRESS")  # the suite runs without bars, as a worker does
+    assert main([*argv, "--context", long_ctx]) == 0
+    out, err = capsys.readouterr()
+    assert "predict:" in err and "batch" in err, err[-500:]
+    assert json.loads(out)["answer"] == long_ctx[json.loads(out)["start"]:json.loads(out)["end"]]
+    assert main([*argv, "--context", long_ctx[:2_000]]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("QA_PIPELINE_NO_PROGRESS", "1")
+    assert main([*argv, "--context", long_ctx]) == 0
+    assert "predict:" not in capsys.readouterr().err
+
+
 def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
     from cli.main import main
     from qa_lib.errors import DataError
