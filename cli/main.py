@@ -1,4 +1,4 @@
-"""`qa-pipeline train | evaluate | retrain | score | answer | deploy | store`: the parser and the one
+"""`qa-pipeline train | evaluate | predict | retrain | score | answer | deploy | store`: the parser and the one
 place errors become exit codes.
 
 Errors the user can fix are printed as one message (exit code 2), not a traceback.
@@ -72,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", default=None)
     e.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     e.set_defaults(func=runs.evaluate)
+
+    pr = sub.add_parser("predict", parents=[common],
+                        help="run the answer_qa flow: answer every question of a file as evaluate would, "
+                             "its stages kept in the store",
+                        description="Answer every question of --questions (default: the config's eval_data) with "
+                                    "the config's windows and post-processing, as evaluate answers them, and save "
+                                    "the answers (id -> text, the predictions format score reads) whole.")
+    pr.add_argument("config")
+    pr.add_argument("overrides", nargs="*", default=[])
+    pr.add_argument("--questions", metavar="PATH", default=None,
+                    help="a data file the pipeline reads or s3:// URI, answers not needed (default: eval_data)")
+    pr.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
+                    help="with --questions: the file's name for one of our columns, e.g. --column question=query")
+    pr.add_argument("--model", default=None, help="model folder, run folder, publish target (its champion) or s3:// "
+                    "store model (default: the champion of publish_target if set, else config.model)")
+    pr.add_argument("--output", "-o", metavar="PATH", default=None,
+                    help="a file or s3://bucket/key (default: <output_dir>/answers/predictions.json)")
+    pr.add_argument("--store", default=None)
+    pr.add_argument("--dry-run", action="store_true",
+                    help="run every check answering makes first (config, model, questions, output, store), list "
+                         "each stage as stored (reused) or to compute, and stop")
+    pr.set_defaults(func=runs.predict)
 
     r = sub.add_parser("retrain", parents=[common],
                        help="run the retrain flow once: train, gate against the champion, promote, push")
@@ -180,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     verbose = getattr(args, "verbose", False)
     previous_handler = None
-    if args.command in ("train", "evaluate", "retrain"):
+    if args.command in ("train", "evaluate", "predict", "retrain"):
         runs.prefect_defaults()
         previous_handler = bounded_interrupts()
         if not verbose:

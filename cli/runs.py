@@ -1,4 +1,4 @@
-"""`qa-pipeline train | evaluate | retrain | deploy`: the Prefect flows, started from a YAML config."""
+"""`qa-pipeline train | evaluate | predict | retrain | deploy`: the Prefect flows, started from a YAML config."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ def _load_config(args):
 
 def _dry_run(config, training: bool, store: str | None, model: str | None = None) -> int:
     """Every check a run makes before its first stage, then each stage: reused from the store or to compute."""
-    from qa_lib.plan import LABELS
     from qa_lib.preflight import check_data, check_run, planned_stages
     from qa_lib.progress import datasets_bars_off
     from qa_lib.store import open_store
@@ -38,6 +37,12 @@ def _dry_run(config, training: bool, store: str | None, model: str | None = None
     # The plan is the output: the seconds-long casting bars of reading the data would only bury it.
     with datasets_bars_off():
         checked = check_data(config, training, skip={slot for slot, _, _, stored in stages if stored}, model=model)
+    return _print_plan(location, stages, checked)
+
+
+def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
+    from qa_lib.plan import LABELS
+
     print(f"dry run: every check passed; nothing was run. Store: {location}")
     for slot, stage, key, stored in stages:
         entry = f"{stage}/{key}"
@@ -65,6 +70,45 @@ def evaluate(args) -> int:
 
     summary = run_evaluate(config, model=args.model, store_root=args.store)
     print_summary(summary)
+    return 0
+
+
+def predict(args) -> int:
+    """The answer_qa flow: every question of a file answered as evaluation would (the config's windows
+    and post-processing), its stages kept in the store, the answers saved whole."""
+    from qa_lib.answer import default_answer_model, default_answers_output, questions_config
+    from qa_lib.config import DataSource
+    from qa_lib.errors import ConfigError
+
+    from cli.answer import column_option
+
+    config = _load_config(args)
+    columns = column_option(args.column, "predict")
+    if columns and args.questions is None:
+        raise ConfigError("predict: --column goes with --questions (the config's eval_data has its own columns)")
+    questions = None if args.questions is None else DataSource(path=args.questions, columns=columns)
+    if args.dry_run:
+        from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
+        from qa_lib.progress import datasets_bars_off
+        from qa_lib.store import open_store
+
+        config = questions_config(config, questions)
+        model = args.model or default_answer_model(config)
+        location = open_store(args.store).location
+        check_answer_run(config, model, args.output or default_answers_output(config), location)
+        stages = planned_answer_stages(config, model, location)
+        checked = {}
+        if not stages[0][3]:  # the questions' entry: checked when it was stored
+            with datasets_bars_off():
+                checked[stages[0][0]] = check_questions(config, model)
+        return _print_plan(location, stages, checked)
+    from flows.answer_qa import answer_qa
+
+    result = answer_qa(config=config, questions=questions, model=args.model, output=args.output,
+                       store_root=args.store)
+    print(f"answers: {result['answers']} ({result['no_answer']} with no answer)")
+    for key in ("output", "predictions_dir", "model_dir"):
+        print(f"{key}: {result[key]}")
     return 0
 
 

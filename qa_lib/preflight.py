@@ -112,8 +112,34 @@ def planned_stages(config: PipelineConfig, training: bool, model: str | None = N
     """(slot, stage, key, stored) for each stage of the run, in run order. Reads the data files'
     bytes and the model's files to fingerprint them, nothing more."""
     from qa_lib.modeling import resolve_model
-    from qa_lib.plan import STAGE_OF, run_keys
+    from qa_lib.plan import run_keys
+
+    return _stored_or_not(run_keys(config, resolve_model(model or config.model), training), store)
+
+
+def planned_answer_stages(config: PipelineConfig, model: str, store: str | None = None
+                          ) -> list[tuple[str, str, str, bool]]:
+    """As `planned_stages`, for answering `config.eval_data`'s questions with `model` (answer_qa)."""
+    from qa_lib.modeling import resolve_model
+    from qa_lib.plan import answer_keys
+
+    return _stored_or_not(answer_keys(config, resolve_model(model)), store)
+
+
+def _stored_or_not(keys: dict[str, str], store: str | None) -> list[tuple[str, str, str, bool]]:
+    from qa_lib.plan import STAGE_OF
 
     storage = open_store(store)
-    keys = run_keys(config, resolve_model(model or config.model), training)
     return [(slot, STAGE_OF[slot], key, storage.has(STAGE_OF[slot], key)) for slot, key in keys.items()]
+
+
+def check_questions(config: PipelineConfig, model: str) -> int:
+    """The dry run's reading of the questions to answer (`config.eval_data`), as answer_qa's
+    load-questions and feature stages would refuse them; returns how many there are."""
+    from qa_lib.data import load_questions
+    from qa_lib.features import check_questions_fit
+    from qa_lib.modeling import load_tokenizer
+
+    examples = load_questions(config.eval_data)
+    check_questions_fit(examples, load_tokenizer(model), config.eval_window[0])
+    return len(examples)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from cli.main import main
-from tests.conftest import DEV_V1, TRAIN_V1
+from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
 
 
 def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tmp_path, capsys):
@@ -58,6 +58,30 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
     assert main(["retrain", str(config), f"publish_target={pub}", "promote_margin=5", *store]) == 0
     assert "not promoted: f1" in capsys.readouterr().out
     assert json.loads((pub / "champion.json").read_text()) == pointer
+
+    # predict (the answer_qa flow): a file of questions, no answers, ids under its own column name,
+    # answered by the champion the config's publish_target holds.
+    dev = json.loads(DEV_V2.read_text())
+    rows = [{"qid": f"q{i}", "context": p["context"], "question": q["question"]}
+            for i, (p, q) in enumerate((p, q) for a in dev["data"] for p in a["paragraphs"] for q in p["qas"][:2])][:30]
+    (tmp_path / "new.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["predict", str(config), f"publish_target={pub}", "--questions", str(tmp_path / "new.jsonl"),
+            "--column", "id=qid", "-o", str(tmp_path / "answers.json"), *store]
+    assert main([*argv, "--dry-run"]) == 0
+    planned = _planned(capsys.readouterr().out)
+    assert [p[0] for p in planned] == ["data", "features", "logits", "predictions"]
+    assert all(p[2] == "to compute" for p in planned) and not (tmp_path / "answers.json").exists()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert sorted(answers) == sorted(r["qid"] for r in rows) and all(isinstance(v, str) for v in answers.values())
+    assert f"answers: 30 ({sum(not v for v in answers.values())} with no answer)" in out
+    assert f"model_dir: {pointer['location']}/model" in out
+    assert main([*argv, "--dry-run"]) == 0
+    again = _planned(capsys.readouterr().out)
+    assert [p[:2] for p in again] == [p[:2] for p in planned] and all(p[2] == "stored, reused" for p in again)
+    assert main(["predict", str(config), "--column", "id=qid", *store]) == 2
+    assert capsys.readouterr().err == "error: predict: --column goes with --questions (the config's eval_data has its own columns)\n"
 
 
 def _planned(out: str) -> list[tuple[str, str, str]]:
