@@ -62,10 +62,6 @@ def _dataset(args, read) -> dict:
     """The data file as the official scripts read it: an official SQuAD JSON file as it is; any other
     data file the pipeline reads (JSONL, CSV, Parquet, flat JSON records, a dataset folder) through
     `load_examples`, as one article of its examples, v2.0 when a question has no answer."""
-    from qa_lib.config import DataSource
-    from qa_lib.data import load_examples
-    from qa_lib.metrics import examples_as_dataset
-    from qa_lib.progress import datasets_bars_off
     from qa_lib.text_files import COMPRESSIONS
 
     from cli.answer import column_option
@@ -82,6 +78,12 @@ def _dataset(args, read) -> dict:
             if columns:
                 raise QAPipelineError(f"score: --column is for flat data files; {args.data_file} is official SQuAD JSON")
             return doc
+    # Only here: datasets and the loaders take a second and a half to import, the official path 0.4 s.
+    from qa_lib.config import DataSource
+    from qa_lib.data import load_examples
+    from qa_lib.metrics import examples_as_dataset
+    from qa_lib.progress import datasets_bars_off
+
     with datasets_bars_off():  # the scores are the output: the file's casting bars would only bury them
         examples = load_examples(DataSource(path=args.data_file, columns=columns), default_split="validation")
     v2 = any(not answers["text"] for answers in examples["answers"])
