@@ -43,7 +43,7 @@ def run(args) -> int:
         if was_enabled:
             hf_logging.enable_progress_bar()
     items = result if isinstance(result, list) else [result]
-    print(json.dumps([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict(), ensure_ascii=False))
+    print_json([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict())
     return 0
 
 
@@ -103,13 +103,24 @@ def run_file(args) -> int:
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
                          handle_impossible_answer=args.handle_impossible_answer)
-    text = json.dumps(answers, ensure_ascii=False, indent=1)
     if args.output is None:
-        print(text)
+        print_json(answers, indent=1)
         return 0
-    save_answers(args.output, text)
+    save_answers(args.output, json.dumps(answers, ensure_ascii=False, indent=1))
     print(f"{len(answers):,} answers written to {args.output}", file=sys.stderr)
     return 0
+
+
+def print_json(value, indent: int | None = None) -> None:
+    """Answers as UTF-8 JSON, or with JSON's own \\u escapes (the same data) where stdout cannot take
+    them (PYTHONIOENCODING=ascii, a Latin-1 terminal): a whole file's answers must not be lost to an
+    UnicodeEncodeError at the last step."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(value, ensure_ascii=True, indent=indent)
+    print(text)
 
 
 def read_context(name: str) -> str:

@@ -138,6 +138,30 @@ def test_a_long_context_shows_the_prediction_s_progress(trained_tiny, capsys, mo
     assert "predict:" not in capsys.readouterr().err
 
 
+def test_answers_reach_a_stdout_that_is_not_utf8(trained_tiny, tmp_path, monkeypatch, capsys):
+    """With PYTHONIOENCODING=ascii (or a Latin-1 terminal) the answers were computed and then lost to a
+    UnicodeEncodeError, exit 1; they are now printed with JSON's escapes, the same data."""
+    import io
+    import sys
+
+    from cli.main import main
+
+    ctx = "Le château fut achevé en 1889 à Paris, près de l'église Sainte-Clotilde et du musée."
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "é1", "question": "Où ?", "context": ctx}) + "\n")
+    for argv in (["--question", "Quand le château fut-il achevé ?", "--context", ctx, "--top-k", "5"],
+                 ["--questions", str(tmp_path / "q.jsonl"), "--top-k", "5"]):
+        argv = ["answer", "--model", trained_tiny, *argv]
+        assert main(argv) == 0
+        utf8 = json.loads(capsys.readouterr().out)
+        assert not json.dumps(utf8, ensure_ascii=False).isascii()  # something to escape
+        raw = io.BytesIO()
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii", write_through=True))
+            assert main(argv) == 0
+            printed = raw.getvalue().decode("ascii")
+        assert json.loads(printed) == utf8
+
+
 def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
     from cli.main import main
     from qa_lib.errors import DataError
