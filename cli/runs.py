@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from flows.server import api_url
+
 
 def prefect_defaults() -> None:
     import warnings
@@ -51,12 +53,26 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
     return 0
 
 
+def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None) -> None:
+    """Without a Prefect server, the run's first checks (its preflight's) before Prefect starts a
+    temporary one: a bad model, window, output folder or store is then one line in about 5 s, not
+    after 15 s of server start-up and a log of the failed task. The flow checks again (its caches
+    make that instant); with a server, the failure is left to the flow, which records it there."""
+    if api_url() is not None:
+        return
+    from qa_lib.preflight import check_run
+    from qa_lib.store import open_store
+
+    check_run(config, training, model, open_store(store).location)
+
+
 def train(args) -> int:
     config = _load_config(args)
     if args.dry_run:
         return _dry_run(config, True, args.store)
     from flows.train_qa import run_train
 
+    _checked_before_prefect(config, True, args.store)
     summary = run_train(config, store_root=args.store)
     print_summary(summary)
     return 0
@@ -68,6 +84,7 @@ def evaluate(args) -> int:
         return _dry_run(config, False, args.store, args.model)
     from flows.evaluate_qa import run_evaluate
 
+    _checked_before_prefect(config, False, args.store, args.model)
     summary = run_evaluate(config, model=args.model, store_root=args.store)
     print_summary(summary)
     return 0
@@ -104,6 +121,13 @@ def predict(args) -> int:
         return _print_plan(location, stages, checked)
     from flows.answer_qa import answer_qa
 
+    if api_url() is None:  # as _checked_before_prefect, with answering's own checks
+        from qa_lib.preflight import check_answer_run
+        from qa_lib.store import open_store
+
+        answering = questions_config(config, questions)
+        check_answer_run(answering, args.model or default_answer_model(answering),
+                         args.output or default_answers_output(answering), open_store(args.store).location)
     result = answer_qa(config=config, questions=questions, model=args.model, output=args.output,
                        store_root=args.store)
     print(f"answers: {result['answers']} ({result['no_answer']} with no answer)")
@@ -122,6 +146,7 @@ def retrain(args) -> int:
         return _dry_run(config, True, args.store)
     from flows.retrain import retrain
 
+    _checked_before_prefect(config, True, args.store)
     result = retrain(config=config, store_root=args.store)
     print_summary(result)
     if result["promoted"]:

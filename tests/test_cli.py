@@ -194,6 +194,34 @@ def test_ctrl_c_stops_a_run_on_the_temporary_server_at_once(tiny_model, tmp_path
     assert waited < 60, f"{waited:.0f} s from Ctrl-C to exit"  # a bound on a hang, not a speed figure
 
 
+def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model, tmp_path):
+    """In Prefect's ephemeral mode a bad model or window started the temporary server (8 s), ran the
+    flow to its failed preflight task and printed Prefect's log of it around the error line; the
+    run's own first checks now come before Prefect, so the one line is all there is."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.flow_helpers import tiny_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out").model_dump(mode="json")))
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    cases = [
+        (["evaluate", str(config), "--model", str(tmp_path / "none")], f"model folder not found: {tmp_path / 'none'}"),
+        (["train", str(config), "max_length=600"], f"max_length (600) is longer than model {tiny_model} can take"),
+        (["predict", str(config), "--model", str(tiny_model), "-o", str(tmp_path)], f"{tmp_path}: a folder; give"),
+    ]
+    for argv, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+        assert proc.stdout == ""
+
+
 def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_model, tmp_path):
     """With a server of its own the run's end is recorded (not left Running), then the same exit."""
     from prefect.client.orchestration import get_client
