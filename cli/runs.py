@@ -96,6 +96,9 @@ def predict(args) -> int:
     from qa_lib.answer import default_answer_model, default_answers_output, questions_config
     from qa_lib.config import DataSource
     from qa_lib.errors import ConfigError
+    from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
+    from qa_lib.progress import datasets_bars_off
+    from qa_lib.store import open_store
 
     from cli.answer import column_option
 
@@ -104,30 +107,20 @@ def predict(args) -> int:
     if columns and args.questions is None:
         raise ConfigError("predict: --column goes with --questions (the config's eval_data has its own columns)")
     questions = None if args.questions is None else DataSource(path=args.questions, columns=columns)
+    answering = questions_config(config, questions)
+    model = args.model or default_answer_model(answering)
+    location = open_store(args.store).location
+    if args.dry_run or api_url() is None:  # as _checked_before_prefect, with answering's own checks
+        check_answer_run(answering, model, args.output or default_answers_output(answering), location)
     if args.dry_run:
-        from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
-        from qa_lib.progress import datasets_bars_off
-        from qa_lib.store import open_store
-
-        config = questions_config(config, questions)
-        model = args.model or default_answer_model(config)
-        location = open_store(args.store).location
-        check_answer_run(config, model, args.output or default_answers_output(config), location)
-        stages = planned_answer_stages(config, model, location)
+        stages = planned_answer_stages(answering, model, location)
         checked = {}
         if not stages[0][3]:  # the questions' entry: checked when it was stored
             with datasets_bars_off():
-                checked[stages[0][0]] = check_questions(config, model)
+                checked[stages[0][0]] = check_questions(answering, model)
         return _print_plan(location, stages, checked)
     from flows.answer_qa import answer_qa
 
-    if api_url() is None:  # as _checked_before_prefect, with answering's own checks
-        from qa_lib.preflight import check_answer_run
-        from qa_lib.store import open_store
-
-        answering = questions_config(config, questions)
-        check_answer_run(answering, args.model or default_answer_model(answering),
-                         args.output or default_answers_output(answering), open_store(args.store).location)
     result = answer_qa(config=config, questions=questions, model=args.model, output=args.output,
                        store_root=args.store)
     print(f"answers: {result['answers']} ({result['no_answer']} with no answer)")
