@@ -239,7 +239,6 @@ def _load_folder(path: Path, split: str) -> datasets.Dataset:
 
 
 def _load_hub(name: str, split: str) -> datasets.Dataset:
-    _check_hub_reachable(name)
     try:
         return datasets.load_dataset(name, split=split)
     except Exception as exc:  # noqa: BLE001

@@ -63,8 +63,14 @@ def _hub_model(model: str) -> str:
     except Exception:  # noqa: BLE001 - not cached, or not a valid repo id: either way not loadable here
         raise ModelError(f"model {model!r}: no such folder, not in the Hugging Face cache, and {reason}; give a "
                          "model folder (or run where the Hub can be reached)") from None
-    _log.warning("model %r: %s; using the Hugging Face cache's copy (%s)", model, reason, cached)
+    _say_cached_copy(model, reason, cached)
     return cached
+
+
+@functools.lru_cache(maxsize=None)
+def _say_cached_copy(model: str, reason: str, cached: str) -> None:
+    """Once per model, not at each of the run's several resolutions of it."""
+    _log.warning("model %r: %s; using the Hugging Face cache's copy (%s)", model, reason, cached)
 
 
 def _champion_model(model: str, root: Path) -> str:

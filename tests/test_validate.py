@@ -347,7 +347,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tmp_path, monkeypatch):
+def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tmp_path, monkeypatch, caplog):
     """A Hub id where the Hub cannot be reached: transformers retried each file for about 25 s and
     ended in an OSError. One request now decides: the Hugging Face cache's copy, or a ModelError
     naming the model and why; with the Hub there, the id is left to transformers as before."""
@@ -379,6 +379,8 @@ def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tm
     check_model_source("org/tiny")
     got = QuestionAnswerer("org/tiny")("Who won?", "The Broncos won.")
     assert "The Broncos won."[got.start:got.end] == got.answer
+    # Said once, though the model was resolved at each of those steps.
+    assert sum("using the Hugging Face cache's copy" in r.getMessage() for r in caplog.records) == 1
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert modeling.resolve_model("org/tiny") == str(repo / "snapshots" / ("c" * 40))
