@@ -238,9 +238,38 @@ def _load_folder(path: Path, split: str) -> datasets.Dataset:
     return loaded
 
 
+# A run names its Hub dataset's revision for its key and again to load it: asked once a minute.
+_REVISION_TTL_S = 60.0
+_revisions: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def hub_dataset_revision(name: str) -> str | None:
+    """The commit the Hub's dataset `name` is at now, which both keys the data stage and is what
+    `load_examples` loads, so a dataset updated on the Hub is loaded again rather than served from
+    the stage built from the old commit. None without the Hub (offline, the cache's copy is read)
+    or when the Hub does not say (the loader then reports what is wrong)."""
+    import time
+
+    from huggingface_hub import HfApi, constants
+
+    from qa_lib.hub_reach import why_hub_unreachable
+
+    if datasets.config.HF_HUB_OFFLINE or why_hub_unreachable() is not None:
+        return None
+    now = time.monotonic()
+    if (seen := _revisions.get((constants.ENDPOINT, name))) is not None and now - seen[0] < _REVISION_TTL_S:
+        return seen[1]
+    try:
+        sha = HfApi().dataset_info(name).sha
+    except Exception:  # noqa: BLE001 - unknown, gated or failing: load_dataset's own message names it
+        return None
+    _revisions[(constants.ENDPOINT, name)] = (now, sha)
+    return sha
+
+
 def _load_hub(name: str, split: str) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(name, split=split)
+        return datasets.load_dataset(name, split=split, revision=hub_dataset_revision(name))
     except Exception as exc:  # noqa: BLE001
         raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {first_line(exc)}"]) from None
 

@@ -50,21 +50,103 @@ def resolve_model(model: str) -> str:
 
 
 def _hub_model(model: str) -> str:
-    """A Hub id as transformers should load it: the id itself while the Hub answers; without the Hub
-    (unreachable, or HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError."""
+    """A Hub id as a local folder: its current revision's snapshot while the Hub answers; without the
+    Hub (unreachable, down, or HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError.
+
+    A folder, not the id: a stage's key is its model files' content (`plan.model_fingerprint`), so a
+    new commit to the repo retrains and re-predicts instead of reusing stages built from the old
+    one, and the same revision keys the same stages online, offline and as a folder of its files.
+    """
     from huggingface_hub import snapshot_download
 
     from qa_lib.hub_reach import why_hub_unreachable
 
     if (reason := why_hub_unreachable()) is None:
-        return model
+        snapshot, reason = _hub_snapshot(model)
+        if snapshot is not None:
+            return snapshot
     try:
-        cached = snapshot_download(model, local_files_only=True)
+        # The copy `_hub_snapshot` fetched holds only the files transformers reads: ask for the one
+        # every model has, or the cache's listing of the whole repo would call it incomplete.
+        cached = snapshot_download(model, local_files_only=True, allow_patterns=["config.json"])
     except Exception:  # noqa: BLE001 - not cached, or not a valid repo id: either way not loadable here
         raise ModelError(f"model {model!r}: no such folder, not in the Hugging Face cache, and {reason}; give a "
                          "model folder (or run where the Hub can be reached)") from None
     _say_cached_copy(model, reason, cached)
     return cached
+
+
+# A run resolves its model several times; the revision is asked for at most once a minute.
+_SNAPSHOT_TTL_S = 60.0
+_snapshots: dict[tuple[str, str], tuple[float, str]] = {}
+# Weights for other frameworks, exports and quantized copies: transformers' PyTorch loading reads none.
+_MODEL_FILES = ("*.json", "*.txt", "*.model", "*.spm", "*.tiktoken")
+
+
+def _hub_snapshot(model: str) -> tuple[str | None, str | None]:
+    """(the snapshot folder of `model`'s current revision, None), downloading what is missing of the
+    files transformers loads; or (None, why) when the Hub fails to answer for it. A model the Hub
+    does not have, or will not give without a token, is a ModelError."""
+    import time
+
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    now = time.monotonic()
+    if (seen := _snapshots.get((constants.ENDPOINT, model))) is not None and now - seen[0] < _SNAPSHOT_TTL_S:
+        return seen[1], None
+    try:
+        info = HfApi().model_info(model)
+        files = _files_to_fetch([s.rfilename for s in info.siblings or []])
+        if "config.json" not in files:
+            raise ModelError(f"model {model!r}: the Hub repo has no config.json at its top level, so transformers "
+                             "cannot load it")
+        snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files)
+    except ModelError:
+        raise
+    except GatedRepoError:
+        raise ModelError(f"model {model!r} is gated on the Hub: accept its conditions on its page and set HF_TOKEN "
+                         "to a token of that account") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"model {model!r}: no such folder, and the Hub has no such model (a private one needs "
+                         "HF_TOKEN)") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403, 404):
+            raise ModelError(f"model {model!r}: the Hub refused it (HTTP {status}: {first_line(exc, 120)})") from None
+        return None, f"the Hub failed to give it ({first_line(exc, 120)})"
+    except OSError as exc:  # a connection lost mid-download; a full disk is not the Hub's fault
+        if getattr(exc, "errno", None) is not None:
+            raise
+        return None, f"the Hub failed to give it ({first_line(exc, 120)})"
+    except Exception as exc:  # noqa: BLE001 - httpx's timeouts and protocol errors
+        return None, f"the Hub failed to give it ({first_line(exc, 120)})"
+    _remember_as_main(snapshot, info.sha)
+    _snapshots[(constants.ENDPOINT, model)] = (now, snapshot)
+    return snapshot, None
+
+
+def _remember_as_main(snapshot: str, sha: str) -> None:
+    """Point the cache's `refs/main` at the revision just fetched, as a download by branch name does
+    (one by commit id leaves it alone), so that without the Hub the id finds this copy."""
+    import os
+
+    refs = Path(snapshot).parent.parent / "refs"
+    refs.mkdir(exist_ok=True)
+    tmp = refs / f".main.{os.getpid()}"
+    tmp.write_text(sha)
+    os.replace(tmp, refs / "main")
+
+
+def _files_to_fetch(files: list[str]) -> list[str]:
+    """The repo's top-level files that transformers reads for a PyTorch model: config and tokenizer
+    files and one kind of weights, safetensors where the repo has them (a repo often also holds
+    `pytorch_model.bin`, TensorFlow, Flax, ONNX or OpenVINO copies of the same weights)."""
+    import fnmatch
+
+    top = [f for f in files if "/" not in f]
+    weights = ".safetensors" if any(f.endswith(".safetensors") for f in top) else ".bin"
+    return [f for f in top if f.endswith(weights) or any(fnmatch.fnmatch(f, p) for p in _MODEL_FILES)]
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,13 +6,12 @@ parameters it uses, and the source of the `qa_lib` modules that compute it. So c
 changing `n_best_size` changes only the predictions and metrics keys. The same key names the
 Prefect cache record, the store entry and the training lease.
 
-Models are passed in resolved (a local folder or a Hub id): resolving one may download it, so the
-flow does it once.
+Models are passed in resolved (`modeling.resolve_model`: always a local folder, a Hub id's being
+the snapshot of the revision the Hub names): resolving one may download it, so the flow does it once.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,8 @@ def code_fingerprint(stage: str) -> str:
 
 
 def source_fingerprint(source) -> str:
-    """Fingerprint of a `DataSource`: file bytes for local data, name+split+revision for the Hub."""
+    """Fingerprint of a `DataSource`: file bytes for local data, name+split+commit for the Hub (the
+    default branch's name where the Hub cannot be asked: offline, the cache's copy of it is read)."""
     path = source.local_path
     if source.path.startswith("s3://"):
         from qa_lib.s3 import object_fingerprint
@@ -59,17 +59,26 @@ def source_fingerprint(source) -> str:
     elif path.is_dir():
         content = folder_fingerprint(path)
     else:
-        content = f"hub:{source.path}:{os.environ.get('HF_DATASETS_REVISION', 'main')}"
+        from qa_lib.data import hub_dataset_revision
+
+        content = f"hub:{source.path}@{hub_dataset_revision(source.path) or 'main'}"
     return hash_json({"content": content, "split": source.split, "columns": source.columns, "limit": source.limit})
 
 
 def model_fingerprint(resolved: str) -> str:
-    """Of a resolved model (`modeling.resolve_model`): its files' bytes, or its Hub id."""
-    return folder_fingerprint(resolved, _MODEL_FILES) if Path(resolved).is_dir() else f"hub:{resolved}"
+    """Of a resolved model (`modeling.resolve_model`): its files' bytes."""
+    return folder_fingerprint(_model_folder(resolved), _MODEL_FILES)
 
 
 def tokenizer_fingerprint(resolved: str) -> str:
-    return folder_fingerprint(resolved, _TOKENIZER_FILES) if Path(resolved).is_dir() else f"hub:{resolved}"
+    return folder_fingerprint(_model_folder(resolved), _TOKENIZER_FILES)
+
+
+def _model_folder(resolved: str) -> Path:
+    # An id or a missing folder would fingerprint as "no files": the same key for any such model.
+    if not Path(resolved).is_dir():
+        raise ValueError(f"{resolved}: not a model folder; resolve it with modeling.resolve_model first")
+    return Path(resolved)
 
 
 def stage_key(stage: str, **parts: Any) -> str:

@@ -8,6 +8,11 @@ commit (NDJSON: base64 contents, and deleted files). `huggingface_hub` itself bu
 stand-in checks the bearer token and keeps what each commit wrote, so a test can compare it
 byte for byte with what was meant to be published. `fail_next` makes the next requests fail with
 the given statuses (429, 503, ...), as a busy Hub would.
+
+It also answers the three reads a download makes (`model_info`, the tree at a revision, and the HEAD
+and GET of each file under `/<repo>/resolve/<revision>/`), from the files as they were at that
+commit: `put_model` commits a folder's files, as a push would, and public repos are read without a
+token. `requests` lists every call, so a test can see what was downloaded.
 """
 
 from __future__ import annotations
@@ -37,6 +42,35 @@ class HubStandIn:
         self._thread.start()
         return self
 
+    def put_model(self, repo: str, folder, private: bool = False) -> str:
+        """Commit every file of `folder` as `repo`'s whole content (a new repo, or its next commit); the commit id."""
+        return self._put(repo, folder, private)
+
+    def put_dataset(self, repo: str, folder, private: bool = False) -> str:
+        """`put_model` for a dataset repo (`/api/datasets/...`, `/datasets/<repo>/resolve/...`)."""
+        return self._put(f"datasets/{repo}", folder, private)
+
+    def _put(self, repo: str, folder, private: bool) -> str:
+        from pathlib import Path
+
+        files = {str(f.relative_to(folder)): f.read_bytes() for f in sorted(Path(folder).rglob("*")) if f.is_file()}
+        entry = self.repos.setdefault(repo, {"private": private, "commits": [], "files": {}})
+        entry["files"] = {".gitattributes": GITATTRIBUTES, **files}
+        return self._commit(repo, "put_model", sorted(files), [])
+
+    def _commit(self, repo: str, summary: str, files: list[str], deleted: list[str]) -> str:
+        entry = self.repos[repo]
+        oid = hashlib.sha1(f"{repo}:{len(entry['commits'])}".encode()).hexdigest()
+        entry["commits"].append({"oid": oid, "summary": summary, "files": files, "deleted": deleted})
+        entry.setdefault("snapshots", {})[oid] = dict(entry["files"])
+        return oid
+
+    def _snapshot(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        snapshots = self.repos[repo].get("snapshots") or {}
+        if revision == "main" and self.repos[repo]["commits"]:
+            revision = self.repos[repo]["commits"][-1]["oid"]
+        return (revision, snapshots[revision]) if revision in snapshots else None
+
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -48,9 +82,11 @@ class HubStandIn:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
-            def _reply(self, status: int, body: dict) -> None:
+            def _reply(self, status: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -68,19 +104,79 @@ class HubStandIn:
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
+            def _readable(self, repo: str) -> bool:
+                if repo not in hub.repos:
+                    self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    return False
+                if hub.repos[repo]["private"] or hub.fail_next:
+                    return self._authorized()
+                return True
+
+            def _file(self, send_body: bool) -> bool:
+                """`/<repo>/resolve/<revision>/<file>`: the file's bytes, with the headers a download reads."""
+                head, sep, rest = self.path.split("?")[0].lstrip("/").partition("/resolve/")
+                if not sep:
+                    return False
+                revision, _, name = rest.partition("/")
+                if not self._readable(head):
+                    return True
+                found = hub._snapshot(head, revision)
+                if found is None or name not in found[1]:
+                    self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+                    return True
+                data = found[1][name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                self.send_header("X-Repo-Commit", found[0])
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(data)
+                return True
+
+            def do_HEAD(self):
+                hub.requests.append(f"HEAD {self.path}")
+                if not self._file(send_body=False):
+                    self.send_response(200 if self.path in ("", "/") else 404)
+                    self.end_headers()
+
             def do_GET(self):
                 hub.requests.append(f"GET {self.path}")
                 path = self.path.split("?")[0]
-                if path.startswith("/api/models/") and "/tree/" in path:
-                    repo = path[len("/api/models/"):].split("/tree/")[0]
-                    if not self._authorized():
+                api = next((a for a in ("/api/models/", "/api/datasets/") if path.startswith(a)), None)
+                kind = "datasets/" if api == "/api/datasets/" else ""
+                if api and "/tree/" in path:
+                    repo, _, rest = path[len(api):].partition("/tree/")
+                    revision, _, under = rest.partition("/")
+                    if not self._readable(kind + repo):
                         return
-                    if repo not in hub.repos:
-                        return self._reply(404, {"error": "Repository not found"})
-                    # The whole tree in one page (recursive listing; no Link header, so no next page).
-                    return self._reply(200, [{"type": "file", "path": name, "size": len(data),
-                                              "oid": hashlib.sha1(data).hexdigest()}
-                                             for name, data in sorted(hub.repos[repo]["files"].items())])
+                    found = hub._snapshot(kind + repo, revision)
+                    files = found[1] if found else hub.repos[kind + repo]["files"]
+                    under = under.strip("/")
+                    inside = {n: d for n, d in files.items() if not under or n.startswith(under + "/")}
+                    if "recursive=false" in self.path.lower():  # one level: its files and its folders
+                        depth = under.count("/") + 1 if under else 0
+                        folders = sorted({"/".join(n.split("/")[:depth + 1]) for n in inside
+                                          if n.count("/") > depth})
+                        inside = {n: d for n, d in inside.items() if n.count("/") == depth}
+                    else:
+                        folders = []
+                    # All in one page (no Link header, so no next page).
+                    return self._reply(200, [{"type": "directory", "path": f, "oid": "0" * 40} for f in folders]
+                                       + [{"type": "file", "path": name, "size": len(data),
+                                           "oid": hashlib.sha1(data).hexdigest()}
+                                          for name, data in sorted(inside.items())])
+                if api:  # model_info / dataset_info, at the head or at /revision/<rev>
+                    repo, _, revision = path[len(api):].partition("/revision/")
+                    if not self._readable(kind + repo):
+                        return
+                    found = hub._snapshot(kind + repo, revision or "main")
+                    if found is None:
+                        return self._reply(404, {"error": "Invalid rev id"}, {"X-Error-Code": "RevisionNotFound"})
+                    return self._reply(200, {"id": repo, "sha": found[0], "private": hub.repos[kind + repo]["private"],
+                                             "siblings": [{"rfilename": name} for name in sorted(found[1])]})
+                if self._file(send_body=True):
+                    return
                 if not path.startswith("/api/whoami-v2"):
                     return self._reply(404, {"error": f"not served by the stand-in: {self.path}"})
                 if self._authorized():
@@ -122,9 +218,7 @@ class HubStandIn:
                     for p in deleted:
                         del hub.repos[repo]["files"][p]
                     hub.repos[repo]["files"].update(files)
-                    oid = f"{len(hub.repos[repo]['commits']) + 1:040x}"
-                    hub.repos[repo]["commits"].append({"oid": oid, "summary": header["summary"], "files": sorted(files),
-                                                       "deleted": sorted(deleted)})
+                    oid = hub._commit(repo, header["summary"], sorted(files), sorted(deleted))
                     return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid,
                                              "pullRequestUrl": None})
                 self._reply(404, {"error": f"not served by the stand-in: {path}"})

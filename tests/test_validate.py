@@ -350,7 +350,8 @@ def _closed_port() -> int:
 def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tmp_path, monkeypatch, caplog):
     """A Hub id where the Hub cannot be reached: transformers retried each file for about 25 s and
     ended in an OSError. One request now decides: the Hugging Face cache's copy, or a ModelError
-    naming the model and why; with the Hub there, the id is left to transformers as before."""
+    naming the model and why; so does a Hub that answers but fails to give the model
+    (`tests/test_hub_models.py` has the Hub that gives it)."""
     import http.server
     import shutil
     import threading
@@ -389,7 +390,7 @@ def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tm
         modeling.resolve_model("org/other")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
-    class Hub(http.server.BaseHTTPRequestHandler):
+    class Hub(http.server.BaseHTTPRequestHandler):  # there, but answers the model's requests with 501
         def do_HEAD(self):  # noqa: N802 - any answer, even 404, means the Hub is there
             self.send_response(404)
             self.end_headers()
@@ -401,7 +402,11 @@ def test_a_hub_id_without_the_hub_is_its_cached_copy_or_one_error(tiny_model, tm
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-        assert modeling.resolve_model("org/tiny") == "org/tiny"
+        monkeypatch.setattr(hub_reach, "_checked", {})
+        caplog.clear()
+        modeling._say_cached_copy.cache_clear()
+        assert modeling.resolve_model("org/tiny") == str(repo / "snapshots" / ("c" * 40))
+        assert "the Hub failed to give it (Server error '501" in caplog.text
     finally:
         server.shutdown()
         server.server_close()

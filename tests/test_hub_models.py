@@ -1,0 +1,177 @@
+"""A Hub model id, against a loopback stand-in for the Hub's download API (`tests/hub_stand_in.py`).
+
+The id used to be handed to transformers as it was and keyed as `hub:<id>`, so a new commit to the
+repo (new weights, a fixed tokenizer) reused every stage built from the old one: the cache key did
+not cover what the stage was computed from. Now the id resolves to the snapshot folder of the
+revision the Hub names, and the key is those files' content.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qa_lib.errors import ModelError
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from qa_lib import hub_reach, modeling
+    from tests.hub_stand_in import HubStandIn
+
+    with HubStandIn("hf_not_used") as server:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # `make test` sets HF_HUB_OFFLINE=1
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        # Derived from HF_ENDPOINT when huggingface_hub is imported, as a user's HF_ENDPOINT would be.
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setattr(hub_reach, "_checked", {})
+        monkeypatch.setattr(modeling, "_snapshots", {}, raising=False)
+        yield server
+
+
+def _next_revision(tiny_model, tmp_path):
+    """The same model with other weights: what a push of a further-trained model commits."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    folder = tmp_path / "pushed-again"
+    shutil.copytree(tiny_model, folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    with torch.no_grad():
+        model.qa_outputs.bias.add_(1.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from qa_lib import modeling
+    from qa_lib.answer import QuestionAnswerer
+    from qa_lib.plan import model_fingerprint, tokenizer_fingerprint
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_model, repo)
+    # What Hub repos hold beside the PyTorch weights: transformers reads none of it.
+    (repo / "pytorch_model.bin").write_bytes(b"the same weights again, pickled")
+    (repo / "tf_model.h5").write_bytes(b"TensorFlow weights")
+    (repo / "onnx").mkdir()
+    (repo / "onnx" / "model.onnx").write_bytes(b"an ONNX export")
+    first = hub.put_model("org/tiny", repo)
+
+    resolved = modeling.resolve_model("org/tiny")
+    assert resolved.endswith(first) and resolved.startswith(constants.HF_HUB_CACHE)
+    fetched = sorted(p.name for p in Path(resolved).iterdir())
+    assert fetched == sorted(p.name for p in tiny_model.iterdir())
+    assert not any("tf_model.h5" in r or "pytorch_model.bin" in r or "onnx" in r for r in hub.requests)
+    # The key is the files' content: the same as the same files in a folder.
+    assert model_fingerprint(resolved) == model_fingerprint(str(tiny_model))
+    assert tokenizer_fingerprint(resolved) == tokenizer_fingerprint(str(tiny_model))
+    got = QuestionAnswerer("org/tiny")("Who won?", "The Broncos won.")
+    assert "The Broncos won."[got.start:got.end] == got.answer
+
+    second = hub.put_model("org/tiny", _next_revision(tiny_model, tmp_path))
+    # Asked again at most once a minute, so one run does not see two revisions in quick succession...
+    assert modeling.resolve_model("org/tiny") == resolved
+    modeling._snapshots.clear()  # ...a minute later:
+    newer = modeling.resolve_model("org/tiny")
+    assert newer.endswith(second)
+    assert model_fingerprint(newer) != model_fingerprint(resolved)
+    assert tokenizer_fingerprint(newer) == tokenizer_fingerprint(resolved)  # the tokenizer did not change
+
+    # Offline, the cache's copy of the same revision: the same folder, so the same stages.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert modeling.resolve_model("org/tiny") == newer
+
+
+def test_a_hub_model_the_hub_cannot_give_is_one_error_or_the_cached_copy(hub, tiny_model, tmp_path, caplog):
+    from qa_lib import modeling
+    from qa_lib.validate import check_model_source
+
+    with pytest.raises(ModelError, match=r"^model 'org/absent': no such folder, and the Hub has no such model "):
+        check_model_source("org/absent")
+
+    no_config = tmp_path / "gguf-only"
+    no_config.mkdir()
+    (no_config / "model.gguf").write_bytes(b"llama.cpp weights")
+    hub.put_model("org/gguf", no_config)
+    with pytest.raises(ModelError, match=r"^model 'org/gguf': the Hub repo has no config.json at its top level"):
+        modeling.resolve_model("org/gguf")
+
+    sha = hub.put_model("org/tiny", tiny_model)
+    cached = modeling.resolve_model("org/tiny")
+    modeling._snapshots.clear()
+    hub.fail_next = [503]  # the Hub is there but failing: the copy in the cache serves
+    assert modeling.resolve_model("org/tiny") == cached and cached.endswith(sha)
+    assert any("the Hub failed to give it" in r.getMessage() and "using the Hugging Face cache's copy" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_run_on_a_hub_model_plans_the_same_stages_as_on_its_files(hub, tiny_model, tmp_path):
+    """`train --dry-run` names the stages a run would compute by key: the Hub id and a folder of the
+    same files plan the same ones, so a model downloaded by hand reuses what the id computed."""
+    from qa_lib.config import PipelineConfig
+    from qa_lib.preflight import planned_stages
+    from tests.conftest import DEV_V1, TRAIN_V1
+
+    hub.put_model("org/tiny", tiny_model)
+    config = PipelineConfig(model="org/tiny", train_data={"path": str(TRAIN_V1), "limit": 8},
+                            eval_data={"path": str(DEV_V1), "limit": 8},
+                            output_dir=str(tmp_path / "out"))
+    from_hub = planned_stages(config, training=True, store=str(tmp_path / "store"))
+    from_folder = planned_stages(config.model_copy(update={"model": str(tiny_model)}), training=True,
+                                 store=str(tmp_path / "store"))
+    assert from_hub == from_folder
+
+
+def _squad_rows(n: int) -> str:
+    """The first `n` Super_Bowl_50 questions as JSON lines, the flat records a Hub dataset holds."""
+    import json
+
+    from tests.conftest import DEV_V1
+
+    rows = []
+    for para in json.loads(DEV_V1.read_text())["data"][0]["paragraphs"]:
+        for qa in para["qas"]:
+            rows.append({"id": qa["id"], "title": "Super_Bowl_50", "context": para["context"], "question": qa["question"],
+                         "answers": {"text": [a["text"] for a in qa["answers"]],
+                                     "answer_start": [a["answer_start"] for a in qa["answers"]]}})
+    return "\n".join(json.dumps(r) for r in rows[:n]) + "\n"
+
+
+def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, monkeypatch):
+    """A Hub dataset was keyed `hub:<name>:main`: data updated on the Hub kept the old stages."""
+    import datasets
+
+    from qa_lib import data
+    from qa_lib.config import DataSource
+    from qa_lib.plan import source_fingerprint
+
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    monkeypatch.setattr(data, "_revisions", {}, raising=False)
+    repo = tmp_path / "dataset-repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "validation.jsonl").write_text(_squad_rows(5))
+    first = hub.put_dataset("org/squad-like", repo)
+    source = DataSource(path="org/squad-like", split="validation")
+
+    before = source_fingerprint(source)
+    data.check_source_exists(source)
+    assert len(data.load_examples(source)) == 5
+    assert f"GET /api/datasets/org/squad-like/revision/{first}" in hub.requests
+
+    (repo / "data" / "validation.jsonl").write_text(_squad_rows(7))
+    second = hub.put_dataset("org/squad-like", repo)
+    data._revisions.clear()  # a minute later
+    after = source_fingerprint(source)
+    assert after != before
+    assert len(data.load_examples(source)) == 7
+    assert f"GET /api/datasets/org/squad-like/revision/{second}" in hub.requests
+    assert source_fingerprint(source) == after  # asked again within the minute: the same commit
