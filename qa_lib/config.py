@@ -49,7 +49,8 @@ class DataSource(_Strict):
 
     path: str = Field(description="SQuAD JSON, JSONL/CSV/Parquet file (also .gz/.bz2/.xz), dataset folder, Hub dataset name "
                       "(squad, squad_v2) or s3://bucket/key.")
-    split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation).")
+    split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation); "
+                                                "a single file has none and refuses one.")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Map from our column names (id, title, context, question, answers, "

@@ -52,8 +52,11 @@ def check_source_exists(source: DataSource) -> None:
 
         object_fingerprint(path)
         check_cache_writable()  # where it will be downloaded
+        _check_no_split(source)
         return
     local = source.local_path
+    if local.is_file():
+        _check_no_split(source)
     if local.exists():
         return
     if local.suffix in (*_FLAT_SUFFIXES, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
@@ -61,6 +64,15 @@ def check_source_exists(source: DataSource) -> None:
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(path, [f"file or folder not found{where}"])
     _check_hub_reachable(path)
+
+
+def _check_no_split(source: DataSource) -> None:
+    """A file is one split, read whole: a `split` given for it would be ignored, and the run would
+    train or score on data the config did not mean."""
+    if source.split is not None:
+        raise DataError(source.path, [f"split {source.split!r} given for a single file, which has no splits and is "
+                                      "read whole; remove it (split chooses among a data folder's or Hub dataset's "
+                                      "splits)"])
 
 
 def _check_hub_reachable(name: str) -> None:
@@ -88,7 +100,8 @@ def load_examples(source: DataSource | str, default_split: str = "train",
     else:
         local = source.local_path
     if local.is_file():
-        raw = _load_file(local, source.split)
+        _check_no_split(source)
+        raw = _load_file(local)
     elif local.is_dir():
         raw = _load_folder(local, source.split or default_split)
     else:
@@ -115,10 +128,10 @@ def load_questions(source: DataSource | str, columns: dict[str, str] | None = No
     return examples
 
 
-def _load_file(path: Path, split: str | None) -> datasets.Dataset:
+def _load_file(path: Path) -> datasets.Dataset:
     suffix = path.suffix.lower()
     if suffix in COMPRESSIONS:
-        return _load_compressed(path, split)
+        return _load_compressed(path)
     if suffix == ".json":
         squad = _read_squad_json(path)
         if squad is not None:
@@ -136,13 +149,13 @@ def _load_file(path: Path, split: str | None) -> datasets.Dataset:
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
 
 
-def _load_compressed(path: Path, split: str | None) -> datasets.Dataset:
+def _load_compressed(path: Path) -> datasets.Dataset:
     """A compressed file, read as the file inside (every reader and check as for the plain file)."""
     inner = Path(path.stem)
     if inner.suffix.lower() not in _FLAT_SUFFIXES:
         raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} ({_FILE_TYPES})"])
     with unpacked(path) as plain:
-        return _load_file(plain, split)
+        return _load_file(plain)
 
 
 def _csv_as_text(path: Path) -> datasets.Features:

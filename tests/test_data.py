@@ -104,6 +104,25 @@ def test_local_dataset_folders(tmp_path, dev_v2_examples):
         load_examples(DataSource(path=str(folder), split="train"))
 
 
+def test_a_split_given_for_a_single_file_is_refused(tmp_path):
+    """A file is one split: `split: validation` on it was ignored, so the run used the whole file
+    while its config said otherwise. Refused by preflight's cheap check and by the loader."""
+    import gzip
+    import shutil
+
+    from qa_lib.data import check_source_exists
+
+    packed = tmp_path / "dev.json.gz"
+    with DEV_V1.open("rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    for path in (DEV_V1, packed):
+        source = DataSource(path=str(path), split="validation")
+        for check in (check_source_exists, load_examples):
+            with pytest.raises(DataError, match=r"split 'validation' given for a single file, which has no splits"):
+                check(source)
+        check_source_exists(DataSource(path=str(path)))
+
+
 def test_limit(dev_v1_examples):
     assert len(load_examples(DataSource(path=str(DEV_V1), limit=7))) == 7
 
