@@ -51,6 +51,8 @@ class DataSource(_Strict):
                       "(squad, squad_v2) or s3://bucket/key.")
     split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation); "
                                                 "a single file has none and refuses one.")
+    subset: str | None = Field(None, description="Subset (configuration) of a Hub or folder dataset that has "
+                                                 "several, e.g. xquad.en of google/xquad.")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Map from our column names (id, title, context, question, answers, "

@@ -67,12 +67,13 @@ def check_source_exists(source: DataSource) -> None:
 
 
 def _check_no_split(source: DataSource) -> None:
-    """A file is one split, read whole: a `split` given for it would be ignored, and the run would
-    train or score on data the config did not mean."""
-    if source.split is not None:
-        raise DataError(source.path, [f"split {source.split!r} given for a single file, which has no splits and is "
-                                      "read whole; remove it (split chooses among a data folder's or Hub dataset's "
-                                      "splits)"])
+    """A file is one split of one subset, read whole: a `split` or `subset` given for it would be
+    ignored, and the run would train or score on data the config did not mean."""
+    for key, value in (("split", source.split), ("subset", source.subset)):
+        if value is not None:
+            raise DataError(source.path, [f"{key} {value!r} given for a single file, which has no {key}s and is read "
+                                          f"whole; remove it ({key} chooses among a data folder's or Hub dataset's "
+                                          f"{key}s)"])
 
 
 def _check_hub_reachable(name: str) -> None:
@@ -103,10 +104,10 @@ def load_examples(source: DataSource | str, default_split: str = "train",
         _check_no_split(source)
         raw = _load_file(local)
     elif local.is_dir():
-        raw = _load_folder(local, source.split or default_split)
+        raw = _load_folder(local, source.split or default_split, source.subset)
     else:
         check_source_exists(source)
-        raw = _load_hub(path, source.split or default_split)
+        raw = _load_hub(path, source.split or default_split, source.subset)
     ds = _normalize(raw, source.columns, path, answers_required)
     if source.limit is not None:
         ds = ds.select(range(min(source.limit, len(ds))))
@@ -236,14 +237,17 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
     return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 
-def _load_folder(path: Path, split: str) -> datasets.Dataset:
+def _load_folder(path: Path, split: str, subset: str | None = None) -> datasets.Dataset:
+    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    if saved and subset is not None:
+        raise DataError(str(path), [f"subset {subset!r} given for a save_to_disk folder, which has no subsets"])
     try:
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        if saved:
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = _load_in_memory(str(path), split=split)
+            loaded = _load_in_memory(str(path), name=subset, split=split)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(str(path), [f"cannot load dataset folder: {first_line(exc)}"]) from None
+        raise DataError(str(path), [f"cannot load dataset folder: {_missing_subset_hint(first_line(exc))}"]) from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise DataError(str(path), [f"no split {split!r}; available: {sorted(loaded)}"])
@@ -280,11 +284,17 @@ def hub_dataset_revision(name: str) -> str | None:
     return sha
 
 
-def _load_hub(name: str, split: str) -> datasets.Dataset:
+def _load_hub(name: str, split: str, subset: str | None = None) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(name, split=split, revision=hub_dataset_revision(name))
+        return datasets.load_dataset(name, subset, split=split, revision=hub_dataset_revision(name))
     except Exception as exc:  # noqa: BLE001
-        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): {first_line(exc)}"]) from None
+        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): "
+                               f"{_missing_subset_hint(first_line(exc))}"]) from None
+
+
+def _missing_subset_hint(message: str) -> str:
+    # datasets says "Config name is missing" and lists them: say which key of ours names one.
+    return message + " (name one with the source's `subset`)" if "Config name is missing" in message else message
 
 
 def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,

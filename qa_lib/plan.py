@@ -62,7 +62,8 @@ def source_fingerprint(source) -> str:
         from qa_lib.data import hub_dataset_revision
 
         content = f"hub:{source.path}@{hub_dataset_revision(source.path) or 'main'}"
-    return hash_json({"content": content, "split": source.split, "columns": source.columns, "limit": source.limit})
+    return hash_json({"content": content, "subset": source.subset, "split": source.split, "columns": source.columns,
+                      "limit": source.limit})
 
 
 def model_fingerprint(resolved: str) -> str:

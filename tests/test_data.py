@@ -120,6 +120,8 @@ def test_a_split_given_for_a_single_file_is_refused(tmp_path):
         for check in (check_source_exists, load_examples):
             with pytest.raises(DataError, match=r"split 'validation' given for a single file, which has no splits"):
                 check(source)
+        with pytest.raises(DataError, match=r"subset 'en' given for a single file, which has no subsets"):
+            check_source_exists(DataSource(path=str(path), subset="en"))
         check_source_exists(DataSource(path=str(path)))
 
 

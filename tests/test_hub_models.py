@@ -175,3 +175,52 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, mo
     assert len(data.load_examples(source)) == 7
     assert f"GET /api/datasets/org/squad-like/revision/{second}" in hub.requests
     assert source_fingerprint(source) == after  # asked again within the minute: the same commit
+
+
+_SUBSETS_CARD = """---
+configs:
+- config_name: first
+  data_files:
+  - split: validation
+    path: first/validation.jsonl
+- config_name: second
+  data_files:
+  - split: validation
+    path: second/validation.jsonl
+---
+"""
+
+
+def _dataset_with_subsets(folder):
+    (folder / "first").mkdir(parents=True)
+    (folder / "second").mkdir()
+    (folder / "first" / "validation.jsonl").write_text(_squad_rows(3))
+    (folder / "second" / "validation.jsonl").write_text(_squad_rows(6))
+    (folder / "README.md").write_text(_SUBSETS_CARD)
+    return folder
+
+
+def test_a_dataset_with_subsets_loads_the_one_named(hub, tmp_path, monkeypatch):
+    """Datasets such as google/xquad hold one subset per language; without `subset` there was no
+    way to name one, and datasets' "Config name is missing" did not say which key would."""
+    import datasets
+
+    from qa_lib import data
+    from qa_lib.config import DataSource
+    from qa_lib.errors import DataError
+    from qa_lib.plan import source_fingerprint
+
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    monkeypatch.setattr(data, "_revisions", {}, raising=False)
+    folder = _dataset_with_subsets(tmp_path / "xquad-like")
+    hub.put_dataset("org/xquad-like", folder)
+
+    for path in ("org/xquad-like", str(folder)):  # the Hub's copy, and the same files as a data folder
+        first = DataSource(path=path, subset="first", split="validation")
+        second = DataSource(path=path, subset="second", split="validation")
+        assert len(data.load_examples(first)) == 3 and len(data.load_examples(second)) == 6
+        assert source_fingerprint(first) != source_fingerprint(second)
+        with pytest.raises(DataError, match=r"Config name is missing.*\(name one with the source's `subset`\)"):
+            data.load_examples(DataSource(path=path, split="validation"))
