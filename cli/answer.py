@@ -20,8 +20,8 @@ def run(args) -> int:
         if one:
             raise ConfigError("answer: --questions answers a file; it takes no --question, --context or --context-file")
         return run_file(args)
-    if args.output is not None or args.column or args.dry_run:
-        option = "--output" if args.output is not None else "--column" if args.column else "--dry-run"
+    if args.output is not None or args.dry_run or source_options_given(args):
+        option = "--output" if args.output is not None else "--dry-run" if args.dry_run else source_options_given(args)
         raise ConfigError(f"answer: {option} goes with --questions (one answer is printed)")
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
@@ -60,6 +60,20 @@ def column_option(items: list[str], command: str) -> dict[str, str]:
     return columns
 
 
+def source_options_given(args) -> str | None:
+    """The first of --column, --split and --subset given, if any: they describe a data source."""
+    given = [name for name, value in (("--column", args.column), ("--split", args.split), ("--subset", args.subset))
+             if value]
+    return given[0] if given else None
+
+
+def data_source(path: str, args, command: str):
+    """The `DataSource` that `path` and the --column, --split and --subset options describe."""
+    from qa_lib.config import DataSource
+
+    return DataSource(path=path, columns=column_option(args.column, command), split=args.split, subset=args.subset)
+
+
 def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
@@ -74,13 +88,13 @@ def run_file(args) -> int:
 
     check_answer_options(args.top_k, args.max_answer_len)
     check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
-    columns = column_option(args.column, "answer")
+    source = data_source(args.questions, args, "answer")
     if args.output is not None:
         check_answers_output(args.output, keep=not args.dry_run)
     # A missing local folder is named before a long file is read; an s3:// model's download waits
     # until the file has passed.
     model_dir = None if args.model.startswith("s3://") else resolve_model(args.model)
-    examples = load_questions(args.questions, columns)
+    examples = load_questions(source)
     model_dir = model_dir or resolve_model(args.model)
     try:  # with the tokenizer alone: a question too long for the window is named before the weights load
         check_questions_fit(examples, load_tokenizer(model_dir), args.max_length)

@@ -46,6 +46,14 @@ DRY_RUN_HELP = ("run every check a run makes first (config, model, data sources,
                 "stop: nothing is trained")
 
 
+def source_options(parser: argparse.ArgumentParser, when: str) -> None:
+    """--split and --subset, for a command that reads a data folder or Hub dataset."""
+    parser.add_argument("--split", default=None, help=f"{when}a data folder's or Hub dataset's split (default: "
+                        "validation; a single file has none)")
+    parser.add_argument("--subset", default=None, help=f"{when}a data folder's or Hub dataset's subset, for one "
+                        "that has several (e.g. xquad.en)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not overwrite a --verbose given before it.
@@ -85,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a data file the pipeline reads or s3:// URI, answers not needed (default: eval_data)")
     pr.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                     help="with --questions: the file's name for one of our columns, e.g. --column question=query")
+    source_options(pr, "with --questions: ")
     pr.add_argument("--model", default=None, help="model folder, run folder, publish target (its champion) or s3:// "
                     "store model (default: the champion of publish_target if set, else config.model)")
     pr.add_argument("--output", "-o", metavar="PATH", default=None,
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                    help="for a flat data file: its name for one of our columns (id, context, question, answers, "
                         "answer_text, answer_start), e.g. --column id=qid; repeat for several")
+    source_options(s, "")
     # The official scripts' option names (-n, -t, -o) so that it drops into their place.
     s.add_argument("--na-prob-file", "-n", default=None, help="v2: JSON of question id -> null odds")
     s.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
@@ -143,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                    help="with --questions: the file's name for one of our columns (id, context, question, title), "
                         "e.g. --column question=query; repeat for several")
+    source_options(a, "with --questions: ")
     a.add_argument("--output", "-o", metavar="PATH",
                    help="with --questions: write the JSON here, a file or s3://bucket/key (default: stdout)")
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")

@@ -94,19 +94,18 @@ def predict(args) -> int:
     """The answer_qa flow: every question of a file answered as evaluation would (the config's windows
     and post-processing), its stages kept in the store, the answers saved whole."""
     from qa_lib.answer import default_answer_model, default_answers_output, questions_config
-    from qa_lib.config import DataSource
     from qa_lib.errors import ConfigError
     from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
     from qa_lib.progress import datasets_bars_off
     from qa_lib.store import open_store
 
-    from cli.answer import column_option
+    from cli.answer import data_source, source_options_given
 
     config = _load_config(args)
-    columns = column_option(args.column, "predict")
-    if columns and args.questions is None:
-        raise ConfigError("predict: --column goes with --questions (the config's eval_data has its own columns)")
-    questions = None if args.questions is None else DataSource(path=args.questions, columns=columns)
+    if args.questions is None and (option := source_options_given(args)):
+        own = {"--column": "columns"}.get(option, option[2:])
+        raise ConfigError(f"predict: {option} goes with --questions (the config's eval_data has its own {own})")
+    questions = None if args.questions is None else data_source(args.questions, args, "predict")
     answering = questions_config(config, questions)
     model = args.model or default_answer_model(answering)
     location = open_store(args.store).location

@@ -64,10 +64,10 @@ def _dataset(args, read) -> dict:
     `load_examples`, as one article of its examples, v2.0 when a question has no answer."""
     from qa_lib.text_files import COMPRESSIONS
 
-    from cli.answer import column_option
+    from cli.answer import data_source, source_options_given
 
     path = Path(args.data_file).expanduser()
-    columns = column_option(args.column, "score")
+    source = data_source(args.data_file, args, "score")
     plain = path.with_suffix("") if path.suffix in COMPRESSIONS else path
     if plain.suffix == ".json" or not path.exists():
         doc = read(args.data_file)
@@ -75,17 +75,17 @@ def _dataset(args, read) -> dict:
         official = not isinstance(doc, list) and not (
             isinstance(articles, list) and articles and isinstance(articles[0], dict) and "paragraphs" not in articles[0])
         if official:
-            if columns:
-                raise QAPipelineError(f"score: --column is for flat data files; {args.data_file} is official SQuAD JSON")
+            if option := source_options_given(args):
+                raise QAPipelineError(f"score: {option} is for other data files and folders; {args.data_file} is "
+                                      "official SQuAD JSON")
             return doc
     # Only here: datasets and the loaders take a second and a half to import, the official path 0.4 s.
-    from qa_lib.config import DataSource
     from qa_lib.data import load_examples
     from qa_lib.metrics import examples_as_dataset
     from qa_lib.progress import datasets_bars_off
 
     with datasets_bars_off():  # the scores are the output: the file's casting bars would only bury them
-        examples = load_examples(DataSource(path=args.data_file, columns=columns), default_split="validation")
+        examples = load_examples(source, default_split="validation")
     v2 = any(not answers["text"] for answers in examples["answers"])
     return {"version": "2.0" if v2 else "1.1", "data": examples_as_dataset(examples)}
 

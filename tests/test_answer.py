@@ -308,6 +308,19 @@ def test_answer_cli_answers_every_question_of_a_file_in_any_format(trained_tiny,
     assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "own.jsonl"), "--column", "id=qid",
                  "--column", "question = query", *window]) == 0
     assert json.loads(capsys.readouterr().out) == expected
+    # A data folder with a subset per half of the questions: --subset and --split name one.
+    folder = tmp_path / "subsets"
+    card = "---\nconfigs:\n"
+    for name, part in (("first", bare.iloc[:5]), ("second", bare.iloc[5:])):
+        (folder / name).mkdir(parents=True)
+        part.to_json(folder / name / "test.jsonl", orient="records", lines=True, force_ascii=False)
+        card += f"- config_name: {name}\n  data_files:\n  - split: test\n    path: {name}/test.jsonl\n"
+    (folder / "README.md").write_text(card + "---\n")
+    assert main(["answer", "--model", trained_tiny, "--questions", str(folder), "--subset", "second", "--split", "test",
+                 *window]) == 0
+    assert json.loads(capsys.readouterr().out) == {i: expected[i] for i in bare["id"][5:]}
+    assert main(["answer", "--model", trained_tiny, "--questions", str(tmp_path / "q.jsonl"), "--split", "test"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'q.jsonl'}: split 'test' given for a single file")
     # A sheet without ids: keyed by row number, from 0, in the file's order. Training data still
     # needs its ids (they are what scores are matched on).
     bare.drop(columns="id").to_csv(tmp_path / "noid.csv", index=False)
@@ -376,6 +389,8 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
               f"error: {tmp_path / 'ok.jsonl'}: column mapping names unknown target column(s): ['query']"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--column", "id=qid"],
               "error: answer: --column goes with --questions"),
+             (["--question", "Who won?", "--context", "The Broncos won.", "--subset", "en"],
+              "error: answer: --subset goes with --questions"),
              (["--questions", str(tmp_path / "none.jsonl"), "--batch-size", "0"], "error: batch_size (0) must be"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--batch-size", "0"],
               "error: batch_size (0) must be")]

@@ -166,6 +166,8 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
         (["score", str(full), str(full)], f"{full}: not an official SQuAD file"),
         (["score", str(DEV_V2), str(full), "-n", str(tmp_path / "none.json")], f"{tmp_path / 'none.json'}: file not found"),
         (["score", str(DEV_V2), str(broken)], f"{broken}: not valid JSON at line 1, column 7: Expecting value"),
+        (["score", str(DEV_V2), str(full), "--split", "validation"],
+         f"score: --split is for other data files and folders; {DEV_V2} is official SQuAD JSON"),
         # It was a FileNotFoundError, exit 1.
         (["score", str(DEV_V2), str(full), "-o", str(tmp_path / "no-dir" / "out.json")],
          f"--out-file {tmp_path / 'no-dir' / 'out.json'}: cannot write there: No such file or directory"),
