@@ -52,11 +52,11 @@ def check_source_exists(source: DataSource) -> None:
 
         object_fingerprint(path)
         check_cache_writable()  # where it will be downloaded
-        _check_no_split(source)
+        _check_whole_file(source)
         return
     local = source.local_path
     if local.is_file():
-        _check_no_split(source)
+        _check_whole_file(source)
     if local.exists():
         return
     if local.suffix in (*_FLAT_SUFFIXES, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
@@ -66,7 +66,7 @@ def check_source_exists(source: DataSource) -> None:
     _check_hub_reachable(path)
 
 
-def _check_no_split(source: DataSource) -> None:
+def _check_whole_file(source: DataSource) -> None:
     """A file is one split of one subset, read whole: a `split` or `subset` given for it would be
     ignored, and the run would train or score on data the config did not mean."""
     for key, value in (("split", source.split), ("subset", source.subset)):
@@ -101,7 +101,7 @@ def load_examples(source: DataSource | str, default_split: str = "train",
     else:
         local = source.local_path
     if local.is_file():
-        _check_no_split(source)
+        _check_whole_file(source)
         raw = _load_file(local)
     elif local.is_dir():
         raw = _load_folder(local, source.split or default_split, source.subset)

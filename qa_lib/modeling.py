@@ -79,7 +79,7 @@ def _hub_model(model: str) -> str:
 # A run resolves its model several times; the revision is asked for at most once a minute.
 _SNAPSHOT_TTL_S = 60.0
 _snapshots: dict[tuple[str, str], tuple[float, str]] = {}
-# Weights for other frameworks, exports and quantized copies: transformers' PyTorch loading reads none.
+# Config and tokenizer files a model may have (vocab.txt, merges.txt, spm.model...); weights are chosen apart.
 _MODEL_FILES = ("*.json", "*.txt", "*.model", "*.spm", "*.tiktoken")
 
 
