@@ -46,7 +46,9 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
         features = build_features(train_data, config, base)
         # Eval windows before training, too: one that cannot be built fails in seconds, not after it.
         eval_features = build_features(eval_data, config, base) if eval_data else None
-        trained = fine_tune(features, config)
+        # From the folder the keys were computed from: a Hub id resolved again could name a newer
+        # revision (one pushed since preflight) than the model key says.
+        trained = fine_tune(features, config.model_copy(update={"model": base}))
         metrics, predictions = evaluate_stages(config, eval_data, eval_features, trained) if eval_data else ({}, None)
 
         if run.store.remote:

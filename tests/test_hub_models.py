@@ -224,3 +224,38 @@ def test_a_dataset_with_subsets_loads_the_one_named(hub, tmp_path, monkeypatch):
         assert source_fingerprint(first) != source_fingerprint(second)
         with pytest.raises(DataError, match=r"Config name is missing.*\(name one with the source's `subset`\)"):
             data.load_examples(DataSource(path=path, split="validation"))
+
+
+def test_training_starts_from_the_revision_its_key_was_computed_from(hub, prefect_server, tiny_model, tmp_path,
+                                                                        monkeypatch):
+    """A revision pushed while the run loads its data (after preflight computed the model key from the
+    revision before it) must not be what fine-tune starts from: the model would not be what its key says."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    import tasks.data
+    from flows.train_qa import train_qa
+    from qa_lib import modeling
+    from tests.flow_helpers import tiny_config
+
+    hub.put_model("org/tiny", tiny_model)
+    wider = tmp_path / "wider"
+    shutil.copytree(tiny_model, wider)
+    config = BertConfig.from_pretrained(wider)
+    config.intermediate_size = 96  # a new revision whose architecture shows in the trained model
+    torch.manual_seed(1)
+    BertForQuestionAnswering(config).save_pretrained(wider)
+    real = tasks.data.load_examples
+
+    def push_then_load(*args, **kwargs):
+        if len(hub.repos["org/tiny"]["commits"]) == 1:
+            hub.put_model("org/tiny", wider)
+            modeling._snapshots.clear()  # as if a minute had passed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.data, "load_examples", push_then_load)
+    store = tmp_path / "store"
+    result = train_qa(config=tiny_config("org/tiny", tmp_path / "out", eval_data=None), store_root=str(store))
+    assert len(hub.repos["org/tiny"]["commits"]) == 2
+    assert result["base_model"] == "org/tiny"
+    assert BertConfig.from_pretrained(result["model_dir"]).intermediate_size == 64
