@@ -222,10 +222,10 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                     continue
                 answers = [] if qa.get("is_impossible") else qa.get("answers", [])
                 try:
-                    texts = [str(x["text"]) for x in answers]
+                    texts = [_text(x["text"]) for x in answers]
                     starts = [_start(x["answer_start"]) for x in answers]
                 except (KeyError, TypeError, ValueError):
-                    problems.append(f"{where}: each answer needs 'text' and an integer 'answer_start'")
+                    problems.append(f"{where}: each answer needs a 'text' string and an integer 'answer_start'")
                     continue
                 rows["id"].append(str(qa["id"]))
                 rows["title"].append(title)
@@ -368,6 +368,17 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             except (TypeError, ValueError):
                 raise _BadAnswers(f"{ex_id}: answer_start is not an integer") from None
     return out
+
+
+def _text(value: Any) -> str:
+    """An answer's text as written, or a whole number written without quotes (a year, a count) as its
+    digits. A null, a float or an object is malformed: str() of a null made "None", which was then
+    reported as a 4-character answer missing from its context."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError("answer text is not a string")
+    return value
 
 
 def _start(value: Any) -> int:

@@ -256,6 +256,23 @@ def test_squad_json_with_bad_answer_record(tmp_path):
         load_examples(str(path))
 
 
+def test_squad_json_answer_texts_that_are_not_text(tmp_path):
+    """A null answer text was read as the string "None" and reported as a 4-character answer the
+    context lacks; it is a malformed record. A whole number written without quotes is its digits."""
+    doc = json.loads(DEV_V1.read_text())
+    qas = doc["data"][0]["paragraphs"][0]["qas"]
+    qas[0]["answers"][0]["text"] = None
+    path = tmp_path / "null.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=f"{qas[0]['id']}: each answer needs a 'text' string and an integer"):
+        load_examples(str(path))
+    para = doc["data"][0]["paragraphs"][0]
+    para["context"] += " It drew 1990 fans."
+    qas[0]["answers"] = [{"text": 1990, "answer_start": para["context"].index("1990")}]
+    path.write_text(json.dumps(doc))
+    assert load_examples(str(path))[0]["answers"]["text"] == ["1990"]
+
+
 def test_flat_records_under_data(tmp_path, dev_v1_examples):
     """`{"data": [records]}`: flat records in one JSON document, not SQuAD's nested articles."""
     path = tmp_path / "records.json"
