@@ -259,3 +259,14 @@ def test_training_starts_from_the_revision_its_key_was_computed_from(hub, prefec
     assert len(hub.repos["org/tiny"]["commits"]) == 2
     assert result["base_model"] == "org/tiny"
     assert BertConfig.from_pretrained(result["model_dir"]).intermediate_size == 64
+
+
+def test_the_files_fetched_are_the_ones_transformers_reads():
+    from qa_lib.modeling import _files_to_fetch
+
+    both = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "vocab.txt",
+            "tokenizer.json", "onnx/model.onnx", "openvino/openvino_model.bin", "1_Pooling/config.json", "README.md"]
+    assert _files_to_fetch(both) == ["config.json", "model.safetensors", "vocab.txt", "tokenizer.json"]
+    sharded = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+               "pytorch_model.bin.index.json", "spm.model", "tf_model.h5"]
+    assert _files_to_fetch(sharded) == sharded[:-1]
