@@ -101,7 +101,10 @@ def _hub_snapshot(model: str) -> tuple[str | None, str | None]:
         if "config.json" not in files:
             raise ModelError(f"model {model!r}: the Hub repo has no config.json at its top level, so transformers "
                              "cannot load it")
-        snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files)
+        try:  # already fetched: no tree listing and no "Fetching N files" bar at every run
+            snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not (wholly) in the cache yet
+            snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files)
     except ModelError:
         raise
     except GatedRepoError:

@@ -75,6 +75,12 @@ def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, 
     got = QuestionAnswerer("org/tiny")("Who won?", "The Broncos won.")
     assert "The Broncos won."[got.start:got.end] == got.answer
 
+    # Resolved again later: one question to the Hub, which names the revision already fetched.
+    modeling._snapshots.clear()
+    asked = len(hub.requests)
+    assert modeling.resolve_model("org/tiny") == resolved
+    assert hub.requests[asked:] == ["GET /api/models/org/tiny"]
+
     second = hub.put_model("org/tiny", _next_revision(tiny_model, tmp_path))
     # Asked again at most once a minute, so one run does not see two revisions in quick succession...
     assert modeling.resolve_model("org/tiny") == resolved
