@@ -118,9 +118,11 @@ def _hub_snapshot(model: str) -> tuple[str | None, str | None]:
         if status in (401, 403, 404):
             raise ModelError(f"model {model!r}: the Hub refused it (HTTP {status}: {first_line(exc, 120)})") from None
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"
-    except OSError as exc:  # a connection lost mid-download; a full disk is not the Hub's fault
+    except OSError as exc:  # a connection lost mid-download, or a cache it cannot be written into
         if getattr(exc, "errno", None) is not None:
-            raise
+            raise ModelError(f"model {model!r}: cannot download it into the Hugging Face cache "
+                             f"{constants.HF_HUB_CACHE} ({exc.strerror}); set HF_HOME or HF_HUB_CACHE to a "
+                             "writable folder with room for it") from None
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"
     except Exception as exc:  # noqa: BLE001 - httpx's timeouts and protocol errors
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"

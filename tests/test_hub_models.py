@@ -109,7 +109,20 @@ def test_a_hub_model_the_hub_cannot_give_is_one_error_or_the_cached_copy(hub, ti
     with pytest.raises(ModelError, match=r"^model 'org/gguf': the Hub repo has no config.json at its top level"):
         modeling.resolve_model("org/gguf")
 
+    from huggingface_hub import constants
+
     sha = hub.put_model("org/tiny", tiny_model)
+    # A cache it cannot write into (read-only in hardened pods, full, or as here not a folder).
+    writable = constants.HF_HUB_CACHE
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    constants.HF_HUB_CACHE = str(blocker / "hub")
+    try:
+        with pytest.raises(ModelError, match=rf"^model 'org/tiny': cannot download it into the Hugging Face cache "
+                                             rf"{blocker / 'hub'} \(Not a directory\); set HF_HOME or HF_HUB_CACHE"):
+            modeling.resolve_model("org/tiny")
+    finally:
+        constants.HF_HUB_CACHE = writable
     cached = modeling.resolve_model("org/tiny")
     modeling._snapshots.clear()
     hub.fail_next = [503]  # the Hub is there but failing: the copy in the cache serves
