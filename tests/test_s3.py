@@ -13,6 +13,7 @@ import time
 import boto3
 import pytest
 
+from qa_lib.errors import DataError
 from qa_lib.publish.local import PointerChanged
 from qa_lib.publish.run import publish_run
 from qa_lib.publish.s3_target import S3Target
@@ -191,6 +192,9 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     from qa_lib.data import check_source_exists
 
     check_source_exists(DataSource(path=f"s3://{bucket}/data/dev.json"))
+    for check in (check_source_exists, load_examples):  # an object is a file: one split, read whole
+        with pytest.raises(DataError, match=r"split 'validation' given for a single file"):
+            check(DataSource(path=f"s3://{bucket}/data/dev.json", split="validation"))
     for check in (load_examples, lambda uri: check_source_exists(DataSource(path=uri))):
         with pytest.raises(StorageError, match=f"s3://{bucket}/data/nope.json: no such object in bucket {bucket}$"):
             check(f"s3://{bucket}/data/nope.json")
