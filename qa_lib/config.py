@@ -77,6 +77,10 @@ def _valued_fields_required(schema: dict[str, Any], model: type[BaseModel]) -> N
     schema["required"] = sorted({*schema.get("required", []), *valued})
 
 
+# Data sources, which may be written as their path alone (`PipelineConfig._path_alone`).
+_SOURCE_FIELDS = ("train_data", "eval_data")
+
+
 class PipelineConfig(_Strict):
     model_config = ConfigDict(json_schema_extra=_valued_fields_required)
 
@@ -170,7 +174,7 @@ class PipelineConfig(_Strict):
         "token from HF_TOKEN or the Prefect Secret block 'hf-token', checked before training.")
     hub_private: bool = Field(True, description="Create the Hub repo as private if it does not exist yet.")
 
-    @field_validator("train_data", "eval_data", mode="before")
+    @field_validator(*_SOURCE_FIELDS, mode="before")
     @classmethod
     def _path_alone(cls, value: Any) -> Any:
         # `eval_data: data/dev.json` names the file as plainly as a user writes it; it was refused
@@ -286,7 +290,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
         key, value = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
+            if depth == 0 and part in _SOURCE_FIELDS and (node.get(part) is None or isinstance(node[part], str)):
+                # `eval_data: dev.json` (the path alone) then `eval_data.split=...`: open it up.
+                node[part] = {} if node.get(part) is None else {"path": node[part]}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")

@@ -178,3 +178,11 @@ def test_a_data_source_given_as_its_path_alone(tmp_path):
     assert swapped.eval_data.path == str(DEV_V2)
     with pytest.raises(ConfigError, match="train_data"):
         PipelineConfig.from_yaml(tmp_path / "long.yaml", ["train_data=12"])
+    # A path alone, then one of the source's other keys: it was "eval_data is not a mapping".
+    limited = PipelineConfig.from_yaml(tmp_path / "short.yaml", ["eval_data.limit=5"])
+    assert limited.eval_data.path == str(DEV_V1) and limited.eval_data.limit == 5
+    swapped = PipelineConfig.from_yaml(tmp_path / "long.yaml", [f"eval_data={DEV_V2}", "eval_data.limit=5"])
+    assert swapped.eval_data.path == str(DEV_V2) and swapped.eval_data.limit == 5
+    (tmp_path / "empty.yaml").write_text(f"train_data: {TRAIN_V1}\neval_data:\n")
+    named = PipelineConfig.from_yaml(tmp_path / "empty.yaml", [f"eval_data.path={DEV_V2}"])
+    assert named.eval_data.path == str(DEV_V2)
