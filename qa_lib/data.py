@@ -13,6 +13,7 @@ Every source becomes one `datasets.Dataset` with the SQuAD columns
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import datasets
 from qa_lib.config import DataSource
 from qa_lib.errors import DataError, first_line
 from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, read_utf8, unpacked
+
+_log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "title", "context", "question", "answers")
 
@@ -201,7 +204,7 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
         except Exception as exc:  # noqa: BLE001 - mixed record shapes
             raise DataError(str(path), [f"cannot read the records under 'data': {_reader_error(exc)}"]) from None
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-    problems = []
+    problems, flagged = [], []
     for a, article in enumerate(doc["data"]):
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
             problems.append(f"data[{a}]: an article needs a 'paragraphs' list")
@@ -220,7 +223,11 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                 if "id" not in qa or "question" not in qa:
                     problems.append(f"{where}: missing 'id' or 'question'")
                     continue
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                # The official v2.0 script, like datasets' squad_v2, decides by `answers` alone, so the
+                # pipeline's scores match its own; a flag that says otherwise is only reported.
+                answers = qa.get("answers", [])
+                if qa.get("is_impossible") and answers:
+                    flagged.append(str(where))
                 try:
                     texts = [_text(x["text"]) for x in answers]
                     starts = [_start(x["answer_start"]) for x in answers]
@@ -234,6 +241,9 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                 rows["answers"].append({"text": texts, "answer_start": starts})
     if problems:
         raise DataError(str(path), problems)
+    if flagged:
+        _log.warning("%s: %d question(s) marked is_impossible have answers (the first: %s); they are read as "
+                     "answerable, as the official v2.0 script scores them", path, len(flagged), flagged[0])
     return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 

@@ -273,6 +273,26 @@ def test_squad_json_answer_texts_that_are_not_text(tmp_path):
     assert load_examples(str(path))[0]["answers"]["text"] == ["1990"]
 
 
+def test_a_question_flagged_impossible_that_has_answers_is_read_as_the_official_script_scores_it(tmp_path, caplog):
+    """The official v2.0 script ignores `is_impossible` and decides by `answers`; the reader dropped
+    the answers of a flagged question, so the pipeline's metrics and `score` on the same file differed."""
+    from qa_lib.metrics import score, squad_v2
+
+    doc = json.loads(DEV_V2.read_text())
+    flagged = [qa for p in doc["data"][0]["paragraphs"] for qa in p["qas"] if qa.get("is_impossible")][:3]
+    for qa in flagged:  # a malformed export: the plausible answers written as the answers
+        qa["answers"] = qa["plausible_answers"]
+    path = tmp_path / "flagged.json"
+    path.write_text(json.dumps(doc))
+    examples = load_examples(str(path))
+    by_id = dict(zip(examples["id"], examples["answers"]))
+    assert [by_id[qa["id"]]["text"] for qa in flagged] == [[a["text"] for a in qa["answers"]] for qa in flagged]
+    assert f"3 question(s) marked is_impossible have answers (the first: {flagged[0]['id']})" in caplog.text
+    predictions = {eid: (answers["text"][0] if i % 2 and answers["text"] else "") for i, (eid, answers)
+                   in enumerate(by_id.items())}
+    assert score(examples, predictions, version_2_with_negative=True) == squad_v2(doc["data"], predictions)
+
+
 def test_flat_records_under_data(tmp_path, dev_v1_examples):
     """`{"data": [records]}`: flat records in one JSON document, not SQuAD's nested articles."""
     path = tmp_path / "records.json"
