@@ -48,7 +48,7 @@ class DataSource(_Strict):
     """
 
     path: str = Field(description="SQuAD JSON, JSONL/CSV/Parquet file (also .gz/.bz2/.xz), dataset folder, Hub dataset name "
-                      "(squad, squad_v2) or s3://bucket/key.")
+                      "(squad, squad_v2; name@revision pins a branch, tag or commit) or s3://bucket/key.")
     split: str | None = Field(None, description="Split of a Hub/folder dataset (default: train or validation); "
                                                 "a single file has none and refuses one.")
     subset: str | None = Field(None, description="Subset (configuration) of a Hub or folder dataset that has "

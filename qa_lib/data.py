@@ -270,35 +270,37 @@ _REVISION_TTL_S = 60.0
 _revisions: dict[tuple[str, str], tuple[float, str]] = {}
 
 
-def hub_dataset_revision(name: str) -> str | None:
-    """The commit the Hub's dataset `name` is at now, which both keys the data stage and is what
+def hub_dataset_revision(path: str) -> str | None:
+    """The commit the Hub's dataset `path` (`name`, or `name@revision` for a branch, tag or commit
+    rather than the default branch's head) is at now, which both keys the data stage and is what
     `load_examples` loads, so a dataset updated on the Hub is loaded again rather than served from
-    the stage built from the old commit. None without the Hub (offline, the cache's copy is read)
-    or when the Hub does not say (the loader then reports what is wrong)."""
+    the stage built from the old commit. Without the Hub (offline, the cache's copy is read), or when
+    the Hub does not say, the revision named, if any (the loader then reports what is wrong)."""
     import time
 
     from huggingface_hub import HfApi, constants
 
     from qa_lib.hub_reach import why_hub_unreachable
 
+    name, _, revision = path.partition("@")
     if datasets.config.HF_HUB_OFFLINE or why_hub_unreachable() is not None:
-        return None
+        return revision or None
     now = time.monotonic()
-    if (seen := _revisions.get((constants.ENDPOINT, name))) is not None and now - seen[0] < _REVISION_TTL_S:
+    if (seen := _revisions.get((constants.ENDPOINT, path))) is not None and now - seen[0] < _REVISION_TTL_S:
         return seen[1]
     try:
-        sha = HfApi().dataset_info(name).sha
+        sha = HfApi().dataset_info(name, revision=revision or None).sha
     except Exception:  # noqa: BLE001 - unknown, gated or failing: load_dataset's own message names it
-        return None
-    _revisions[(constants.ENDPOINT, name)] = (now, sha)
+        return revision or None
+    _revisions[(constants.ENDPOINT, path)] = (now, sha)
     return sha
 
 
-def _load_hub(name: str, split: str, subset: str | None = None) -> datasets.Dataset:
+def _load_hub(path: str, split: str, subset: str | None = None) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(name, subset, split=split, revision=hub_dataset_revision(name))
+        return datasets.load_dataset(path.partition("@")[0], subset, split=split, revision=hub_dataset_revision(path))
     except Exception as exc:  # noqa: BLE001
-        raise DataError(name, [f"cannot load Hub dataset (offline or unknown name?): "
+        raise DataError(path, [f"cannot load Hub dataset (offline or unknown name?): "
                                f"{_missing_subset_hint(first_line(exc))}"]) from None
 
 

@@ -61,7 +61,8 @@ def source_fingerprint(source) -> str:
     else:
         from qa_lib.data import hub_dataset_revision
 
-        content = f"hub:{source.path}@{hub_dataset_revision(source.path) or 'main'}"
+        # By name and commit: the same commit named by a tag or by its id is the same data.
+        content = f"hub:{source.path.partition('@')[0]}@{hub_dataset_revision(source.path) or 'main'}"
     return hash_json({"content": content, "subset": source.subset, "split": source.split, "columns": source.columns,
                       "limit": source.limit})
 

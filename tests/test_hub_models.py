@@ -195,6 +195,7 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, mo
 
     from qa_lib import data
     from qa_lib.config import DataSource
+    from qa_lib.errors import DataError
     from qa_lib.plan import source_fingerprint
 
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
@@ -220,6 +221,14 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, mo
     assert len(data.load_examples(source)) == 7
     assert f"GET /api/datasets/org/squad-like/revision/{second}" in hub.requests
     assert source_fingerprint(source) == after  # asked again within the minute: the same commit
+
+    # Pinned: `name@revision` keeps the first commit's rows while the repo moves on.
+    hub.tag("datasets/org/squad-like", "v1", first)
+    pinned = DataSource(path="org/squad-like@v1", split="validation")
+    assert len(data.load_examples(pinned)) == 5
+    assert source_fingerprint(pinned) == before  # the same commit, named by its tag
+    with pytest.raises(DataError, match=r"^org/squad-like@v9: cannot load Hub dataset .*v9"):
+        data.load_examples(DataSource(path="org/squad-like@v9", split="validation"))
 
 
 _SUBSETS_CARD = """---
