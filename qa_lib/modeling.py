@@ -53,8 +53,9 @@ def resolve_model(model: str) -> str:
 
 
 def _hub_model(model: str, name: str | None = None, revision: str | None = None) -> str:
-    """A Hub id as a local folder: its current revision's snapshot while the Hub answers; without the
-    Hub (unreachable, down, or HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError.
+    """A Hub id as a local folder: the snapshot of the commit the Hub names for it now (its default
+    branch's head, or `revision`) while the Hub answers; without the Hub (unreachable, down, or
+    HF_HUB_OFFLINE set) the Hugging Face cache's copy, else a ModelError.
 
     A folder, not the id: a stage's key is its model files' content (`plan.model_fingerprint`), so a
     new commit to the repo retrains and re-predicts instead of reusing stages built from the old
