@@ -20,8 +20,7 @@ def run(args) -> int:
         if one:
             raise ConfigError("answer: --questions answers a file; it takes no --question, --context or --context-file")
         return run_file(args)
-    if args.output is not None or args.dry_run or source_options_given(args):
-        option = "--output" if args.output is not None else "--dry-run" if args.dry_run else source_options_given(args)
+    if option := "--output" if args.output is not None else "--dry-run" if args.dry_run else source_options_given(args):
         raise ConfigError(f"answer: {option} goes with --questions (one answer is printed)")
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")

@@ -53,9 +53,9 @@ def check_source_exists(source: DataSource) -> None:
     if path.startswith("s3://"):
         from qa_lib.s3 import check_cache_writable, object_fingerprint
 
+        _check_whole_file(source)  # an object is one file: refused before S3 is asked
         object_fingerprint(path)
         check_cache_writable()  # where it will be downloaded
-        _check_whole_file(source)
         return
     local = source.local_path
     if local.is_file():
@@ -100,11 +100,13 @@ def load_examples(source: DataSource | str, default_split: str = "train",
     if path.startswith("s3://"):
         from qa_lib.s3 import download_source
 
+        _check_whole_file(source)  # an object is one file: refused before it is downloaded
         local = download_source(path)
     else:
         local = source.local_path
+        if local.is_file():
+            _check_whole_file(source)
     if local.is_file():
-        _check_whole_file(source)
         raw = _load_file(local)
     elif local.is_dir():
         raw = _load_folder(local, source.split or default_split, source.subset)
@@ -265,8 +267,7 @@ def _load_folder(path: Path, split: str, subset: str | None = None) -> datasets.
     return loaded
 
 
-# A run names its Hub dataset's revision for its key and again to load it: asked once a minute.
-_REVISION_TTL_S = 60.0
+# Each Hub dataset's commit, as `hub_reach.remember` keeps it: named for the key and again to load it.
 _revisions: dict[tuple[str, str], tuple[float, str]] = {}
 
 
@@ -276,23 +277,20 @@ def hub_dataset_revision(path: str) -> str | None:
     `load_examples` loads, so a dataset updated on the Hub is loaded again rather than served from
     the stage built from the old commit. Without the Hub (offline, the cache's copy is read), or when
     the Hub does not say, the revision named, if any (the loader then reports what is wrong)."""
-    import time
+    from huggingface_hub import HfApi
 
-    from huggingface_hub import HfApi, constants
-
-    from qa_lib.hub_reach import why_hub_unreachable
+    from qa_lib.hub_reach import recalled, remember, why_hub_unreachable
 
     name, _, revision = path.partition("@")
     if datasets.config.HF_HUB_OFFLINE or why_hub_unreachable() is not None:
         return revision or None
-    now = time.monotonic()
-    if (seen := _revisions.get((constants.ENDPOINT, path))) is not None and now - seen[0] < _REVISION_TTL_S:
-        return seen[1]
+    if (known := recalled(_revisions, path)) is not None:
+        return known
     try:
         sha = HfApi().dataset_info(name, revision=revision or None).sha
     except Exception:  # noqa: BLE001 - unknown, gated or failing: load_dataset's own message names it
         return revision or None
-    _revisions[(constants.ENDPOINT, path)] = (now, sha)
+    remember(_revisions, path, sha)
     return sha
 
 

@@ -81,8 +81,7 @@ def _hub_model(model: str, name: str | None = None, revision: str | None = None)
     return cached
 
 
-# A run resolves its model several times; the revision is asked for at most once a minute.
-_SNAPSHOT_TTL_S = 60.0
+# Each model's snapshot, as `hub_reach.remember` keeps it: the revision is asked for once a minute.
 _snapshots: dict[tuple[str, str], tuple[float, str]] = {}
 # Config and tokenizer files a model may have (vocab.txt, merges.txt, spm.model...); weights are chosen apart.
 _MODEL_FILES = ("*.json", "*.txt", "*.model", "*.spm", "*.tiktoken")
@@ -93,14 +92,13 @@ def _hub_snapshot(model: str, name: str, revision: str | None) -> tuple[str | No
     default branch), None), downloading what is missing of the files transformers loads; or (None,
     why) when the Hub fails to answer for it. A model or revision the Hub does not have, or will not
     give without a token, is a ModelError naming `model` as the user wrote it."""
-    import time
-
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    now = time.monotonic()
-    if (seen := _snapshots.get((constants.ENDPOINT, model))) is not None and now - seen[0] < _SNAPSHOT_TTL_S:
-        return seen[1], None
+    from qa_lib.hub_reach import recalled, remember
+
+    if (known := recalled(_snapshots, model)) is not None:
+        return known, None
     try:
         info = HfApi().model_info(name, revision=revision)
         files = _files_to_fetch([s.rfilename for s in info.siblings or []])
@@ -137,7 +135,7 @@ def _hub_snapshot(model: str, name: str, revision: str | None) -> tuple[str | No
         return None, f"the Hub failed to give it ({first_line(exc, 120)})"
     if revision != info.sha:
         _remember_as(snapshot, revision or "main", info.sha)
-    _snapshots[(constants.ENDPOINT, model)] = (now, snapshot)
+    remember(_snapshots, model, snapshot)
     return snapshot, None
 
 
