@@ -271,17 +271,22 @@ def _load_folder(path: Path, split: str, subset: str | None = None) -> datasets.
 _revisions: dict[tuple[str, str], tuple[float, str]] = {}
 
 
-def hub_dataset_revision(path: str) -> str | None:
-    """The commit the Hub's dataset `path` (`name`, or `name@revision` for a branch, tag or commit
-    rather than the default branch's head) is at now, which both keys the data stage and is what
-    `load_examples` loads, so a dataset updated on the Hub is loaded again rather than served from
-    the stage built from the old commit. Without the Hub (offline, the cache's copy is read), or when
-    the Hub does not say, the revision named, if any (the loader then reports what is wrong)."""
+def hub_dataset_ref(path: str) -> tuple[str, str | None]:
+    """The name and the commit of the Hub's dataset `path` (`name`, or `name@revision` for a branch,
+    tag or commit rather than the default branch's head). The commit is the one it is at now, which
+    both keys the data stage and is what `load_examples` loads, so a dataset updated on the Hub is
+    loaded again rather than served from the stage built from the old commit. Without the Hub
+    (offline, the cache's copy is read), or when the Hub does not say, the revision named, if any
+    (the loader then reports what is wrong)."""
+    name, _, revision = path.partition("@")
+    return name, _hub_dataset_commit(path, name, revision)
+
+
+def _hub_dataset_commit(path: str, name: str, revision: str) -> str | None:
     from huggingface_hub import HfApi
 
     from qa_lib.hub_reach import recalled, remember, why_hub_unreachable
 
-    name, _, revision = path.partition("@")
     if datasets.config.HF_HUB_OFFLINE or why_hub_unreachable() is not None:
         return revision or None
     if (known := recalled(_revisions, path)) is not None:
@@ -296,7 +301,8 @@ def hub_dataset_revision(path: str) -> str | None:
 
 def _load_hub(path: str, split: str, subset: str | None = None) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(path.partition("@")[0], subset, split=split, revision=hub_dataset_revision(path))
+        name, revision = hub_dataset_ref(path)
+        return datasets.load_dataset(name, subset, split=split, revision=revision)
     except Exception as exc:  # noqa: BLE001
         raise DataError(path, [f"cannot load Hub dataset (offline or unknown name?): "
                                f"{_missing_subset_hint(first_line(exc))}"]) from None

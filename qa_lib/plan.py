@@ -59,10 +59,11 @@ def source_fingerprint(source) -> str:
     elif path.is_dir():
         content = folder_fingerprint(path)
     else:
-        from qa_lib.data import hub_dataset_revision
+        from qa_lib.data import hub_dataset_ref
 
         # By name and commit: the same commit named by a tag or by its id is the same data.
-        content = f"hub:{source.path.partition('@')[0]}@{hub_dataset_revision(source.path) or 'main'}"
+        name, commit = hub_dataset_ref(source.path)
+        content = f"hub:{name}@{commit or 'main'}"
     return hash_json({"content": content, "subset": source.subset, "split": source.split, "columns": source.columns,
                       "limit": source.limit})
 
