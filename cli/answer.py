@@ -77,19 +77,19 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
     output (a file, or an `s3://` object) is written whole or not at all."""
-    from qa_lib.answer import (QuestionAnswerer, answer_all, check_answer_options, check_answers_output,
-                               check_run_options, save_answers)
+    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options
     from qa_lib.data import load_questions
     from qa_lib.errors import DataError
     from qa_lib.features import check_questions_fit
     from qa_lib.modeling import load_tokenizer, resolve_model
+    from qa_lib.outputs import check_output, save_output
     from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
     check_answer_options(args.top_k, args.max_answer_len)
     check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
     source = data_source(args.questions, args, "answer")
     if args.output is not None:
-        check_answers_output(args.output, keep=not args.dry_run)
+        check_output(args.output, "answers", keep=not args.dry_run)
     # A missing local folder is named before a long file is read; an s3:// model's download waits
     # until the file has passed.
     model_dir = None if args.model.startswith("s3://") else resolve_model(args.model)
@@ -119,7 +119,7 @@ def run_file(args) -> int:
     if args.output is None:
         print_json(answers, indent=1)
         return 0
-    save_answers(args.output, json.dumps(answers, ensure_ascii=False, indent=1))
+    save_output(args.output, json.dumps(answers, ensure_ascii=False, indent=1))
     print(f"{len(answers):,} answers written to {args.output}", file=sys.stderr)
     return 0
 

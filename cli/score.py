@@ -18,7 +18,7 @@ def run(args) -> int:
     def read(path: str):
         # Official files travel compressed too (dev-v2.0.json.gz): read as the file inside.
         try:
-            with unpacked(Path(path)) as plain:
+            with unpacked(_local(path)) as plain:
                 return json.loads(read_utf8(plain))
         except FileNotFoundError:
             raise QAPipelineError(f"{path}: file not found") from None
@@ -28,6 +28,10 @@ def run(args) -> int:
             raise QAPipelineError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
                                   f"{exc.msg}") from None
 
+    if args.out_file:  # before the files are read: the official script wrote nowhere after scoring
+        from qa_lib.outputs import check_output
+
+        check_output(args.out_file, "scores")
     doc, preds = _dataset(args, read), read(args.pred_file)
     na_probs = read(args.na_prob_file) if args.na_prob_file else None
     _check_inputs(args, doc, preds, na_probs)
@@ -45,31 +49,38 @@ def run(args) -> int:
     except (KeyError, TypeError) as exc:
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file ({type(exc).__name__}: {exc})") from None
     if args.out_file:
-        from qa_lib.errors import ConfigError
-        from qa_lib.folders import write_text_whole
+        from qa_lib.outputs import save_output
 
-        try:  # a full disk is write_text_whole's StorageError, naming --out-file
-            write_text_whole(Path(args.out_file).expanduser(), json.dumps(out), f"--out-file {args.out_file}")
-        except OSError as exc:
-            raise ConfigError(f"--out-file {args.out_file}: cannot write there: {exc.strerror or exc}") from None
+        save_output(args.out_file, json.dumps(out))
     else:
         # The official scripts print v2.0 results indented and v1.1 results on one line.
         print(json.dumps(out, indent=2) if v2 else json.dumps(out))
     return 0
 
 
+def _local(path: str) -> Path:
+    """A local file's path; an `s3://` object's copy in this worker's cache (where `answer --output`
+    and a run's eval data may live), or one `StorageError` naming the object."""
+    if path.startswith("s3://"):
+        from qa_lib.s3 import download_source
+
+        return download_source(path)
+    return Path(path).expanduser()
+
+
 def _dataset(args, read) -> dict:
     """The data file as the official scripts read it: an official SQuAD JSON file as it is; any other
-    data file the pipeline reads (JSONL, CSV, Parquet, flat JSON records, a dataset folder) through
-    `load_examples`, as one article of its examples, v2.0 when a question has no answer."""
+    data file the pipeline reads (JSONL, CSV, Parquet, flat JSON records, a dataset folder, a Hub
+    dataset) through `load_examples`, as one article of its examples, v2.0 when a question has no
+    answer. An `s3://` object is either, downloaded once into this worker's cache."""
     from qa_lib.text_files import COMPRESSIONS
 
     from cli.answer import data_source, source_options_given
 
-    path = Path(args.data_file).expanduser()
     source = data_source(args.data_file, args, "score")
+    path = _local(args.data_file)
     plain = path.with_suffix("") if path.suffix in COMPRESSIONS else path
-    if plain.suffix == ".json" or not path.exists():
+    if plain.suffix == ".json" or (not path.exists() and plain.suffix in (".jsonl", ".csv", ".parquet")):
         doc = read(args.data_file)
         articles = doc.get("data") if isinstance(doc, dict) else None
         official = not isinstance(doc, list) and not (

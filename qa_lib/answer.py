@@ -16,7 +16,7 @@ import numpy as np
 
 from qa_lib.batching import Padding
 from qa_lib.config import MAX_ANSWER_LEN, DataSource, PipelineConfig
-from qa_lib.errors import ConfigError, DataError, StorageError
+from qa_lib.errors import ConfigError, DataError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
@@ -187,35 +187,6 @@ def answer(model: str, question: str | list[str], context: str | list[str], top_
                           precision=precision)
     return qa(question, context, top_k=top_k, max_answer_len=max_answer_len,
               handle_impossible_answer=handle_impossible_answer, progress=progress)
-
-
-def check_answers_output(output: str, keep: bool = True) -> None:
-    """Fail before any work when the answers could not be saved to `output` (a file path, or an
-    `s3://bucket/key` object): a folder there, a parent that cannot be made or written, a bucket
-    that is missing or refuses writes. `keep=False` removes the folders a local check made."""
-    from qa_lib import s3
-    from qa_lib.folders import write_problem
-
-    if output.startswith("s3://"):
-        s3.object_key(output)
-        s3.S3Prefix(output.rsplit("/", 1)[0]).check_writable("the answers could not be saved")
-        return
-    path = Path(output).expanduser()
-    if path.is_dir():
-        raise StorageError(f"{output}: a folder; give the answers file's name (e.g. {Path(output) / 'answers.json'})")
-    if problem := write_problem(path.parent, keep=keep):
-        raise StorageError(f"{output}: cannot write here ({problem})")
-
-
-def save_answers(output: str, text: str) -> None:
-    """`text` written whole to `output` (a file, or an `s3://` object in one PUT), or not at all."""
-    from qa_lib import s3
-    from qa_lib.folders import write_text_whole
-
-    if output.startswith("s3://"):
-        s3.put_text(output, text)
-    else:
-        write_text_whole(Path(output).expanduser(), text, output)
 
 
 def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,

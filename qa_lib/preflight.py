@@ -52,7 +52,7 @@ def check_answer_run(config: PipelineConfig, model: str, output: str, store: str
     """What answering `config.eval_data`'s questions checks first: a champion to answer with, when
     the model is one; then `check_run`'s evaluation checks (a trained head, windows, precision, the
     output folder, the questions' source, the store) and the answers' output."""
-    from qa_lib.answer import check_answers_output
+    from qa_lib.outputs import check_output
     from qa_lib.publish.run import champion_reference, open_target
 
     if config.publish_target and model == champion_reference(config.publish_target):
@@ -60,7 +60,7 @@ def check_answer_run(config: PipelineConfig, model: str, output: str, store: str
             raise ConfigError(f"no champion in {config.publish_target} yet (retrain promotes one): name a model "
                               "to answer with")
     check_run(config, training=False, model=model, store=store)
-    check_answers_output(output)
+    check_output(output, "answers")
 
 
 def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozenset(),

@@ -6,7 +6,7 @@ import json
 
 from prefect import task
 
-from qa_lib.answer import save_answers as save_text
+from qa_lib.outputs import save_output
 from qa_lib.store import open_store
 from tasks.policy import RETRY, retry_unless_deterministic
 from tasks.stage import fetch
@@ -17,7 +17,7 @@ def save_answers(store: str, predictions: dict, output: str) -> dict:
     """The post-processed answers (the official predictions format: id → answer text, "" for no
     answer) copied whole to `output`, a file or an `s3://` object; a retry rewrites it whole."""
     text = (fetch(open_store(store), predictions) / "predictions.json").read_text(encoding="utf-8")
-    save_text(output, text)
+    save_output(output, text)
     answers = json.loads(text)
     return {"output": output, "answers": len(answers), "no_answer": sum(1 for a in answers.values() if not a),
             "sample": dict(list(answers.items())[:10])}

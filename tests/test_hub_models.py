@@ -189,7 +189,7 @@ def _squad_rows(n: int) -> str:
     return "\n".join(json.dumps(r) for r in rows[:n]) + "\n"
 
 
-def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, monkeypatch):
+def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, monkeypatch, capsys):
     """A Hub dataset was keyed `hub:<name>:main`: data updated on the Hub kept the old stages."""
     import datasets
 
@@ -229,6 +229,18 @@ def test_a_hub_dataset_is_keyed_by_its_commit_and_loaded_at_it(hub, tmp_path, mo
     assert source_fingerprint(pinned) == before  # the same commit, named by its tag
     with pytest.raises(DataError, match=r"^org/squad-like@v9: cannot load Hub dataset .*v9"):
         data.load_examples(DataSource(path="org/squad-like@v9", split="validation"))
+
+    # `score` reads a Hub dataset as the pipeline does (it said "file not found"): the first
+    # commit's 5 questions, 2 of them answered right.
+    import json
+
+    from cli.main import main
+
+    rows = [json.loads(line) for line in _squad_rows(5).splitlines()]
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({r["id"]: r["answers"]["text"][0] if i < 2 else "" for i, r in enumerate(rows)}))
+    assert main(["score", "org/squad-like@v1", str(preds)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"exact_match": 40.0, "f1": 40.0}
 
 
 _SUBSETS_CARD = """---

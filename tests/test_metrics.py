@@ -168,9 +168,9 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
         (["score", str(DEV_V2), str(broken)], f"{broken}: not valid JSON at line 1, column 7: Expecting value"),
         (["score", str(DEV_V2), str(full), "--split", "validation"],
          f"score: --split is for other data files and folders; {DEV_V2} is official SQuAD JSON"),
-        # It was a FileNotFoundError, exit 1.
-        (["score", str(DEV_V2), str(full), "-o", str(tmp_path / "no-dir" / "out.json")],
-         f"--out-file {tmp_path / 'no-dir' / 'out.json'}: cannot write there: No such file or directory"),
+        # It was a FileNotFoundError, exit 1; now it is named before the files are read.
+        (["score", str(DEV_V2), str(tmp_path / "none.json"), "-o", str(full / "out.json")],
+         f"{full / 'out.json'}: cannot write here (File exists)"),
     ]
     for argv, message in cases:
         assert main(argv) == 2

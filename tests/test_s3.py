@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -310,6 +311,52 @@ def test_answer_writes_its_answers_to_an_s3_object(moto, bucket, tiny_model, mon
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
         assert "testing-secret-value" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
+
+
+def test_score_reads_its_files_from_s3(moto, bucket, monkeypatch, tmp_path, capsys):
+    """`answer -o s3://...` writes answers where a fleet keeps them, and eval data may live in a
+    bucket: `score` reads either from S3 (it said "file not found"), with the numbers it prints for
+    the same local files; a missing object, or a split given for one, is one line naming it."""
+    from cli.main import main
+
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache"))
+    doc = json.loads(DEV_V1.read_text())
+    qas = [(p["context"], q) for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds = {q["id"]: q["answers"][0]["text"] if i % 3 else q["question"].split()[-1] for i, (_, q) in enumerate(qas)}
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps({
+        "id": q["id"], "context": c, "question": q["question"],
+        "answers": {"text": [a["text"] for a in q["answers"]], "answer_start": [a["answer_start"] for a in q["answers"]]}})
+        for c, q in qas))
+    s3 = _direct(moto)
+    for name in ("p.json", "dev.jsonl"):
+        s3.upload_file(str(tmp_path / name), bucket, f"eval/{name}")
+    s3.upload_file(str(DEV_V1), bucket, "eval/dev.json")
+    assert main(["score", str(DEV_V1), str(tmp_path / "p.json")]) == 0
+    expected = capsys.readouterr().out
+    assert 0 < json.loads(expected)["exact_match"] < 100
+    for data in ("dev.json", "dev.jsonl"):
+        assert main(["score", f"s3://{bucket}/eval/{data}", f"s3://{bucket}/eval/p.json"]) == 0
+        assert capsys.readouterr().out == expected
+    # --out-file to a bucket (it made a local folder named `s3:`), as one object, nothing printed.
+    assert main(["score", str(DEV_V1), str(tmp_path / "p.json"), "-o", f"s3://{bucket}/eval/scores.json"]) == 0
+    assert capsys.readouterr().out == ""
+    body = s3.get_object(Bucket=bucket, Key="eval/scores.json")["Body"].read().decode()
+    assert body == expected.strip()
+    for argv, message in [
+            ([f"s3://{bucket}/eval/dev.json", f"s3://{bucket}/eval/nope.json"],
+             f"s3://{bucket}/eval/nope.json: no such object in bucket {bucket}"),
+            ([f"s3://{bucket}/eval/dev.jsonl", str(tmp_path / "p.json"), "--split", "test"],
+             f"s3://{bucket}/eval/dev.jsonl: split 'test' given for a single file"),
+            # A bucket that is not there: said before the files are read (the predictions are not there either).
+            ([str(DEV_V1), str(tmp_path / "none.json"), "-o", "s3://no-such-scores-bucket/s.json"],
+             "s3://no-such-scores-bucket: bucket does not exist")]:
+        assert main(["score", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+        assert "testing-secret-value" not in err
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
 
 
 def test_answer_qa_on_a_fleet_reads_and_writes_only_s3(prefect_server, moto, bucket, tiny_model, monkeypatch,
