@@ -22,7 +22,7 @@ import datasets
 
 from qa_lib.config import DataSource
 from qa_lib.errors import DataError, first_line
-from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, read_utf8, unpacked
+from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, json_type, read_utf8, unpacked
 
 _log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ def _load_in_memory(path: str, **kwargs) -> datasets.Dataset | datasets.DatasetD
 
 
 def _read_squad_json(path: Path) -> datasets.Dataset | None:
-    """Flatten official nested SQuAD JSON; None if the file is JSON but not in that shape."""
+    """Flatten official nested SQuAD JSON, or read a list of flat records (top-level, or under
+    'data'); None if the file is JSON but in neither shape (then it is read as JSON lines)."""
     text = read_utf8(path)
     if not text.strip():
         raise DataError(str(path), ["empty file"])
@@ -197,14 +198,23 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
         if text.lstrip().startswith("{") and "\n{" in text.strip():
             return None  # JSON lines with a .json suffix
         raise DataError(str(path), [f"corrupt or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
+    if isinstance(doc, dict) and "data" in doc and not isinstance(doc["data"], list):
+        # Read on as flat records, the file was "one record with a 'data' column", then called a folder.
+        raise DataError(str(path), [f"'data' holds a JSON {json_type(doc['data'])}; official SQuAD JSON has a list "
+                                    "of articles there (or flat records: a list of objects)"])
+    if isinstance(doc, list):
+        # One JSON array of records (`json.dump(rows)`, pandas' `to_json(orient="records")`).
+        if not doc:
+            raise DataError(str(path), ["empty file: an empty list of records"])
+        if (bad := next((i for i, r in enumerate(doc) if not isinstance(r, dict)), None)) is not None:
+            raise DataError(str(path), [f"record {bad}: a JSON {json_type(doc[bad])}, not an object (a list of "
+                                        "records holds one object per question)"])
+        return _records(path, doc, "the records")
     if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
         return None
     if doc["data"] and all(isinstance(r, dict) and "paragraphs" not in r and "question" in r for r in doc["data"]):
         # Flat records under "data" (what `Dataset.to_json(..., lines=False)`-style exports write).
-        try:
-            return datasets.Dataset.from_list(doc["data"])
-        except Exception as exc:  # noqa: BLE001 - mixed record shapes
-            raise DataError(str(path), [f"cannot read the records under 'data': {_reader_error(exc)}"]) from None
+        return _records(path, doc["data"], "the records under 'data'")
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     problems, flagged = [], []
     for a, article in enumerate(doc["data"]):
@@ -247,6 +257,13 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
         _log.warning("%s: %d question(s) marked is_impossible have answers (the first: %s); they are read as "
                      "answerable, as the official v2.0 script scores them", path, len(flagged), flagged[0])
     return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def _records(path: Path, records: list[dict], what: str) -> datasets.Dataset:
+    try:
+        return datasets.Dataset.from_list(records)
+    except Exception as exc:  # noqa: BLE001 - mixed record shapes
+        raise DataError(str(path), [f"cannot read {what}: {_reader_error(exc)}"]) from None
 
 
 def _load_folder(path: Path, split: str, subset: str | None = None) -> datasets.Dataset:

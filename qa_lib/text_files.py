@@ -76,6 +76,12 @@ def unpacked(path: Path) -> Iterator[Path]:
             raise DataError(str(path), [p.replace(str(plain), str(path)) for p in exc.problems]) from None
 
 
+def json_type(value) -> str:
+    """JSON's name for a parsed value's type, for messages about a file's shape."""
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), "null")
+
+
 def check_json_lines(path: Path, text: str) -> None:
     """Every non-blank line is one JSON object; the first broken line is named."""
     records = 0
@@ -87,7 +93,7 @@ def check_json_lines(path: Path, text: str) -> None:
         except json.JSONDecodeError as exc:
             raise DataError(str(path), [f"line {n}: not valid JSON ({exc.msg} at column {exc.colno})"]) from None
         if not isinstance(value, dict):
-            raise DataError(str(path), [f"line {n}: a JSON {type(value).__name__}, not an object "
+            raise DataError(str(path), [f"line {n}: a JSON {json_type(value)}, not an object "
                                         "(one record per line)"])
         records += 1
     if records == 0:

@@ -303,6 +303,27 @@ def test_flat_records_under_data(tmp_path, dev_v1_examples):
     assert ds["answers"] == dev_v1_examples["answers"][:15]
 
 
+def test_a_json_list_of_records(tmp_path, dev_v1_examples):
+    """`json.dump(rows)` or pandas' `to_json(orient="records")`: one JSON array of records, read as
+    JSON lines holding them would be (it was "line 1: a JSON list, not an object"). A 'data' that is
+    not a list was called "official SQuAD JSON ... read from a file, not a folder" of a file."""
+    rows = [dict(ex) for ex in dev_v1_examples.select(range(15))]
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    ds = load_examples(str(path))
+    assert ds["id"] == dev_v1_examples["id"][:15] and ds["answers"] == dev_v1_examples["answers"][:15]
+    cases = [("[]", "empty file: an empty list of records"),
+             (json.dumps([rows[0], "SECRET-VALUE"]), "record 1: a JSON string, not an object"),
+             (json.dumps({"version": "1.1", "data": {"SECRET-VALUE": rows}}),
+              "'data' holds a JSON object; official SQuAD JSON has a list of articles there"),
+             (json.dumps({"data": None}), "'data' holds a JSON null")]
+    for text, problem in cases:
+        path.write_text(text)
+        with pytest.raises(DataError) as info:
+            load_examples(str(path))
+        assert str(info.value).startswith(f"{path}: {problem}") and "SECRET" not in str(info.value), str(info.value)
+
+
 def test_squad_json_structure_problems_are_located(tmp_path):
     """A malformed article, paragraph or question is reported where it is, never silently skipped."""
     doc = json.loads(DEV_V1.read_text())
