@@ -148,6 +148,8 @@ def read_context(name: str) -> str:
         except UnicodeDecodeError as exc:
             raise DataError("stdin", [f"not UTF-8 (byte offset {exc.start})"]) from None
     path = Path(name).expanduser()
+    if path.is_dir():
+        raise DataError(name, ["a folder; give the text file that holds the context"])
     if not path.is_file():
         raise DataError(name, ["file not found"])
     return read_utf8(path)

@@ -115,6 +115,8 @@ def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_pat
     assert err.startswith(f"error: {tmp_path / 'latin1.txt'}: not UTF-8") and "teau" not in err  # no text echoed
     assert main([*argv, "--context-file", str(tmp_path / "none.txt")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.txt'}: file not found\n"
+    assert main([*argv, "--context-file", str(tmp_path)]) == 2  # it said "file not found" of a folder
+    assert capsys.readouterr().err == f"error: {tmp_path}: a folder; give the text file that holds the context\n"
 
 
 def test_a_long_context_shows_the_prediction_s_progress(trained_tiny, capsys, monkeypatch):
