@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from flows.server import api_url
 
@@ -69,7 +70,12 @@ def _checked_before_prefect(config, training: bool, store: str | None, model: st
 def train(args) -> int:
     config = _load_config(args)
     if args.dry_run:
-        return _dry_run(config, True, args.store)
+        from qa_lib.preflight import unpublished_settings
+
+        code = _dry_run(config, True, args.store)
+        if note := unpublished_settings(config):  # the run logs it as a warning
+            print(f"note: {note}", file=sys.stderr)
+        return code
     from flows.train_qa import run_train
 
     _checked_before_prefect(config, True, args.store)

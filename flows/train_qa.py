@@ -10,6 +10,7 @@ from flows._evaluation import evaluate_stages
 from qa_lib.config import PipelineConfig
 from qa_lib.modeling import resolve_model
 from qa_lib.plan import run_keys
+from qa_lib.preflight import unpublished_settings
 from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
@@ -34,6 +35,8 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
+    if _top_level() and (note := unpublished_settings(config)):  # as retrain's subflow, retrain publishes
+        get_run_logger().warning(note)
     with pipeline_run(store_root) as run:
         with run.timed("preflight"):
             preflight(config, training=True, store=run.store.location)
@@ -78,6 +81,14 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     get_run_logger().info("metrics: %s", metrics)
     get_run_logger().info("model: %s (code %s)", published["model_dir"], summary["code_version"])
     return {"metrics": metrics, **summary, "artifacts_dir": artifacts_dir}
+
+
+def _top_level() -> bool:
+    """Run by itself (the CLI, a deployment), not as a step of another flow such as retrain."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context is None or context.flow_run.parent_task_run_id is None
 
 
 def run_train(config: PipelineConfig, store_root: str | None = None) -> dict:

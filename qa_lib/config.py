@@ -165,7 +165,8 @@ class PipelineConfig(_Strict):
                             "S3: the store or publish_target).")
 
     # Publishing (retrain flow)
-    publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json.")
+    publish_target: str | None = Field(None, description="Folder or s3://bucket/prefix for runs and champion.json, "
+                                       "where retrain publishes (train publishes nowhere, and says so).")
     promote_metric: Literal["f1", "exact", "exact_match", "best_f1"] = Field(
         "f1", description="Metric the champion gate compares (retrain). exact and exact_match are the same score "
         "(v2.0's and v1.1's names); best_f1 needs SQuAD v2.")

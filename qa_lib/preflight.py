@@ -48,6 +48,18 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         storage.check()
 
 
+def unpublished_settings(config: PipelineConfig) -> str | None:
+    """What a train run says when the config names places to publish to: one config often serves
+    train and retrain, and a train run that finished without the push its config seemed to ask
+    for was a surprise found only on the Hub."""
+    named = [key for key in ("publish_target", "hub_repo_id") if getattr(config, key)]
+    if not named:
+        return None
+    return (f"train publishes nowhere; {' and '.join(named)} {'are' if len(named) > 1 else 'is'} retrain's, which "
+            f"gates the model against the champion, promotes it and pushes it (qa-pipeline retrain); this run's "
+            f"model stays in {config.output_dir} and the store")
+
+
 def check_answer_run(config: PipelineConfig, model: str, output: str, store: str | None = None) -> None:
     """What answering `config.eval_data`'s questions checks first: a champion to answer with, when
     the model is one; then `check_run`'s evaluation checks (a trained head, windows, precision, the

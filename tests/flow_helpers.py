@@ -6,7 +6,8 @@ from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId, LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.sorting import TaskRunSort
 
@@ -58,3 +59,22 @@ def artifacts(flow_run_id) -> dict:
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return {a.key or a.type: a for a in arts}
+
+
+def read_logs(run_id) -> str:
+    """The messages the server holds of a flow run's log, one per line."""
+    lines, offset = [], 0
+    with get_client(sync_client=True) as c:
+        while True:
+            page = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), offset=offset,
+                               limit=200)
+            lines += [log.message for log in page]
+            offset += len(page)
+            if len(page) < 200:
+                return "\n".join(lines)
+
+
+def subflow_runs(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))

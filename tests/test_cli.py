@@ -50,7 +50,11 @@ def test_train_then_retrain_from_the_command_line(prefect_server, tiny_model, tm
     assert main(["retrain", str(config), f"publish_target={tmp_path / 'a-file' / 'pub'}", "--dry-run", *store]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert main(["retrain", str(config), f"publish_target={pub}", "n_best_size=10", "--dry-run", *store]) == 0
-    assert all(p[2] == "stored, reused" for p in _planned(capsys.readouterr().out))
+    out, err = capsys.readouterr()
+    assert all(p[2] == "stored, reused" for p in _planned(out)) and "publishes nowhere" not in err
+    # train ignores the places retrain publishes to, and its dry run says so (one config serves both).
+    assert main(["train", str(config), f"publish_target={pub}", "n_best_size=10", "--dry-run", *store]) == 0
+    assert capsys.readouterr().err.startswith("note: train publishes nowhere; publish_target is retrain's")
     assert not (pub / "champion.json").exists() and not (pub / "runs").exists()  # nothing published
     assert main(["retrain", str(config), f"publish_target={pub}", *store]) == 0
     pointer = json.loads((pub / "champion.json").read_text())

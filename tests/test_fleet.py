@@ -22,11 +22,10 @@ import boto3
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 
 from tests.conftest import ROOT
-from tests.flow_helpers import task_states, tiny_config
+from tests.flow_helpers import read_logs, task_states, tiny_config
 from tests.s3_services import FaultProxy, MotoServer
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
@@ -133,24 +132,12 @@ def _wait(run_id, timeout=600):
     raise AssertionError(f"flow run {run_id} did not finish in {timeout} s")
 
 
-def _read_logs(run_id) -> str:
-    lines, offset = [], 0
-    with get_client(sync_client=True) as c:
-        while True:
-            page = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), offset=offset,
-                               limit=200)
-            lines += [log.message for log in page]
-            offset += len(page)
-            if len(page) < 200:
-                return "\n".join(lines)
-
-
 def _logs(run_id, timeout=90) -> str:
     """The run's log, once its last line ("model: ...") has reached the server: a run's state can
     turn Completed before its process has sent the final batch of logs."""
     deadline = time.time() + timeout
     while True:
-        logs = _read_logs(run_id)
+        logs = read_logs(run_id)
         if re.search(r"^model: ", logs, re.M) or time.time() > deadline:
             return logs
         time.sleep(1)
@@ -174,7 +161,7 @@ def _s3(fleet):
 
 
 def _completed(run, fleet):
-    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}\n" + _read_logs(run.id)[-4000:]
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}\n" + read_logs(run.id)[-4000:]
 
 
 def test_fleet_shares_one_store(fleet):

@@ -17,7 +17,7 @@ from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
 from qa_lib.errors import DataError
 from tests.conftest import DEV_V2, ROOT, TRAIN_V1
-from tests.flow_helpers import artifacts, task_runs, task_states, tiny_config
+from tests.flow_helpers import artifacts, read_logs, task_runs, task_states, tiny_config
 
 STAGES = ["load-dataset", "build-features", "fine-tune", "predict", "post-process", "compute-metrics"]
 
@@ -75,6 +75,22 @@ def test_unchanged_rerun_is_all_cached(first_run):
         assert set(states[stage]) == {"Cached"}, (stage, states)
     assert again["metrics"] == result["metrics"]
     print(f"cached rerun: {elapsed:.1f}s")
+
+
+def test_a_train_run_whose_config_names_publish_places_says_it_publishes_nowhere(first_run, tmp_path):
+    """One config often serves train and retrain: a train run with publish_target and hub_repo_id
+    set finished without a word, and the push it seemed to ask for was looked for on the Hub. They
+    do not key any stage: the rerun is cached, and says so in its log."""
+    cfg, store, result, _ = first_run
+    named = cfg.model_copy(update={"publish_target": str(tmp_path / "registry"), "hub_repo_id": "org/qa-model"})
+    again, run_id = _run(named, store)
+    assert set(task_states(run_id)["fine-tune"]) == {"Cached"} and again["model_key"] == result["model_key"]
+    deadline = time.monotonic() + 30
+    while "publishes nowhere" not in (logs := read_logs(run_id)) and time.monotonic() < deadline:
+        time.sleep(1)  # logs reach the server in batches, after the run's state
+    assert ("train publishes nowhere; publish_target and hub_repo_id are retrain's, which gates the model against the "
+            f"champion, promotes it and pushes it (qa-pipeline retrain); this run's model stays in {cfg.output_dir}") in logs
+    assert not (tmp_path / "registry").exists()
 
 
 def test_doc_stride_change_rebuilds_from_features_not_data(first_run):

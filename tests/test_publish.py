@@ -157,7 +157,7 @@ def _promotions(target: str, expect: int, wait_s: float = 30) -> list:
 
 def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     from flows.retrain import retrain
-    from tests.flow_helpers import artifacts, tiny_config
+    from tests.flow_helpers import artifacts, read_logs, subflow_runs, tiny_config
 
     pub = tmp_path / "pub"
     cfg = tiny_config(tiny_model, tmp_path / "out", publish_target=str(pub))
@@ -184,6 +184,9 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     assert "Not promoted" in art and f"{second['champion']:.4f}" in art
     assert json.loads((pub / "champion.json").read_text()) == pointer
     assert len(_promotions(str(pub), 2, wait_s=3)) == 1  # not promoted: nothing announced
+    # Its train_qa subflow does not say it "publishes nowhere": retrain publishes (a train run says it).
+    subflow_logs = "\n".join(read_logs(r.id) for r in subflow_runs(state.state_details.flow_run_id))
+    assert "\nmodel: " in subflow_logs and "publishes nowhere" not in subflow_logs
     # Other post-processing: the champion's recorded score (max_answer_length 30) is not comparable,
     # so it is scored again under the new settings; the same model then ties with itself.
     shorter = cfg.model_copy(update={"promote_margin": 1.0, "max_answer_length": 1})
