@@ -148,3 +148,32 @@ def test_top_k_is_a_stable_descending_sort_cut_at_k(dtype):
         expected = np.argsort(-logits, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(top, expected)
         np.testing.assert_array_equal(values, np.take_along_axis(logits, expected, axis=1))
+
+
+def test_the_best_threshold_the_v2_scores_report_gives_the_best_score(v2_setup):
+    """`best_f1_thresh` / `best_exact_thresh` (the official script's search over the null odds) are
+    in `null_score_diff_threshold`'s own units: post-processing again at one makes its best score
+    the plain score, digit for digit. Gold spans are lifted in every other answerable question's
+    windows, so that answering pays for some and the best threshold lies among the odds."""
+    from qa_lib.metrics import score
+
+    examples, features = v2_setup
+    start, end = _random_logits(features, 5)
+    lifted = {ex["id"]: ex["answers"] for ex in examples.select(range(0, len(examples), 2)) if ex["answers"]["text"]}
+    for row, (eid, offsets) in enumerate(zip(features["example_id"], features["offset_mapping"])):
+        if eid not in lifted:
+            continue
+        first = lifted[eid]["answer_start"][0]
+        last = first + len(lifted[eid]["text"][0])
+        s = next((i for i, o in enumerate(offsets) if o[0] == first and o[1] > o[0]), None)
+        e = next((i for i, o in enumerate(offsets) if o[1] == last and o[1] > o[0]), None)
+        if s is not None and e is not None and s <= e:
+            start[row, s] += 15.0
+            end[row, e] += 15.0
+    plain = postprocess(examples, features, start, end, 20, 30, True, 0.0)
+    metrics = score(examples, plain.answers, plain.null_odds, version_2_with_negative=True)
+    for name in ("exact", "f1"):
+        thresh = metrics[f"best_{name}_thresh"]
+        assert thresh < 0 and metrics[f"best_{name}"] > metrics[name]  # a real search, not the start value
+        again = postprocess(examples, features, start, end, 20, 30, True, thresh)
+        assert score(examples, again.answers, version_2_with_negative=True)[name] == metrics[f"best_{name}"]
