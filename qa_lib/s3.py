@@ -172,13 +172,18 @@ def download_source(uri: str) -> Path:
     fp = hashlib.sha256(object_fingerprint(uri).encode()).hexdigest()[:16]
     dest = _cache_dir() / "data" / fp / Path(key).name
     if not dest.exists():
+        import uuid
+
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
+        # Its own name per download: two runs on one machine fetching the same object must not write
+        # into one file, and a failed download leaves nothing behind in the cache.
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             client().download_file(bucket, key, str(tmp))
+            os.replace(tmp, dest)
         except Exception as exc:  # noqa: BLE001
+            tmp.unlink(missing_ok=True)
             raise explain(exc, uri) from None
-        tmp.rename(dest)
     return dest
 
 

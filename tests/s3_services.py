@@ -98,6 +98,8 @@ class FaultProxy:
         # A request line starting with this is forwarded once and its response lost (connection closed).
         self.lose_response_of: bytes | None = None
         self.lost: list[bytes] = []
+        # Requests whose request line starts with this all get a 500 (S3 failing one kind of call).
+        self.fail_requests: bytes | None = None
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", self.port))
 
@@ -134,7 +136,7 @@ class FaultProxy:
                 if request is None:
                     return
                 request = request.replace(b"Expect: 100-continue\r\n", b"").replace(b"expect: 100-continue\r\n", b"")
-                fault = self._pick()
+                fault = "error" if self.fail_requests and request.startswith(self.fail_requests) else self._pick()
                 with self._lock:
                     self.faults[fault] += 1
                 if fault == "drop":

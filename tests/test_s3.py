@@ -210,6 +210,28 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     assert (tmp_path / "cache" / "models").exists()
 
 
+def test_a_failed_data_download_leaves_nothing_in_the_cache(moto, bucket, monkeypatch, tmp_path):
+    """S3 answers the HEAD but fails every GET of the object: one line naming it, and nothing half
+    downloaded left in this worker's cache; once S3 recovers, the next load downloads it whole."""
+    from qa_lib.data import load_examples
+
+    proxy = FaultProxy(moto.port, drop=0, slow_down=0, error=0).start()
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache"))
+    _direct(moto).upload_file(str(DEV_V1), bucket, "data/dev.json")
+    uri = f"s3://{bucket}/data/dev.json"
+    try:
+        proxy.fail_requests = f"GET /{bucket}/data/dev.json".encode()
+        with pytest.raises(StorageError, match=f"^{uri}: "):
+            load_examples(uri)
+        assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+        proxy.fail_requests = None
+        assert len(load_examples(uri)) == 810
+        assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == ["dev.json"]
+    finally:
+        proxy.stop()
+
+
 def test_promotion_whose_response_is_lost_is_still_a_success(moto, bucket, monkeypatch):
     """The conditional PUT of champion.json reaches S3 but its response is lost: botocore resends
     it and gets 412 for its own write. Reading the pointer back shows it is ours: a success."""
