@@ -214,8 +214,10 @@ def check_trained_head(model: str) -> None:
 
     folder = Path(resolve_model(model))
     weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    if not weights:
-        return  # a Hub id or .bin weights: the model loader warns instead
+    # Older checkpoints: `pytorch_model.bin` or its shards (not a Trainer folder's training_args.bin).
+    pickled = [] if weights or not folder.is_dir() else sorted(folder.glob("pytorch_model*.bin"))
+    if not weights and not pickled:
+        return  # no weights of either kind: the model loader says what is wrong
     with torch.device("meta"):  # shapes only: no memory, no time
         qa_model = AutoModelForQuestionAnswering.from_config(_model_config(str(folder)))
     prefix = qa_model.base_model_prefix + "."
@@ -224,6 +226,11 @@ def check_trained_head(model: str) -> None:
     for file in weights:
         with safe_open(str(file), "pt") as f:
             stored.update(f.keys())
+    for file in pickled:
+        try:  # the names only: mapped, not read, and no tensor made (meta)
+            stored.update(torch.load(file, map_location="meta", weights_only=True, mmap=True))
+        except Exception:  # noqa: BLE001 - a pre-zip pickle cannot be mapped (check_weights named damaged ones)
+            return  # as before: the model loader warns of a missing head
     if head and not any(k in stored for k in head):
         raise ModelError(f"{model}: its weights hold no question-answering head ({', '.join(head)}); it is a base "
                          "model, and its answers would be noise: fine-tune it first (qa-pipeline train)")

@@ -431,3 +431,32 @@ def test_a_hub_id_without_the_hub_is_one_line_on_the_command_line(tmp_path):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'org/absent': no such folder, not in the Hugging "
                                                    "Face cache, and the Hub at http://127.0.0.1:"), proc.stderr[-2000:]
+
+
+def test_a_base_model_with_pickled_weights_is_refused_like_one_with_safetensors(tmp_path, tiny_model):
+    """Older checkpoints keep their weights in `pytorch_model.bin` (or its shards): the trained-head
+    check skipped them, so evaluating or answering with such a base model scored a random head,
+    with only a warning. Its names are read without loading a tensor; a Trainer folder's
+    `training_args.bin` is not taken for weights."""
+    import shutil
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModel, AutoModelForQuestionAnswering
+
+    from qa_lib.validate import check_trained_head
+
+    def pickled(model, folder):
+        model.save_pretrained(folder)
+        (folder / "model.safetensors").unlink()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        torch.save(SimpleNamespace(learning_rate=1e-4), folder / "training_args.bin")  # weights_only refuses it
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tiny_model / name, folder / name)
+        return folder
+
+    base = pickled(AutoModel.from_pretrained(tiny_model), tmp_path / "base")
+    with pytest.raises(ModelError, match=f"^{base}: its weights hold no question-answering head \\(qa_outputs"):
+        check_trained_head(str(base))
+    trained = pickled(AutoModelForQuestionAnswering.from_pretrained(tiny_model), tmp_path / "trained")
+    check_trained_head(str(trained))
