@@ -49,7 +49,8 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
     print(f"dry run: every check passed; nothing was run. Store: {location}")
     for slot, stage, key, stored in stages:
         entry = f"{stage}/{key}"
-        note = f" ({checked[slot]:,} examples, valid)" if slot in checked else ""
+        count = checked.get(slot)
+        note = f" ({count:,} example{'' if count == 1 else 's'}, valid)" if count is not None else ""
         print(f"  {LABELS[slot]:<16} {entry:<38} {'stored, reused' if stored else 'to compute'}{note}")
     return 0
 

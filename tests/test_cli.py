@@ -303,3 +303,14 @@ def test_version_names_the_package_and_the_libraries_that_decide_results(capsys)
     assert line == (f"qa-pipeline {version('qa-pipeline')} (torch {version('torch')}, transformers "
                     f"{version('transformers')}, tokenizers {version('tokenizers')}, datasets {version('datasets')}, "
                     f"prefect {version('prefect')})\n")
+
+
+def test_a_dry_run_plan_counts_one_example_in_the_singular(capsys):
+    """`predict --questions one.json --dry-run` printed "(1 examples, valid)"."""
+    from cli.runs import _print_plan
+
+    _print_plan("/store", [("questions", "data", "a" * 24, False), ("eval_data", "data", "b" * 24, True)],
+                {"questions": 1, "eval_data": 1200})
+    out = capsys.readouterr().out
+    assert f"data/{'a' * 24}" in out and "to compute (1 example, valid)" in out
+    assert "stored, reused (1,200 examples, valid)" in out
