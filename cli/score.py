@@ -15,10 +15,11 @@ def run(args) -> int:
 
     from qa_lib.text_files import read_utf8, unpacked
 
-    def read(path: str):
-        # Official files travel compressed too (dev-v2.0.json.gz): read as the file inside.
+    def read(path: str, local: Path | None = None):
+        # Official files travel compressed too (dev-v2.0.json.gz): read as the file inside. `local`:
+        # `path`'s copy already at hand (an s3:// object downloaded), so S3 is not asked again.
         try:
-            with unpacked(_local(path)) as plain:
+            with unpacked(local or _local(path)) as plain:
                 return json.loads(read_utf8(plain))
         except FileNotFoundError:
             raise QAPipelineError(f"{path}: file not found") from None
@@ -81,7 +82,7 @@ def _dataset(args, read) -> dict:
     path = _local(args.data_file)
     plain = path.with_suffix("") if path.suffix in COMPRESSIONS else path
     if plain.suffix == ".json" or (not path.exists() and plain.suffix in (".jsonl", ".csv", ".parquet")):
-        doc = read(args.data_file)
+        doc = read(args.data_file, path)
         articles = doc.get("data") if isinstance(doc, dict) else None
         official = not isinstance(doc, list) and not (
             isinstance(articles, list) and articles and isinstance(articles[0], dict) and "paragraphs" not in articles[0])
