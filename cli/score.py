@@ -105,8 +105,20 @@ def _dataset(args, read) -> dict:
 def _check_inputs(args, doc, preds, na_probs) -> None:
     if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file (no top-level 'data' list)")
-    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
-        raise QAPipelineError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text")
-    if na_probs is not None and (not isinstance(na_probs, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in na_probs.values())):
-        raise QAPipelineError(f"{args.na_prob_file}: null odds must be a JSON object of question id -> number")
+    if problem := _mapping_problem(preds, "answer text", lambda v: isinstance(v, str)):
+        raise QAPipelineError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text; "
+                              f"{problem}")
+    if na_probs is not None and (problem := _mapping_problem(
+            na_probs, "number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))):
+        raise QAPipelineError(f"{args.na_prob_file}: null odds must be a JSON object of question id -> number; {problem}")
+
+
+def _mapping_problem(doc, what: str, fits) -> str | None:
+    """What keeps `doc` from being a JSON object of id -> `what`: its own type, or the first id whose
+    value is of another type (the id only: a value may be anything, including data not to print)."""
+    from qa_lib.text_files import json_type
+
+    if not isinstance(doc, dict):
+        return f"it holds a JSON {json_type(doc)}"
+    bad = next((k for k, v in doc.items() if not fits(v)), None)
+    return None if bad is None else f"the value for {bad!r} is a JSON {json_type(doc[bad])}"

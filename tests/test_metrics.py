@@ -157,12 +157,19 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
     partial.write_text(json.dumps({k: "" for k in ids[:-2]}))
     full.write_text(json.dumps({k: "" for k in ids}))
     na.write_text(json.dumps({k: 0.5 for k in ids[1:]}))
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps([{"id": k, "prediction_text": ""} for k in ids]))
     broken = tmp_path / "broken.json"
     broken.write_text('{"a": SECRET-VALUE}')
     cases = [
         (["score", str(DEV_V2), str(partial)], f"{partial}: no prediction for 2 of {len(ids)} question(s), e.g. {ids[-2]}"),
         (["score", str(DEV_V2), str(full), "--na-prob-file", str(na)], f"{na}: null odds missing for 1 question(s), e.g. {ids[0]}"),
-        (["score", str(DEV_V2), str(na)], f"{na}: predictions must be a JSON object"),
+        (["score", str(DEV_V2), str(na)], f"{na}: predictions must be a JSON object of question id -> answer text; "
+                                          f"the value for {ids[1]!r} is a JSON number"),
+        (["score", str(DEV_V2), str(listed)], f"{listed}: predictions must be a JSON object of question id -> answer "
+                                              "text; it holds a JSON list"),
+        (["score", str(DEV_V2), str(full), "-n", str(full)], f"{full}: null odds must be a JSON object of question id "
+                                                             f"-> number; the value for {ids[0]!r} is a JSON string"),
         (["score", str(full), str(full)], f"{full}: not an official SQuAD file"),
         (["score", str(DEV_V2), str(full), "-n", str(tmp_path / "none.json")], f"{tmp_path / 'none.json'}: file not found"),
         (["score", str(DEV_V2), str(broken)], f"{broken}: not valid JSON at line 1, column 7: Expecting value"),
