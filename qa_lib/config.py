@@ -333,9 +333,9 @@ def _explain(exc: ValidationError, where: str) -> str:
     """One line naming the field (the first of several, with the rest listed below it)."""
     problems = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        field = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{field}: {msg}")
+        problems.append(f"{field}: {msg}" if field else msg)  # a check across fields names them itself
     if len(problems) == 1:
         return f"invalid configuration in {where}: {problems[0]}"
     return (f"invalid configuration in {where}: {len(problems)} problems, the first: {problems[0]}\n  "

@@ -43,6 +43,13 @@ def test_impossible_values_name_the_field(raw, field):
     assert "test.yaml" in str(info.value)
 
 
+def test_a_check_across_fields_reads_as_one_sentence():
+    """It names its fields itself; it was prefixed by a made-up field, '(config): doc_stride (128) ...'."""
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.parse({"max_length": 128, "doc_stride": 128}, where="test.yaml")
+    assert str(info.value) == "invalid configuration in test.yaml: doc_stride (128) must be smaller than max_length (128)"
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_length: [1,\n")
@@ -98,12 +105,12 @@ def test_a_bad_override_is_named_as_the_override(tmp_path):
     assert str(info.value).startswith(f"invalid configuration in {bad}: learning_rate")
     # A cross-field check (no field of its own) is named as the override its message names.
     with pytest.raises(ConfigError, match=r"^invalid configuration in the override doc_stride=\.\.\. \(on top of "
-                                          r".*good.yaml\): \(config\): doc_stride \(300\) must be smaller"):
+                                          r".*good.yaml\): doc_stride \(300\) must be smaller"):
         PipelineConfig.from_yaml(good, ["seed=3", "doc_stride=300"])
     with pytest.raises(ConfigError, match=r"^invalid configuration in the override max_steps=\.\.\. "):
         PipelineConfig.from_yaml(good, ["max_steps=0"])
     good.write_text("learning_rate: 0.001\ntrain_data: {path: t.json}\nmax_steps: 0\n")
-    with pytest.raises(ConfigError, match=rf"^invalid configuration in {good}: \(config\): max_steps must be"):
+    with pytest.raises(ConfigError, match=rf"^invalid configuration in {good}: max_steps must be"):
         PipelineConfig.from_yaml(good, ["seed=3"])
 
 
