@@ -22,6 +22,7 @@ import datasets
 
 from qa_lib.config import DataSource
 from qa_lib.errors import DataError, first_line
+from qa_lib.progress import datasets_bars_off
 from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, json_type, read_utf8, unpacked
 
 _log = logging.getLogger(__name__)
@@ -368,7 +369,8 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
             raise DataError(source, [f"cannot read answers ({type(exc).__name__})"]) from None
     # In memory: datasets would otherwise write its cache files beside a save_to_disk folder's own
     # files, that is into the user's data folder, changing its fingerprint (and so every stage's key).
-    return ds.select_columns(list(COLUMNS)).cast(FEATURES, keep_in_memory=True)
+    with datasets_bars_off():  # a cast of a few columns, done before a bar could say anything
+        return ds.select_columns(list(COLUMNS)).cast(FEATURES, keep_in_memory=True)
 
 
 def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

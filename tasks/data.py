@@ -7,7 +7,7 @@ from qa_lib.data import load_examples, load_questions as read_questions
 from qa_lib.store import open_store
 from qa_lib.validate import validate_examples
 from tasks.policy import RETRY, STAGE
-from tasks.stage import entry, run_stage
+from tasks.stage import entry, run_stage, save_dataset
 
 
 @task(name="load-dataset", **STAGE, **RETRY)
@@ -17,7 +17,7 @@ def _load_dataset(source: DataSource, version_2_with_negative: bool, split: str,
     examples = load_examples(source, default_split=split)
     validate_examples(examples, version_2_with_negative, source.path)
     with open_store(store).writing(stage, key) as tmp:
-        examples.save_to_disk(str(tmp / "examples"))
+        save_dataset(examples, tmp / "examples")
     return entry(stage, key, "examples", num_examples=len(examples), kind="train" if split == "train" else "eval")
 
 
@@ -33,7 +33,7 @@ def _load_questions(source: DataSource, store: str, stage: str, key: str) -> dic
     """Load questions to answer (answers neither needed nor checked); keep them as Arrow in the store."""
     examples = read_questions(source)
     with open_store(store).writing(stage, key) as tmp:
-        examples.save_to_disk(str(tmp / "examples"))
+        save_dataset(examples, tmp / "examples")
     # Their features are evaluation windows, built as an eval set's.
     return entry(stage, key, "examples", num_examples=len(examples), kind="eval")
 

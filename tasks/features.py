@@ -8,7 +8,7 @@ from qa_lib.features import build_eval_features, build_train_features
 from qa_lib.modeling import load_tokenizer
 from qa_lib.store import open_store
 from tasks.policy import RETRY, STAGE
-from tasks.stage import entry, fetch, run_stage
+from tasks.stage import entry, fetch, run_stage, save_dataset
 
 
 @task(name="build-features", **STAGE, **RETRY)
@@ -22,7 +22,7 @@ def _build_features(data: dict, tokenizer: str, max_length: int, doc_stride: int
     else:
         feats = build_eval_features(examples, load_tokenizer(tokenizer), max_length, doc_stride, num_proc)
     with storage.writing(stage, key) as tmp:
-        feats.save_to_disk(str(tmp / "features"))
+        save_dataset(feats, tmp / "features")
     return entry(stage, key, "features", num_features=len(feats))
 
 

@@ -445,3 +445,22 @@ def test_compressed_files_read_as_the_file_inside(tmp_path, dev_v2_examples):
         assert "qa-unpack-" not in str(err.value)
     with pytest.raises(DataError, match="file or folder not found"):
         load_examples(str(tmp_path / "absent.jsonl.gz"))
+
+
+def test_loading_and_storing_examples_draw_no_bars_of_their_own(tmp_path, capfd, tokenizer):
+    """On a terminal, a run's bars are the work worth watching (features, training, prediction): the
+    cast of a loaded file and the store's copy of each stage were three more bars per stage."""
+    from qa_lib.features import build_eval_features
+    from tasks.stage import save_dataset
+
+    datasets.enable_progress_bars()
+    try:
+        examples = load_examples(str(DEV_V1), default_split="validation")
+        save_dataset(examples, tmp_path / "examples")
+        build_eval_features(examples.select(range(30)), tokenizer, 128, 48)
+        err = capfd.readouterr().err
+    finally:
+        datasets.disable_progress_bars()
+    assert "eval features" in err  # bars were on
+    assert "Casting" not in err and "Saving the dataset" not in err, err
+    assert datasets.load_from_disk(str(tmp_path / "examples"))["id"] == examples["id"]
