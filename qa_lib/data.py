@@ -12,6 +12,7 @@ Every source becomes one `datasets.Dataset` with the SQuAD columns
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -183,8 +184,22 @@ def _load_in_memory(path: str, **kwargs) -> datasets.Dataset | datasets.DatasetD
     containers, failed the run with an error that blamed the data file."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="qa-load-") as cache:
+    with tempfile.TemporaryDirectory(prefix="qa-load-") as cache, _readers_quiet():
         return datasets.load_dataset(path, cache_dir=cache, keep_in_memory=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _readers_quiet():
+    """datasets' readers log their failures as errors of their own ("Failed to read schema from ...
+    with error ...") before raising, and the error's text may quote the file: the caller reports the
+    failure once, as a `DataError` that names the file and says what went wrong without its bytes."""
+    library = logging.getLogger("datasets")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
 
 
 def _read_squad_json(path: Path) -> datasets.Dataset | None:

@@ -1,4 +1,5 @@
 import json
+import logging
 import re
 
 import datasets
@@ -183,11 +184,15 @@ def test_truncated_json(tmp_path):
         load_examples(str(path))
 
 
-def test_corrupt_parquet(tmp_path):
+def test_corrupt_parquet(tmp_path, caplog):
+    """One error, the DataError: datasets' reader logged one of its own first ("Failed to read schema
+    from ..."), a second line on the CLI where one is promised."""
     path = tmp_path / "bad.parquet"
     path.write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="cannot read .parquet"):
         load_examples(str(path))
+    assert not [r for r in caplog.records if r.name.startswith("datasets")], caplog.text
+    assert logging.getLogger("datasets").level != logging.CRITICAL  # as it was, after the read
 
 
 def test_missing_file_and_unknown_hub_name(tmp_path):
