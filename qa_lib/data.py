@@ -184,7 +184,8 @@ def _load_in_memory(path: str, **kwargs) -> datasets.Dataset | datasets.DatasetD
     containers, failed the run with an error that blamed the data file."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="qa-load-") as cache, _readers_quiet():
+    # Bars off too: "Generating train split" is the builder's name for reading any file, an eval set's as well.
+    with tempfile.TemporaryDirectory(prefix="qa-load-") as cache, _readers_quiet(), datasets_bars_off():
         return datasets.load_dataset(path, cache_dir=cache, keep_in_memory=True, **kwargs)
 
 

@@ -454,7 +454,8 @@ def test_compressed_files_read_as_the_file_inside(tmp_path, dev_v2_examples):
 
 def test_loading_and_storing_examples_draw_no_bars_of_their_own(tmp_path, capfd, tokenizer):
     """On a terminal, a run's bars are the work worth watching (features, training, prediction): the
-    cast of a loaded file and the store's copy of each stage were three more bars per stage."""
+    cast of a loaded file and the store's copy of each stage were three more bars per stage, and a
+    flat file's read was "Generating train split", for an eval file too."""
     from qa_lib.features import build_eval_features
     from tasks.stage import save_dataset
 
@@ -462,10 +463,12 @@ def test_loading_and_storing_examples_draw_no_bars_of_their_own(tmp_path, capfd,
     try:
         examples = load_examples(str(DEV_V1), default_split="validation")
         save_dataset(examples, tmp_path / "examples")
+        (tmp_path / "dev.jsonl").write_text("".join(json.dumps(row) + "\n" for row in examples.to_list()))
+        assert load_examples(str(tmp_path / "dev.jsonl"))["id"] == examples["id"]
         build_eval_features(examples.select(range(30)), tokenizer, 128, 48)
         err = capfd.readouterr().err
     finally:
         datasets.disable_progress_bars()
     assert "eval features" in err  # bars were on
-    assert "Casting" not in err and "Saving the dataset" not in err, err
+    assert "Casting" not in err and "Saving the dataset" not in err and "Generating" not in err, err
     assert datasets.load_from_disk(str(tmp_path / "examples"))["id"] == examples["id"]
