@@ -142,16 +142,18 @@ def checked_inputs(question: str | list[str], context: str | list[str], top_k: i
     if len(questions) != len(contexts):
         raise DataError("answer", [f"{len(questions)} questions but {len(contexts)} contexts"])
     # As the transformers question-answering pipeline did: an empty input is an error, not a guess.
-    empty = [f"{name} {i} is empty" for i, (q, c) in enumerate(zip(questions, contexts))
-             for name, text in (("question", q), ("context", c)) if not (text or "").strip()]
+    empty = [f"the {name} is empty" if isinstance(given, str) else f"{name} {i} is empty"  # a list's: by position
+             for i, (q, c) in enumerate(zip(questions, contexts))
+             for name, text, given in (("question", q, question), ("context", c, context)) if not (text or "").strip()]
     if empty:
         raise DataError("answer", empty)
     return questions, contexts
 
 
 def check_answer_options(top_k: int, max_answer_len: int) -> None:
-    if top_k < 1 or max_answer_len < 1:
-        raise ConfigError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
+    for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+        if value < 1:
+            raise ConfigError(f"{name} ({value}) must be at least 1")
 
 
 def check_run_options(batch_size: int, precision: str, max_length: int = WINDOW, doc_stride: int = STRIDE) -> str:

@@ -169,27 +169,31 @@ def test_empty_input_is_refused_before_the_model_is_loaded(tmp_path, capsys):
     from qa_lib.errors import DataError
 
     missing = str(tmp_path / "no-model")
-    with pytest.raises(DataError, match="question 0 is empty"):
+    with pytest.raises(DataError, match="question is empty"):
         answer(missing, " ", "The Broncos won.")
     assert main(["answer", "--model", missing, "--question", "Who won?", "--context", ""]) == 2
-    assert capsys.readouterr().err.strip() == "error: answer: context 0 is empty"
+    assert capsys.readouterr().err.strip() == "error: answer: the context is empty"
 
 
 def test_empty_inputs(trained_tiny):
     from qa_lib.errors import DataError
 
     qa = QuestionAnswerer(trained_tiny, max_length=96, doc_stride=32)
-    with pytest.raises(DataError, match="question 0 is empty"):
+    with pytest.raises(DataError, match="^answer: the question is empty$"):  # one question: no position
         qa("  ", "The Broncos won.")
     with pytest.raises(DataError, match="context 1 is empty"):
         qa(["Who won?", "Who lost?"], ["The Broncos won.", ""])
+    with pytest.raises(DataError, match="question 0 is empty"):  # a list's question, with a shared context
+        qa(["", "Who lost?"], "The Broncos won.")
     with pytest.raises(DataError, match="2 questions but 1 contexts"):
         qa(["Who won?", "Who lost?"], ["The Broncos won."])
     assert qa([], []) == []
     from qa_lib.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="top_k"):
+    with pytest.raises(ConfigError, match=r"^top_k \(0\) must be at least 1$"):
         qa("Who won?", "The Broncos won.", top_k=0)
+    with pytest.raises(ConfigError, match=r"^max_answer_len \(-1\) must be at least 1$"):
+        qa("Who won?", "The Broncos won.", max_answer_len=-1)
 
 
 def test_a_question_too_long_for_the_window_is_named_before_the_weights_load(trained_tiny, tmp_path, capsys):
