@@ -7,6 +7,7 @@ Errors the user can fix are printed as one message (exit code 2), not a tracebac
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - not the user's input: one line, the details on request
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            return 128 + signal.SIGPIPE  # as a command the shell's `| head` stopped; what was read is the output
         if verbose:
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -244,3 +247,22 @@ def main(argv: list[str] | None = None) -> int:
         if previous_handler is not None:  # main() is also called from code (and tests): leave it as found
             signal.signal(signal.SIGINT, previous_handler)
 
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has closed the pipe (`store ls | head`), as opposed to a socket's
+    broken pipe in the middle of a run: the kernel flags a pipe without readers as an error to poll.
+    If so, stdout is pointed at /dev/null, so that Python's own flush at exit does not report the
+    same broken pipe once more."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return gone

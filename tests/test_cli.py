@@ -314,3 +314,27 @@ def test_a_dry_run_plan_counts_one_example_in_the_singular(capsys):
     out = capsys.readouterr().out
     assert f"data/{'a' * 24}" in out and "to compute (1 example, valid)" in out
     assert "stored, reused (1,200 examples, valid)" in out
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path):
+    """`qa-pipeline score ... | head -1`: the reader closing the pipe ends the command as such a
+    command ends (exit 128 + SIGPIPE), quietly; it was 'error: BrokenPipeError ...' on stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ids = [q["id"] for a in json.loads(DEV_V1.read_text())["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps({k: "Denver Broncos" for k in ids}))
+    argv = [sys.executable, "-m", "cli", "score", str(DEV_V1), str(preds)]
+    read, write = os.pipe()
+    os.close(read)  # gone before the first line: every write to the pipe fails
+    try:
+        proc = subprocess.run(argv, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (128 + signal.SIGPIPE, "")
+    # With a reader, the same command prints its scores.
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["exact_match"] > 0, proc.stderr
