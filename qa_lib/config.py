@@ -335,8 +335,31 @@ def _explain(exc: ValidationError, where: str) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":  # pydantic's "Extra inputs are not permitted"
+            msg = _unknown_key(err["loc"])
         problems.append(f"{field}: {msg}" if field else msg)  # a check across fields names them itself
     if len(problems) == 1:
         return f"invalid configuration in {where}: {problems[0]}"
     return (f"invalid configuration in {where}: {len(problems)} problems, the first: {problems[0]}\n  "
             + "\n  ".join(problems))
+
+
+def _unknown_key(loc: tuple) -> str:
+    """"unknown key", with the nearest known key where a typo is likely (`lerning_rate`)."""
+    import difflib
+    import typing
+
+    model: type[BaseModel] = PipelineConfig
+    for part in loc[:-1]:  # down to the model the key was given in (train_data.lmit: DataSource)
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return "unknown key"
+        nested = [t for t in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return "unknown key"
+        model = nested[0]
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.75)
+    if not close:
+        return "unknown key (every key: docs/configuration.md)"
+    return f"unknown key; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?"

@@ -116,7 +116,7 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
          ["all-MiniLM-L6-v2", "no question-answering head (qa_outputs.weight, qa_outputs.bias)"]),
         ("answer longer than the window", ["train", config("answer-len"), "max_answer_length=100000"],
          ["max_answer_length (100000) is longer than the evaluation window"]),
-        ("unknown key", ["train", config("typo"), "lerning_rate=0.1"], ["lerning_rate", "Extra inputs"]),
+        ("unknown key", ["train", config("typo"), "lerning_rate=0.1"], ["lerning_rate: unknown key; did you mean learning_rate?"]),
         ("missing model folder", ["train", config("nomodel", model=str(tmp / "no-model"))],
          ["model folder not found", "no-model"]),
         # Taken for a Hub id: with the Hub unreachable, transformers retried each file for ~25 s.

@@ -50,6 +50,18 @@ def test_a_check_across_fields_reads_as_one_sentence():
     assert str(info.value) == "invalid configuration in test.yaml: doc_stride (128) must be smaller than max_length (128)"
 
 
+@pytest.mark.parametrize("raw, message", [
+    ({"lerning_rate": 1e-4}, "lerning_rate: unknown key; did you mean learning_rate?"),
+    ({"train_data": {"path": "t.json", "lmit": 5}}, "train_data.lmit: unknown key; did you mean train_data.limit?"),
+    ({"frobnicate": 1}, "frobnicate: unknown key (every key: docs/configuration.md)"),
+])
+def test_an_unknown_key_is_named_with_the_key_it_is_likely_a_typo_of(raw, message):
+    """Pydantic's own words were "Extra inputs are not permitted"."""
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.parse(raw, where="test.yaml")
+    assert str(info.value) == f"invalid configuration in test.yaml: {message}"
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_length: [1,\n")
