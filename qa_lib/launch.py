@@ -11,13 +11,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from qa_lib.errors import ConfigError, ModelError, QAPipelineError
 
 # A rank's own error, for the launching process to raise with its message and kind (a diverged
 # loss is a ModelError) instead of "exited with code 1".
 ERROR_FILE = "train_error.json"
+# Rank 0's log records (step, max_steps, the Trainer's logs), one JSON line each, which the launching
+# process hands on while training runs: its run log and progress artifact are the worker's, not a rank's.
+PROGRESS_FILE = "train_progress.jsonl"
 _KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
@@ -33,8 +38,11 @@ def process_count() -> int:
 
 
 def fine_tune_distributed(config, features_path: str, output_dir: str | Path, nproc: int,
-                          checkpoints_to: tuple[str, str, str] | None = None) -> dict:
-    """`checkpoints_to`: (store location, stage, key) that rank 0 uploads each checkpoint to."""
+                          checkpoints_to: tuple[str, str, str] | None = None,
+                          on_log: Callable[[int, int, dict], None] | None = None) -> dict:
+    """`checkpoints_to`: (store location, stage, key) that rank 0 uploads each checkpoint to.
+    `on_log(step, max_steps, logs)`: called here, in this process, for each of rank 0's log records,
+    within about a second of the Trainer logging it."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = output_dir / "launch_config.json"
@@ -43,7 +51,19 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
     env = {**os.environ, "QA_PIPELINE_CHECKPOINTS_TO": json.dumps(checkpoints_to)} if checkpoints_to else None
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
+    progress = output_dir / PROGRESS_FILE
+    progress.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
+    try:
+        read = 0
+        while proc.poll() is None:
+            read = _hand_on(progress, read, on_log)
+            time.sleep(1.0)
+        _hand_on(progress, read, on_log)
+    finally:
+        if proc.poll() is None:  # interrupted here: the ranks go with this process
+            proc.terminate()
+            proc.wait()
     if proc.returncode != 0:
         if (output_dir / ERROR_FILE).exists():
             failure = json.loads((output_dir / ERROR_FILE).read_text())
@@ -55,6 +75,33 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     return json.loads(result_file.read_text())
 
 
+def _hand_on(progress: Path, read: int, on_log) -> int:
+    """Call `on_log` for each whole line of `progress` after byte `read`; the new position."""
+    if on_log is None or not progress.exists():
+        return read
+    with progress.open("rb") as f:
+        f.seek(read)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next look
+    for line in data[:end].splitlines():
+        record = json.loads(line)
+        on_log(record["step"], record["max_steps"], record["logs"])
+    return read + end
+
+
+def _progress_file(path: Path):
+    """A callback that appends this rank's log records to `path` (see PROGRESS_FILE): for rank 0 only."""
+    from transformers import TrainerCallback
+
+    class ProgressFile(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                with path.open("a") as f:
+                    f.write(json.dumps({"step": state.global_step, "max_steps": state.max_steps, "logs": logs}) + "\n")
+
+    return ProgressFile()
+
+
 def main(argv: list[str]) -> None:
     import dataclasses
 
@@ -64,14 +111,14 @@ def main(argv: list[str]) -> None:
     from qa_lib.train import fine_tune
 
     config = PipelineConfig.model_validate_json(Path(argv[0]).read_text())
-    callbacks = []
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    callbacks = [_progress_file(Path(argv[2], PROGRESS_FILE))] if rank0 else []
     if target := os.environ.get("QA_PIPELINE_CHECKPOINTS_TO"):
         from qa_lib.checkpoint_sync import CheckpointToStore
         from qa_lib.store import open_store
 
         location, stage, key = json.loads(target)
         callbacks.append(CheckpointToStore(open_store(location), stage, key))
-    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
         result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
     except QAPipelineError as exc:
@@ -80,8 +127,7 @@ def main(argv: list[str]) -> None:
             Path(argv[2], ERROR_FILE).write_text(json.dumps({"kind": kind, "message": str(exc)}))
         raise
     if rank0:
-        payload = dataclasses.asdict(result) | {"world_size": int(os.environ.get("WORLD_SIZE", "1"))}
-        Path(argv[2], "train_result.json").write_text(json.dumps(payload))
+        Path(argv[2], "train_result.json").write_text(json.dumps(dataclasses.asdict(result)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class TrainResult:
     attention: str | None = None  # the attention implementation trained with (varlen: `varlen_attention.NAME`)
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
+    world_size: int = 1  # the processes that trained it together, as the Trainer counted them
 
 
 def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
@@ -72,6 +74,11 @@ def _complete(checkpoint: Path) -> bool:
     return True
 
 
+def _launched_processes() -> int:
+    """How many processes torchrun started for this training (WORLD_SIZE), 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str, packed: bool = False,
                        compile: bool = False):
     import torch
@@ -93,8 +100,9 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # bf16 without a GPU is CPU autocast, which the Trainer refuses ("Your setup doesn't support
-        # bf16/gpu") unless told the CPU is meant.
-        use_cpu=precision == "bf16" and not torch.cuda.is_available(),
+        # bf16/gpu") unless told the CPU is meant. So are several processes without a GPU: accelerate
+        # only joins them (gloo) when the CPU is meant, and took each for a lone run of its own.
+        use_cpu=not torch.cuda.is_available() and (precision == "bf16" or _launched_processes() > 1),
         # Padded: similar lengths in a batch, far less padding than random batches. Packed: the
         # planned batches in a seeded random order.
         train_sampling_strategy="random" if packed else "group_by_length",
@@ -148,6 +156,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
         attention=trainer.model.config._attn_implementation,
         train_runtime_s=runtime,
         train_samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)) * per_item,
+        world_size=trainer.args.world_size,
     )
 
 

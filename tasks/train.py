@@ -31,18 +31,25 @@ class _PrefectProgress(TrainerCallback):
         self.last = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.start()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.report(state.global_step, state.max_steps, logs)
+
+    def start(self) -> None:
         self.artifact_id = create_progress_artifact(progress=0.0, key="training-progress",
                                                     description="fine-tuning progress (% of optimizer steps)")
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.artifact_id is None or not state.max_steps:
+    def report(self, step: int, max_steps: int, logs: dict | None) -> None:
+        """One log record of the Trainer's: in-process, or handed on from a distributed run's rank 0."""
+        if self.artifact_id is None or not max_steps:
             return
-        pct = 100.0 * state.global_step / state.max_steps
-        if pct - self.last >= 1 or state.global_step == state.max_steps:
+        pct = 100.0 * step / max_steps
+        if pct - self.last >= 1 or step == max_steps:
             update_progress_artifact(self.artifact_id, pct)
             self.last = pct
         if logs and "loss" in logs:
-            self.logger.info("step %d/%d loss %.4f", state.global_step, state.max_steps, logs["loss"])
+            self.logger.info("step %d/%d loss %.4f", step, max_steps, logs["loss"])
 
 
 @task(name="fine-tune", **STAGE)
@@ -64,19 +71,22 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         nproc = process_count()
         # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
         with naming_full_disk(f"fine-tune's checkpoints in {work}"):
+            progress = _PrefectProgress(logger)
             if nproc > 1:
                 logger.info("launching data-parallel training on %d processes", nproc)
+                progress.start()
                 result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
-                                               checkpoints_to=(storage.location, stage, key))
+                                               checkpoints_to=(storage.location, stage, key), on_log=progress.report)
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
-                callbacks = [_PrefectProgress(logger), CheckpointToStore(storage, stage, key, logger)]
+                callbacks = [progress, CheckpointToStore(storage, stage, key, logger)]
                 result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
-                result["world_size"] = 1
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
-        logger.info("trained on %s batches%s, %s%s", result["batching"], f" ({details})" if details else "",
-                    result["precision"], f"; {result['batching_note']}" if result.get("batching_note") else "")
+        processes = f" in {result['world_size']} processes" if result["world_size"] > 1 else ""
+        logger.info("trained on %s batches%s, %s%s%s", result["batching"], f" ({details})" if details else "",
+                    result["precision"], processes,
+                    f"; {result['batching_note']}" if result.get("batching_note") else "")
         if result["resumed_from"]:
             step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")
             logger.info("resumed from step %s (%s)", step, result["resumed_from"])

@@ -65,6 +65,20 @@ def test_artifacts(first_run):
     assert (Path(cfg.output_dir) / "artifacts" / "loss_f1.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server, tiny_model, tmp_path, monkeypatch):
+    """On a multi-GPU worker the ranks train in processes of their own (2 CPU processes here): the
+    run's log still says each step's loss and the progress artifact reaches 100 %, as in-process."""
+    monkeypatch.setenv("QA_PIPELINE_NPROC", "2")
+    cfg = tiny_config(tiny_model, tmp_path / "out", eval_data=None, max_steps=3)
+    _, run_id = _run(cfg, tmp_path / "store")
+    logs = read_logs(run_id)
+    assert "launching data-parallel training on 2 processes" in logs
+    assert "trained on padded batches, fp32 in 2 processes" in logs  # as the Trainer counted them
+    assert [line.split(" loss")[0] for line in logs.splitlines() if line.startswith("step ")] == [
+        "step 1/3", "step 2/3", "step 3/3"], logs
+    assert artifacts(run_id)["training-progress"].data == 100.0
+
+
 def test_unchanged_rerun_is_all_cached(first_run):
     cfg, store, result, _ = first_run
     t = time.perf_counter()

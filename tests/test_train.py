@@ -112,8 +112,16 @@ def test_two_process_data_parallel_launch_on_cpu(tiny_model, train_examples, tmp
     feats = build_train_features(train_examples.select(range(64)), tok, 128, 48)
     feats.save_to_disk(str(tmp_path / "features"))
     cfg = _config(tiny_model, tmp_path, max_steps=3)
-    result = fine_tune_distributed(cfg, str(tmp_path / "features"), tmp_path / "ddp", nproc=2)
+    records = []  # rank 0's log records, handed to this process while the ranks train
+    result = fine_tune_distributed(cfg, str(tmp_path / "features"), tmp_path / "ddp", nproc=2,
+                                   on_log=lambda step, max_steps, logs: records.append((step, max_steps, logs)))
+    # As the Trainer counted them: two processes that each trained alone (no gloo group joined on a
+    # machine without a GPU) counted 1, and the environment's WORLD_SIZE said 2 all the same.
     assert result["world_size"] == 2
+    trained = [(step, max_steps) for step, max_steps, logs in records if "loss" in logs]
+    assert trained == [(1, 3), (2, 3), (3, 3)], records  # logging_steps=1, each record once
+    assert [logs["loss"] for _, _, logs in records if "loss" in logs] == [
+        h["loss"] for h in result["log_history"] if "loss" in h]
     from transformers import AutoModelForQuestionAnswering
 
     AutoModelForQuestionAnswering.from_pretrained(result["model_dir"])
