@@ -97,7 +97,8 @@ def _progress_file(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 with path.open("a") as f:
-                    f.write(json.dumps({"step": state.global_step, "max_steps": state.max_steps, "logs": logs}) + "\n")
+                    record = {"step": state.global_step, "max_steps": state.max_steps, "logs": logs}
+                    f.write(json.dumps(record, default=str) + "\n")  # a value JSON lacks must not stop training
 
     return ProgressFile()
 
