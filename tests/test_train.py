@@ -291,3 +291,24 @@ def test_activation_checkpointing_is_refused_for_a_family_without_it(tmp_path):
         check_run(config, training=True, store=str(tmp_path / "store"))
     check_run(config.model_copy(update={"activation_checkpointing": False}), training=True,
               store=str(tmp_path / "store"))
+
+
+def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tiny_model, train_examples, tmp_path):
+    """Batches of 4 accumulated twice give the loss and the gradient norm one batch of 8 gives, step
+    by step: each micro-batch's loss is its features' mean and the Trainer divides it by the steps it
+    accumulates over. Normalised twice, or not at all, the norm would be half or double (the weights
+    would hardly show it: Adam's steps do not scale with the gradient). Length-grouped order is drawn
+    by the whole batch, so both see the same features in the same steps."""
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(40)), tok, 128, 48)
+    feats = feats.select(range(len(feats) - len(feats) % 8))  # every micro-batch holds 4 features
+    logged = {}
+    for batch, steps in ((8, 1), (4, 2)):
+        out = tmp_path / f"b{batch}x{steps}"
+        cfg = _config(tiny_model, out, max_steps=3, save_steps=100, hidden_dropout=0.0, attention_dropout=0.0,
+                      per_device_train_batch_size=batch, gradient_accumulation_steps=steps)
+        history = fine_tune(cfg, feats, out).log_history
+        logged[steps] = [(h["step"], h["loss"], h["grad_norm"]) for h in history if "loss" in h]
+    assert [step for step, _, _ in logged[1]] == [1, 2, 3]  # optimizer steps
+    for (step, loss, norm), (step2, loss2, norm2) in zip(logged[1], logged[2], strict=True):
+        assert step == step2 and loss2 == pytest.approx(loss, rel=1e-5) and norm2 == pytest.approx(norm, rel=1e-4)
