@@ -23,6 +23,8 @@ ERROR_FILE = "train_error.json"
 # Rank 0's log records (step, max_steps, the Trainer's logs), one JSON line each, which the launching
 # process hands on while training runs: its run log and progress artifact are the worker's, not a rank's.
 PROGRESS_FILE = "train_progress.jsonl"
+# Set for the ranks this module starts: their WORLD_SIZE is ours, not an outer launcher's.
+LAUNCHED = "QA_PIPELINE_LAUNCHED"
 _KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
@@ -49,7 +51,9 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     config_file.write_text(config.model_dump_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
-    env = {**os.environ, "QA_PIPELINE_CHECKPOINTS_TO": json.dumps(checkpoints_to)} if checkpoints_to else None
+    env = {**os.environ, LAUNCHED: "1"}
+    if checkpoints_to:
+        env["QA_PIPELINE_CHECKPOINTS_TO"] = json.dumps(checkpoints_to)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
     progress = output_dir / PROGRESS_FILE
     progress.unlink(missing_ok=True)

@@ -75,8 +75,11 @@ def _complete(checkpoint: Path) -> bool:
 
 
 def _launched_processes() -> int:
-    """How many processes torchrun started for this training (WORLD_SIZE), 1 without it."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes `qa_lib.launch` started for this training (their WORLD_SIZE), else 1: a
+    WORLD_SIZE set around a whole run by something else (a cluster's job spec) is not a group to join."""
+    from qa_lib.launch import LAUNCHED
+
+    return int(os.environ.get("WORLD_SIZE", "1")) if os.environ.get(LAUNCHED) == "1" else 1
 
 
 def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str, packed: bool = False,

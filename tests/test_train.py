@@ -312,3 +312,16 @@ def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tiny_model,
     assert [step for step, _, _ in logged[1]] == [1, 2, 3]  # optimizer steps
     for (step, loss, norm), (step2, loss2, norm2) in zip(logged[1], logged[2], strict=True):
         assert step == step2 and loss2 == pytest.approx(loss, rel=1e-5) and norm2 == pytest.approx(norm, rel=1e-4)
+
+
+def test_only_the_launchers_own_ranks_join_a_process_group(monkeypatch):
+    """A WORLD_SIZE set around a whole run (a cluster's job spec) made an in-process CPU training wait
+    for ranks that would never come; only the ranks `qa_lib.launch` starts count theirs."""
+    from qa_lib.launch import LAUNCHED
+    from qa_lib.train import _launched_processes
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv(LAUNCHED, raising=False)
+    assert _launched_processes() == 1
+    monkeypatch.setenv(LAUNCHED, "1")
+    assert _launched_processes() == 2
