@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data_file", help="official SQuAD JSON (as the official scripts), or any data file the pipeline "
                    "reads: JSONL, CSV, Parquet, flat JSON records, a dataset folder, a Hub dataset (v2.0 when a question has "
                    "no answer); a file may be an s3:// object")
-    s.add_argument("pred_file", help="JSON of question id -> answer text (a file or an s3:// object)")
+    s.add_argument("pred_file", help="JSON of question id -> answer text, or a list of {id, prediction_text} records "
+                   "(a file or an s3:// object)")
     s.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
                    help="for a flat data file: its name for one of our columns (id, context, question, answers, "
                         "answer_text, answer_start), e.g. --column id=qid; repeat for several")

@@ -35,6 +35,7 @@ def run(args) -> int:
         check_output(args.out_file, "scores")
     doc, preds = _dataset(args, read), read(args.pred_file)
     na_probs = read(args.na_prob_file) if args.na_prob_file else None
+    preds, na_probs = _from_records(args, preds, na_probs)
     _check_inputs(args, doc, preds, na_probs)
     v2 = args.version == "2.0" or (args.version is None and is_v2_dataset(doc))
     try:
@@ -100,6 +101,24 @@ def _dataset(args, read) -> dict:
         examples = load_examples(source, default_split="validation")
     v2 = any(not answers["text"] for answers in examples["answers"])
     return {"version": "2.0" if v2 else "1.1", "data": examples_as_dataset(examples)}
+
+
+def _from_records(args, preds, na_probs):
+    """Predictions as `evaluate`'s `squad` / `squad_v2` metrics take them (a JSON list of
+    {"id", "prediction_text"} records, the tutorial's `formatted_predictions`) as the official
+    scripts' {id: text}, and their "no_answer_probability", if every record has one and no null-odds
+    file is given, as the null odds (what the squad_v2 metric scores them as, threshold 1.0 by default).
+    Any other shape is left as it is, for the checks to name."""
+    if not (isinstance(preds, list) and preds and all(
+            isinstance(r, dict) and "id" in r and "prediction_text" in r for r in preds)):
+        return preds, na_probs
+    ids = [str(r["id"]) for r in preds]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise QAPipelineError(f"{args.pred_file}: id {twice!r} has more than one record")
+    if na_probs is None and all("no_answer_probability" in r for r in preds):
+        na_probs = {i: r["no_answer_probability"] for i, r in zip(ids, preds)}
+    return {i: r["prediction_text"] for i, r in zip(ids, preds)}, na_probs
 
 
 def _check_inputs(args, doc, preds, na_probs) -> None:

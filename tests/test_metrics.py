@@ -102,6 +102,31 @@ def test_score_cli_matches_library(tmp_path, capsys):
     assert json.loads(out.read_text())["exact"] != squad_v2(doc2["data"], preds2, na)["exact"]  # -t took effect
 
 
+def test_score_reads_the_predictions_evaluate_metrics_take(tmp_path, capsys):
+    """A JSON list of {"id", "prediction_text"} records (the tutorial's `formatted_predictions`, as
+    `evaluate`'s squad metrics take them) scores as the same answers in the official {id: text}
+    file, and squad_v2's "no_answer_probability" as the null-odds file."""
+    from cli.main import main
+    from tests.conftest import DEV_V2
+
+    doc = json.loads(DEV_V2.read_text())
+    ids = [q["id"] for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+    preds = {k: ("" if i % 3 else "Normans") for i, k in enumerate(ids)}
+    na = {k: (i % 7) / 7 for i, k in enumerate(ids)}
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([{"id": k, "prediction_text": v, "no_answer_probability": na[k]}
+                                   for k, v in preds.items()]))
+    assert main(["score", str(DEV_V2), str(records)]) == 0
+    assert json.loads(capsys.readouterr().out) == squad_v2(doc["data"], preds, na)
+    # Without the probabilities: the answers alone, as an {id: text} file without -n scores.
+    records.write_text(json.dumps([{"id": k, "prediction_text": v} for k, v in preds.items()]))
+    assert main(["score", str(DEV_V2), str(records)]) == 0
+    assert json.loads(capsys.readouterr().out) == squad_v2(doc["data"], preds, None)
+    records.write_text(json.dumps([{"id": ids[0], "prediction_text": ""}] * 2))
+    assert main(["score", str(DEV_V2), str(records)]) == 2
+    assert f"{records}: id {ids[0]!r} has more than one record" in capsys.readouterr().err
+
+
 def test_score_reads_any_data_file_the_pipeline_reads(tmp_path, capsys):
     """A dev set kept as JSONL or CSV (`answer --questions` reads those, and its answers are the
     predictions `score` takes): the official scripts' numbers, as for the same questions in
@@ -158,7 +183,7 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
     full.write_text(json.dumps({k: "" for k in ids}))
     na.write_text(json.dumps({k: 0.5 for k in ids[1:]}))
     listed = tmp_path / "listed.json"
-    listed.write_text(json.dumps([{"id": k, "prediction_text": ""} for k in ids]))
+    listed.write_text(json.dumps([[k, ""] for k in ids]))  # pairs, not records
     broken = tmp_path / "broken.json"
     broken.write_text('{"a": SECRET-VALUE}')
     cases = [
