@@ -113,9 +113,11 @@ def _from_records(args, preds, na_probs):
             isinstance(r, dict) and "id" in r and "prediction_text" in r for r in preds)):
         return preds, na_probs
     ids = [str(r["id"]) for r in preds]
-    if len(set(ids)) != len(ids):
-        twice = next(i for i in ids if ids.count(i) > 1)
-        raise QAPipelineError(f"{args.pred_file}: id {twice!r} has more than one record")
+    seen: set[str] = set()
+    for i in ids:  # one pass: a count per id was quadratic in the file's length
+        if i in seen:
+            raise QAPipelineError(f"{args.pred_file}: id {i!r} has more than one record")
+        seen.add(i)
     if na_probs is None and all("no_answer_probability" in r for r in preds):
         na_probs = {i: r["no_answer_probability"] for i, r in zip(ids, preds)}
     return {i: r["prediction_text"] for i, r in zip(ids, preds)}, na_probs
@@ -124,17 +126,17 @@ def _from_records(args, preds, na_probs):
 def _check_inputs(args, doc, preds, na_probs) -> None:
     if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
         raise QAPipelineError(f"{args.data_file}: not an official SQuAD file (no top-level 'data' list)")
-    if problem := _mapping_problem(preds, "answer text", lambda v: isinstance(v, str)):
+    if problem := _mapping_problem(preds, lambda v: isinstance(v, str)):
         raise QAPipelineError(f"{args.pred_file}: predictions must be a JSON object of question id -> answer text; "
                               f"{problem}")
     if na_probs is not None and (problem := _mapping_problem(
-            na_probs, "number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))):
+            na_probs, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))):
         raise QAPipelineError(f"{args.na_prob_file}: null odds must be a JSON object of question id -> number; {problem}")
 
 
-def _mapping_problem(doc, what: str, fits) -> str | None:
-    """What keeps `doc` from being a JSON object of id -> `what`: its own type, or the first id whose
-    value is of another type (the id only: a value may be anything, including data not to print)."""
+def _mapping_problem(doc, fits) -> str | None:
+    """What keeps `doc` from being a JSON object of id -> a value that `fits`: its own type, or the first
+    id whose value does not fit (the id only: a value may be anything, including data not to print)."""
     from qa_lib.text_files import json_type
 
     if not isinstance(doc, dict):

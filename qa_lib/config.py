@@ -352,10 +352,8 @@ def _unknown_key(loc: tuple) -> str:
     model: type[BaseModel] = PipelineConfig
     for part in loc[:-1]:  # down to the model the key was given in (train_data.lmit: DataSource)
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return "unknown key"
-        nested = [t for t in (field.annotation, *typing.get_args(field.annotation))
-                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        nested = [] if field is None else [t for t in (field.annotation, *typing.get_args(field.annotation))
+                                           if isinstance(t, type) and issubclass(t, BaseModel)]
         if not nested:
             return "unknown key"
         model = nested[0]
