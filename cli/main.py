@@ -55,6 +55,16 @@ def source_options(parser: argparse.ArgumentParser, when: str) -> None:
                         "that has several (e.g. xquad.en)")
 
 
+STORE_HELP = "content-addressed store root: a folder or s3://bucket/prefix (default: $QA_PIPELINE_STORE or .qa-store)"
+
+
+def config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config file and its overrides, as every flow command takes them."""
+    parser.add_argument("config", help="YAML config file (every key: docs/configuration.md)")
+    parser.add_argument("overrides", nargs="*", default=[],
+                        help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not overwrite a --verbose given before it.
@@ -67,18 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", parents=[common],
                        help="run the train_qa flow: data → features → fine-tune → predict → metrics")
-    t.add_argument("config", help="YAML config file")
-    t.add_argument("overrides", nargs="*", default=[], help="key=value overrides, e.g. learning_rate=1e-4 eval_data.limit=100")
-    t.add_argument("--store", default=None, help="content-addressed store root (default: $QA_PIPELINE_STORE or .qa-store)")
+    config_arguments(t)
+    t.add_argument("--store", default=None, help=STORE_HELP)
     t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     t.set_defaults(func=runs.train)
 
     e = sub.add_parser("evaluate", parents=[common], help="run the evaluate_qa flow on a trained model")
-    e.add_argument("config")
-    e.add_argument("overrides", nargs="*", default=[])
+    config_arguments(e)
     e.add_argument("--model", default=None, help="model folder, run folder, publish target (its champion: a folder or "
                    "s3://bucket/prefix/champion) or s3:// store model (default: config.model)")
-    e.add_argument("--store", default=None)
+    e.add_argument("--store", default=None, help=STORE_HELP)
     e.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     e.set_defaults(func=runs.evaluate)
 
@@ -88,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Answer every question of --questions (default: the config's eval_data) with "
                                     "the config's windows and post-processing, as evaluate answers them, and save "
                                     "the answers (id -> text, the predictions format score reads) whole.")
-    pr.add_argument("config")
-    pr.add_argument("overrides", nargs="*", default=[])
+    config_arguments(pr)
     pr.add_argument("--questions", metavar="PATH", default=None,
                     help="a data file the pipeline reads or s3:// URI, answers not needed (default: eval_data)")
     pr.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
@@ -99,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "store model (default: the champion of publish_target if set, else config.model)")
     pr.add_argument("--output", "-o", metavar="PATH", default=None,
                     help="a file or s3://bucket/key (default: <output_dir>/answers/predictions.json)")
-    pr.add_argument("--store", default=None)
+    pr.add_argument("--store", default=None, help=STORE_HELP)
     pr.add_argument("--dry-run", action="store_true",
                     help="run every check answering makes first (config, model, questions, output, store), list "
                          "each stage as stored (reused) or to compute, and stop")
@@ -107,9 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("retrain", parents=[common],
                        help="run the retrain flow once: train, gate against the champion, promote, push")
-    r.add_argument("config")
-    r.add_argument("overrides", nargs="*", default=[])
-    r.add_argument("--store", default=None)
+    config_arguments(r)
+    r.add_argument("--store", default=None, help=STORE_HELP)
     r.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     r.set_defaults(func=runs.retrain)
 
@@ -178,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=answer.run)
 
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")
-    d.add_argument("--work-pool", default="gpu")
+    d.add_argument("--work-pool", default=None, help="the work pool the deployments run on (default: $QA_WORK_POOL "
+                   "or gpu)")
     d.add_argument("--source", default=None,
                    help="git URL[@ref] the workers clone the code from (default: this checkout's path; "
                         "$QA_DEPLOY_SOURCE)")
@@ -189,13 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("store", parents=[common], help="list or clean the store")
     st_sub = st.add_subparsers(dest="store_command", required=True)
     ls = st_sub.add_parser("ls", parents=[common], help="stages, keys, sizes and ages")
-    ls.add_argument("--store", default=None, help="folder or s3://bucket/prefix (default: $QA_PIPELINE_STORE or .qa-store)")
+    ls.add_argument("--store", default=None, help=STORE_HELP)
     ls.set_defaults(func=store.ls)
     gc = st_sub.add_parser("gc", parents=[common],
                            help="remove entries older than DAYS, keeping champions' models and running trainings")
-    gc.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    gc.add_argument("--older-than", type=float, required=True, metavar="DAYS",
+                    help="age in days, fractions allowed (0.5: twelve hours)")
     gc.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
-    gc.add_argument("--store", default=None)
+    gc.add_argument("--store", default=None, help=STORE_HELP)
     gc.set_defaults(func=store.gc)
     return p
 

@@ -271,8 +271,13 @@ def test_deploy_needs_a_reachable_server_with_the_pool(prefect_server, tmp_path)
     assert out.returncode == 2
     assert out.stderr == (f"error: work pool 'no-such-pool' not found on {prefect_server.url}: create it first "
                           "(prefect work-pool create no-such-pool --type process)\n")
+    # The pool named in the environment, as deployments/definitions.py documents, when --work-pool is not given.
+    env["QA_WORK_POOL"] = "pool-from-env"
+    out = cli("deploy", api=prefect_server.url)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"error: work pool 'pool-from-env' not found on {prefect_server.url}")
     with get_client(sync_client=True) as client:
-        assert not [d for d in client.read_deployments() if d.work_pool_name == "no-such-pool"]
+        assert not [d for d in client.read_deployments() if d.work_pool_name in ("no-such-pool", "pool-from-env")]
 
 
 def test_numbers_from_the_environment_are_checked_where_they_are_read(monkeypatch):
