@@ -57,8 +57,8 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
 
 def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None) -> None:
     """Without a Prefect server, the run's first checks (its preflight's) before Prefect starts a
-    temporary one: a bad model, window, output folder or store is then one line in about 5 s, not
-    after 15 s of server start-up and a log of the failed task. The flow checks again (its caches
+    temporary one, and before the flows' imports (seconds): a bad path, model, window, output folder or
+    store is then one line, not after the server's start-up and a log of the failed task. The flow checks again (its caches
     make that instant); with a server, the failure is left to the flow, which records it there."""
     if api_url() is not None:
         return
@@ -77,9 +77,9 @@ def train(args) -> int:
         if note := unpublished_settings(config):  # the run logs it as a warning
             print(f"note: {note}", file=sys.stderr)
         return code
+    _checked_before_prefect(config, True, args.store)
     from flows.train_qa import run_train
 
-    _checked_before_prefect(config, True, args.store)
     summary = run_train(config, store_root=args.store)
     print_summary(summary)
     return 0
@@ -89,9 +89,9 @@ def evaluate(args) -> int:
     config = _load_config(args)
     if args.dry_run:
         return _dry_run(config, False, args.store, args.model)
+    _checked_before_prefect(config, False, args.store, args.model)
     from flows.evaluate_qa import run_evaluate
 
-    _checked_before_prefect(config, False, args.store, args.model)
     summary = run_evaluate(config, model=args.model, store_root=args.store)
     print_summary(summary)
     return 0
@@ -143,9 +143,9 @@ def retrain(args) -> int:
 
         check_retrain(config, hub_token())
         return _dry_run(config, True, args.store)
+    _checked_before_prefect(config, True, args.store)
     from flows.retrain import retrain
 
-    _checked_before_prefect(config, True, args.store)
     result = retrain(config=config, store_root=args.store)
     print_summary(result)
     if result["promoted"]:

@@ -26,6 +26,15 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         raise ConfigError("train_data: required to train (set train_data.path)")
     if config.eval_data is None and not training:
         raise ConfigError("eval_data: required to evaluate (set eval_data.path)")
+    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
+    check_output_dir(config.output_dir)
+    if not (storage := open_store(store)).remote:
+        check_output_apart_from_store(config.output_dir, storage.root)
+    # Every source before any is read, and before the model, whose check loads its weights (seconds):
+    # a mistyped path must not wait for them, nor a missing eval file for the training set to load.
+    for source in (config.train_data if training else None, config.eval_data):
+        if source is not None:
+            check_source_exists(source)
     check_model_source(model or config.model)
     windows = {"eval_max_length": config.eval_window[0]}
     if training:
@@ -35,14 +44,6 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
     else:
         check_trained_head(model or config.model)
     check_windows_fit(model or config.model, windows)
-    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
-    check_output_dir(config.output_dir)
-    if not (storage := open_store(store)).remote:
-        check_output_apart_from_store(config.output_dir, storage.root)
-    # Every source before any is read: a missing eval file must not wait for the training set to load.
-    for source in (config.train_data if training else None, config.eval_data):
-        if source is not None:
-            check_source_exists(source)
     if store is not None:
         # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
         storage.check()

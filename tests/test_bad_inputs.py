@@ -137,6 +137,10 @@ def _corpus(tmp, tiny_model) -> list[tuple[str, list[str], list[str]]]:
         ("missing eval file", ["train", config("no-eval", train_data={"path": str(tmp / "latin1.json")},
                                               eval_data={"path": str(tmp / "no-dev.json")})],
          [f"{tmp / 'no-dev.json'}: file or folder not found"]),
+        # Paths are checked before the model, whose check loads its weights: a mistyped path is named at once.
+        ("missing training file, missing model too", ["train", config("no-train", model=str(tmp / "no-model"),
+                                                               train_data={"path": str(tmp / "no-train.json")})],
+         [f"{tmp / 'no-train.json'}: file or folder not found"]),
         # A file where the publish target's folder goes: a NotADirectoryError, retried, exit 1.
         ("publish target that cannot be made", ["retrain", config("target", publish_target=str(tmp / "latin1.json" / "pub"))],
          [f"publish target {tmp / 'latin1.json' / 'pub'} is not writable: Not a directory"]),
