@@ -61,8 +61,19 @@ def artifacts(flow_run_id) -> dict:
     return {a.key or a.type: a for a in arts}
 
 
-def read_logs(run_id) -> str:
-    """The messages the server holds of a flow run's log, one per line."""
+def read_logs(run_id, until: str | None = None, timeout_s: float = 30) -> str:
+    """The messages the server holds of a flow run's log, one per line. Logs reach the server in
+    batches, after the run's state: with `until`, read again until that text is there or
+    `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = _logs_now(run_id)
+        if until is None or until in logs or time.monotonic() > deadline:
+            return logs
+        time.sleep(1)
+
+
+def _logs_now(run_id) -> str:
     lines, offset = [], 0
     with get_client(sync_client=True) as c:
         while True:

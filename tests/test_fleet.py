@@ -135,12 +135,7 @@ def _wait(run_id, timeout=600):
 def _logs(run_id, timeout=90) -> str:
     """The run's log, once its last line ("model: ...") has reached the server: a run's state can
     turn Completed before its process has sent the final batch of logs."""
-    deadline = time.time() + timeout
-    while True:
-        logs = read_logs(run_id)
-        if re.search(r"^model: ", logs, re.M) or time.time() > deadline:
-            return logs
-        time.sleep(1)
+    return read_logs(run_id, until="\nmodel: ", timeout_s=timeout)
 
 
 def _summary(run_id) -> dict:

@@ -71,7 +71,7 @@ def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server
     monkeypatch.setenv("QA_PIPELINE_NPROC", "2")
     cfg = tiny_config(tiny_model, tmp_path / "out", eval_data=None, max_steps=3)
     _, run_id = _run(cfg, tmp_path / "store")
-    logs = read_logs(run_id)
+    logs = read_logs(run_id, until="trained on padded batches")  # fine-tune's last line
     assert "launching data-parallel training on 2 processes" in logs
     assert "trained on padded batches, fp32 in 2 processes" in logs  # as the Trainer counted them
     assert [line.split(" loss")[0] for line in logs.splitlines() if line.startswith("step ")] == [
@@ -99,9 +99,7 @@ def test_a_train_run_whose_config_names_publish_places_says_it_publishes_nowhere
     named = cfg.model_copy(update={"publish_target": str(tmp_path / "registry"), "hub_repo_id": "org/qa-model"})
     again, run_id = _run(named, store)
     assert set(task_states(run_id)["fine-tune"]) == {"Cached"} and again["model_key"] == result["model_key"]
-    deadline = time.monotonic() + 30
-    while "publishes nowhere" not in (logs := read_logs(run_id)) and time.monotonic() < deadline:
-        time.sleep(1)  # logs reach the server in batches, after the run's state
+    logs = read_logs(run_id, until="publishes nowhere")
     assert ("train publishes nowhere; publish_target and hub_repo_id are retrain's, which gates the model against the "
             f"champion, promotes it and pushes it (qa-pipeline retrain); this run's model stays in {cfg.output_dir}") in logs
     assert not (tmp_path / "registry").exists()

@@ -185,7 +185,7 @@ def test_retrain_gate(prefect_server, tiny_model, tmp_path):
     assert json.loads((pub / "champion.json").read_text()) == pointer
     assert len(_promotions(str(pub), 2, wait_s=3)) == 1  # not promoted: nothing announced
     # Its train_qa subflow does not say it "publishes nowhere": retrain publishes (a train run says it).
-    subflow_logs = "\n".join(read_logs(r.id) for r in subflow_runs(state.state_details.flow_run_id))
+    subflow_logs = "\n".join(read_logs(r.id, until="\nmodel: ") for r in subflow_runs(state.state_details.flow_run_id))
     assert "\nmodel: " in subflow_logs and "publishes nowhere" not in subflow_logs
     # Other post-processing: the champion's recorded score (max_answer_length 30) is not comparable,
     # so it is scored again under the new settings; the same model then ties with itself.
