@@ -57,9 +57,10 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
 
 def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None) -> None:
     """Without a Prefect server, the run's first checks (its preflight's) before Prefect starts a
-    temporary one, and before the flows' imports (seconds): a bad path, model, window, output folder or
-    store is then one line, not after the server's start-up and a log of the failed task. The flow checks again (its caches
-    make that instant); with a server, the failure is left to the flow, which records it there."""
+    temporary one, and before the flows' imports (seconds): a bad path, model, window, output folder
+    or store is then one line, not after the server's start-up and a log of the failed task. The flow
+    checks again (its caches make that instant); with a server, the failure is left to the flow,
+    which records it there."""
     if api_url() is not None:
         return
     from qa_lib.preflight import check_run
