@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")
     d.add_argument("--work-pool", default=None, help="the work pool the deployments run on (default: $QA_WORK_POOL "
                    "or gpu)")
+    d.add_argument("--config", default=None, metavar="PATH",
+                   help="the config whose values become the deployments' parameters (default: $QA_DEPLOY_CONFIG "
+                        "or configs/default.yaml, under this checkout)")
     d.add_argument("--source", default=None,
                    help="git URL[@ref] the workers clone the code from (default: this checkout's path; "
                         "$QA_DEPLOY_SOURCE)")

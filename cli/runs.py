@@ -162,7 +162,9 @@ def retrain(args) -> int:
 def deploy(args) -> int:
     from deployments.register import register
 
-    for name in register(work_pool=args.work_pool, source=args.source, store=args.store):
+    # A path given here is the user's, from where they stand; QA_DEPLOY_CONFIG's is the checkout's.
+    config = None if args.config is None else os.path.abspath(args.config)
+    for name in register(work_pool=args.work_pool, config_path=config, source=args.source, store=args.store):
         print(f"registered deployment {name}")
     return 0
 

@@ -2,7 +2,8 @@
 
 Environment knobs (read at registration time):
   QA_WORK_POOL       work pool name (default "gpu")
-  QA_DEPLOY_CONFIG   YAML config whose values become the parameter defaults (default configs/default.yaml)
+  QA_DEPLOY_CONFIG   YAML config whose values become the parameter defaults (default configs/default.yaml;
+                     `qa-pipeline deploy --config` wins)
   QA_RETRAIN_CRON    nightly schedule (default "0 2 * * *")
   QA_RETRAIN_TZ      its timezone (default "UTC")
   QA_GPUS            GPUs per flow run, passed to the worker as a job variable (default 1; 0 or more)

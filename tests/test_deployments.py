@@ -43,14 +43,15 @@ def deployed(prefect_server, tiny_model, tmp_path_factory):
     import yaml
 
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**prefect_server.env, "QA_WORK_POOL": "test-pool", "QA_DEPLOY_CONFIG": str(config_file),
+    # --config wins over QA_DEPLOY_CONFIG: the deployments' parameters below are the tiny config's.
+    env = {**prefect_server.env, "QA_WORK_POOL": "test-pool", "QA_DEPLOY_CONFIG": "configs/default.yaml",
            "QA_RETRAIN_CRON": "30 3 * * *", "QA_RETRAIN_TZ": "Europe/Paris", "QA_PIPELINE_STORE": str(tmp / "store"),
            "QA_PIPELINE_NO_PROGRESS": "1", "QA_HEARTBEAT_GRACE_S": str(GRACE_S)}
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], env=env, check=True,
                    capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "cli", "deploy", "--work-pool", "test-pool"], cwd=ROOT,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "cli", "deploy", "--work-pool", "test-pool", "--config", str(config_file)],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     worker_log = open(tmp / "worker.log", "w")
     worker = subprocess.Popen([prefect, "worker", "start", "--pool", "test-pool", "--type", "process"], cwd=ROOT,
@@ -245,6 +246,23 @@ def test_a_bad_deploy_setting_is_one_line_before_anything_is_registered(variable
     err = capsys.readouterr().err
     assert err.startswith(f"error: {variable} must be ") and err.count("\n") == 1
     assert value not in err
+
+
+def test_deploy_registers_the_config_given_by_option_from_where_it_runs(tmp_path, monkeypatch, capsys):
+    """`deploy --config`, a path from the working folder, wins over QA_DEPLOY_CONFIG: its problem is
+    named, before any server is asked (the closed port would fail otherwise)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from cli.main import main
+
+    (tmp_path / "mine.yaml").write_text("model: x\nlerning_rate: 0.1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QA_DEPLOY_CONFIG", "configs/default.yaml")
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["deploy", "--config", "mine.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "lerning_rate: unknown key; did you mean learning_rate?" in err and "mine.yaml" in err
 
 
 def test_deploy_needs_a_reachable_server_with_the_pool(prefect_server, tmp_path):
