@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -50,8 +51,9 @@ def gc(args) -> int:
     from qa_lib.errors import ConfigError
     from qa_lib.store import collect_garbage, sweep_local_copies
 
-    if args.older_than < 0:
-        raise ConfigError(f"--older-than: must be 0 or more days, got {args.older_than}")
+    # nan compared false with every age, so it removed nothing and said so as if that were the answer.
+    if not math.isfinite(args.older_than) or args.older_than < 0:
+        raise ConfigError(f"--older-than: must be a number of days, 0 or more, got {args.older_than}")
     store = _existing_store(args.store)
     removed = collect_garbage(store, args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
