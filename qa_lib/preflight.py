@@ -16,7 +16,6 @@ from qa_lib.config import PipelineConfig
 from qa_lib.data import check_source_exists
 from qa_lib.errors import ConfigError
 from qa_lib.store import open_store
-from qa_lib.predict import resolve_precision
 from qa_lib.validate import (check_activation_checkpointing, check_model_source, check_output_apart_from_store,
                              check_output_dir, check_trained_head, check_windows_fit)
 
@@ -27,15 +26,17 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         raise ConfigError("train_data: required to train (set train_data.path)")
     if config.eval_data is None and not training:
         raise ConfigError("eval_data: required to evaluate (set eval_data.path)")
-    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_output_dir(config.output_dir)
     if not (storage := open_store(store)).remote:
         check_output_apart_from_store(config.output_dir, storage.root)
-    # Every source before any is read, and before the model, whose check loads its weights (seconds):
-    # a mistyped path must not wait for them, nor a missing eval file for the training set to load.
+    # Every source before any is read, and before torch is imported and the model's weights loaded
+    # (seconds): a mistyped path must not wait for them, nor a missing eval file for the training set.
     for source in (config.train_data if training else None, config.eval_data):
         if source is not None:
             check_source_exists(source)
+    from qa_lib.predict import resolve_precision
+
+    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_model_source(model or config.model)
     windows = {"eval_max_length": config.eval_window[0]}
     if training:
