@@ -1,9 +1,9 @@
 """Cheap checks that fail a run before any expensive work, and what a run would do.
 
 `check_run` is the flows' first step (`tasks.preflight`) and the CLI's `--dry-run`, cheapest first:
-the config's cross-checks, the precision on this machine, the output folder, that every data source
-exists (before any is read), the model (loadable, windows that fit it, a trained head to evaluate:
-seconds, as it loads the model) and the store.
+the config's cross-checks, the output folder, that every data source exists (before any is read),
+the precision on this machine (the first to import torch), the model (loadable, windows that fit it,
+a trained head to evaluate: seconds, as it loads the model) and the store.
 `check_data` (the dry run's, as the run's load and feature stages would) reads and validates the data
 sources and checks that each question fits its window;
 `planned_stages` then says, per stage, whether the store already holds it (the run will reuse
