@@ -109,10 +109,7 @@ def _raw_scores(dataset, preds):
         gold_answers = [a["text"] for a in qa["answers"] if _normalize_v2(a["text"])]
         if not gold_answers:
             gold_answers = [""]
-        if qid not in preds:
-            print(f"Missing prediction for {qid}", file=sys.stderr)
-            continue
-        a_pred = preds[qid]
+        a_pred = preds[qid]  # squad_v2 checked that every question has one
         exact_scores[qid] = max(_exact_v2(a, a_pred) for a in gold_answers)
         f1_scores[qid] = max(_f1_v2(a, a_pred) for a in gold_answers)
     return exact_scores, f1_scores
@@ -176,12 +173,12 @@ def squad_v2(dataset: list[dict[str, Any]], preds: dict[str, str], na_probs: dic
         raise ValueError(f"null odds missing for {len(missing_na)} question(s), e.g. {missing_na[0]}")
     has_ans_qids = [k for k, v in has_ans.items() if v]
     no_ans_qids = [k for k, v in has_ans.items() if not v]
+    # The official script prints a line per missing id, then fails with a KeyError: it cannot score a
+    # partial file either. Said once, before scoring.
+    if missing := [k for k in has_ans if k not in preds]:
+        raise ValueError(f"no prediction for {len(missing)} of {len(has_ans)} question(s), e.g. {missing[0]}; "
+                         "SQuAD v2.0 scoring needs one for every question")
     exact_raw, f1_raw = _raw_scores(dataset, preds)
-    if len(exact_raw) < len(has_ans):
-        # The official script fails here with a KeyError: it cannot score a partial file either.
-        missing = next(k for k in has_ans if k not in exact_raw)
-        raise ValueError(f"no prediction for {len(has_ans) - len(exact_raw)} of {len(has_ans)} question(s), "
-                         f"e.g. {missing}; SQuAD v2.0 scoring needs one for every question")
     exact_thresh = _apply_threshold(exact_raw, na_probs, has_ans, na_prob_thresh)
     f1_thresh = _apply_threshold(f1_raw, na_probs, has_ans, na_prob_thresh)
     out = _eval_dict(exact_thresh, f1_thresh)
