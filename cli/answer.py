@@ -11,7 +11,7 @@ from pathlib import Path
 def run(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from qa_lib.answer import answer, check_run_options, checked_inputs
+    from qa_lib.answer import answer, checked_inputs
     from qa_lib.errors import ConfigError
     from qa_lib.validate import check_trained_head
 
@@ -24,9 +24,9 @@ def run(args) -> int:
         raise ConfigError(f"answer: {option} goes with --questions (one answer is printed)")
     if args.question is None or (args.context is None and args.context_file is None):
         raise ConfigError("answer: give --question and --context (or --context-file), or --questions FILE")
+    check_options(args)
     context = args.context if args.context is not None else read_context(args.context_file)
     checked_inputs(args.question, context, args.top_k, args.max_answer_len)
-    check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
     # As with --questions and evaluate: a base model's random head would give a confident-looking
     # answer that means nothing (the library's QuestionAnswerer only warns, for experiments).
     check_trained_head(args.model)
@@ -44,6 +44,26 @@ def run(args) -> int:
     items = result if isinstance(result, list) else [result]
     print_json([a.to_dict() for a in items] if args.top_k > 1 else items[0].to_dict())
     return 0
+
+
+# The library names its arguments; on the command line the error names the option that was typed.
+_OPTION_NAMES = {"top_k": "--top-k", "max_answer_len": "--max-answer-len", "batch_size": "--batch-size",
+                 "max_length": "--max-length", "doc_stride": "--doc-stride", "precision": "--precision"}
+
+
+def check_options(args) -> None:
+    """The numeric options and --precision, checked before any file is read or model looked for."""
+    import re
+
+    from qa_lib.answer import check_answer_options, check_run_options
+    from qa_lib.errors import ConfigError
+
+    try:
+        check_answer_options(args.top_k, args.max_answer_len)
+        check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
+    except ConfigError as exc:
+        pattern = r"\b(" + "|".join(_OPTION_NAMES) + r")\b"
+        raise ConfigError(re.sub(pattern, lambda m: _OPTION_NAMES[m.group(1)], str(exc))) from None
 
 
 def column_option(items: list[str], command: str) -> dict[str, str]:
@@ -77,7 +97,7 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
     output (a file, or an `s3://` object) is written whole or not at all."""
-    from qa_lib.answer import QuestionAnswerer, answer_all, check_answer_options, check_run_options
+    from qa_lib.answer import QuestionAnswerer, answer_all
     from qa_lib.data import load_questions
     from qa_lib.errors import DataError
     from qa_lib.features import check_questions_fit
@@ -85,8 +105,7 @@ def run_file(args) -> int:
     from qa_lib.outputs import check_output, save_output
     from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
-    check_answer_options(args.top_k, args.max_answer_len)
-    check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
+    check_options(args)
     source = data_source(args.questions, args, "answer")
     if args.output is not None:
         check_output(args.output, "answers", keep=not args.dry_run)

@@ -388,7 +388,7 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
              (["--question", "Who won?"], "error: answer: give --question and --context (or --context-file), "
                                           "or --questions FILE"),
              (["--questions", str(tmp_path / "empty.json")], f"error: {tmp_path / 'empty.json'}: no questions"),
-             (["--questions", str(tmp_path / "ok.jsonl"), "--top-k", "0"], "error: top_k (0)"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--top-k", "0"], "error: --top-k (0) must be at least 1"),
              (["--questions", str(tmp_path / "ok.jsonl"), "--column", "question"],
               "error: answer: --column 'question' is not of the form ours=theirs"),
              (["--questions", str(tmp_path / "ok.jsonl"), "--column", "query=question"],
@@ -397,14 +397,21 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
               "error: answer: --column goes with --questions"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--subset", "en"],
               "error: answer: --subset goes with --questions"),
-             (["--questions", str(tmp_path / "none.jsonl"), "--batch-size", "0"], "error: batch_size (0) must be"),
+             (["--questions", str(tmp_path / "none.jsonl"), "--batch-size", "0"], "error: --batch-size (0) must be"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--batch-size", "0"],
-              "error: batch_size (0) must be")]
+              "error: --batch-size (0) must be"),
+             # Named as the options typed, not as the library's arguments.
+             (["--question", "Who won?", "--context", "The Broncos won.", "--doc-stride", "400"],
+              "error: --doc-stride (400) must be at least 0 and smaller than --max-length (384)"),
+             (["--questions", str(tmp_path / "none.jsonl"), "--max-length", "64"],
+              "error: --doc-stride (128) must be at least 0 and smaller than --max-length (64)"),
+             (["--question", "Who won?", "--context", "The Broncos won.", "--max-answer-len", "0"],
+              "error: --max-answer-len (0) must be at least 1")]
     if not torch.cuda.is_available():  # refused before the file is read or the model looked for
         cases += [(["--questions", str(tmp_path / "none.jsonl"), "--precision", "fp16"],
-                   "error: precision: fp16 needs a CUDA GPU"),
+                   "error: --precision: fp16 needs a CUDA GPU"),
                   (["--question", "Who won?", "--context", "The Broncos won.", "--precision", "fp16"],
-                   "error: precision: fp16 needs a CUDA GPU")]
+                   "error: --precision: fp16 needs a CUDA GPU")]
     for argv, message in cases:
         assert main(["answer", "--model", missing_model, *argv]) == 2, argv
         captured = capsys.readouterr()
