@@ -252,6 +252,11 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                 if "id" not in qa or "question" not in qa:
                     problems.append(f"{where}: missing 'id' or 'question'")
                     continue
+                # str() would make a null id the id "None", and a question of digits would pass as text.
+                if not _is_id(qa["id"]) or not isinstance(qa["question"], str | None):
+                    problems.append(f"data[{a}].paragraphs[{p}].qas[{q}]: 'id' must be a string or an integer "
+                                    "and 'question' a string")
+                    continue
                 # The official v2.0 script, like datasets' squad_v2, decides by `answers` alone, so the
                 # pipeline's scores match its own; a flag that says otherwise is only reported.
                 answers = qa.get("answers", [])
@@ -392,7 +397,7 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
 def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     n = len(batch["id"])
     out: dict[str, list[Any]] = {
-        "id": [str(x) for x in batch["id"]],
+        "id": [str(x) if _is_id(x) else "" for x in batch["id"]],  # not an id: reported as empty
         "title": [str(x) if x is not None else "" for x in batch.get("title", [""] * n)],
         "context": [x if x is not None else "" for x in batch["context"]],
         "question": [x if x is not None else "" for x in batch["question"]],
@@ -421,6 +426,10 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return out
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def _text(value: Any) -> str:
     """An answer's text as written, or a whole number written without quotes (a year, a count) as its
     digits. A null, a float or an object is malformed: str() of a null made "None", which was then
@@ -435,6 +444,8 @@ def _text(value: Any) -> str:
 def _start(value: Any) -> int:
     """A character offset as a flat file holds it: 18, "18", or 18.0 / "18.0" (what pandas writes for an
     integer column that has empty cells); 18.5 or "x" is a ValueError, not truncated."""
+    if isinstance(value, bool):  # int(True) is 1: a flag where an offset belongs is malformed
+        raise TypeError("answer_start is not an integer")
     if isinstance(value, str):
         value = float(value)
     if isinstance(value, float) and not value.is_integer():

@@ -17,9 +17,11 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool, che
     problems: list[str] = []
     seen: set[str] = set()
     cols = examples.select_columns(["id", "context", "question", "answers"]).to_dict()
-    for ex_id, context, question, answers in zip(cols["id"], cols["context"], cols["question"], cols["answers"]):
+    for row, (ex_id, context, question, answers) in enumerate(zip(cols["id"], cols["context"], cols["question"],
+                                                                  cols["answers"])):
         if not ex_id:
-            problems.append("an example has an empty id")
+            problems.append(f"example {row} (from 0) has no id")
+            ex_id = f"example {row}"
         elif ex_id in seen:
             problems.append(f"{ex_id}: duplicate id")
         seen.add(ex_id)

@@ -8,6 +8,7 @@ import pytest
 from qa_lib.config import DataSource
 from qa_lib.data import load_examples
 from qa_lib.errors import DataError
+from qa_lib.validate import validate_examples
 from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
 
 
@@ -327,6 +328,30 @@ def test_a_json_list_of_records(tmp_path, dev_v1_examples):
         with pytest.raises(DataError) as info:
             load_examples(str(path))
         assert str(info.value).startswith(f"{path}: {problem}") and "SECRET" not in str(info.value), str(info.value)
+
+
+def test_ids_questions_and_offsets_of_the_wrong_type_are_malformed_not_converted(tmp_path):
+    """str() made a null id the id "None" (and two of them a 'duplicate id'), a question written as a
+    number passed as text, and int(True) made a true flag the offset 1."""
+    doc = json.loads(DEV_V1.read_text())
+    qas = doc["data"][0]["paragraphs"][0]["qas"]
+    qas[0]["id"], qas[1]["question"] = None, 42
+    qas[2]["answers"][0]["answer_start"] = True
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError) as info:
+        load_examples(str(path))
+    assert info.value.problems == [
+        "data[0].paragraphs[0].qas[0]: 'id' must be a string or an integer and 'question' a string",
+        "data[0].paragraphs[0].qas[1]: 'id' must be a string or an integer and 'question' a string",
+        f"{qas[2]['id']}: each answer needs a 'text' string and an integer 'answer_start'"]
+
+    row = {"context": "Bob went home.", "question": "Who went home?", "answers": {"text": ["Bob"], "answer_start": [0]}}
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"id": i, **row}) + "\n" for i in (None, "b", None)))
+    with pytest.raises(DataError) as info:
+        validate_examples(load_examples(str(flat)), False, str(flat))
+    assert info.value.problems == ["example 0 (from 0) has no id", "example 2 (from 0) has no id"]
 
 
 def test_squad_json_structure_problems_are_located(tmp_path):
