@@ -25,6 +25,8 @@ ERROR_FILE = "train_error.json"
 PROGRESS_FILE = "train_progress.jsonl"
 # Set for the ranks this module starts: their WORLD_SIZE is ours, not an outer launcher's.
 LAUNCHED = "QA_PIPELINE_LAUNCHED"
+# "1" when the launching process hands rank 0's records on to an `on_log`.
+HANDED_ON = "QA_PIPELINE_LOGS_HANDED_ON"
 _KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
@@ -51,7 +53,7 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     config_file.write_text(config.model_dump_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
-    env = {**os.environ, LAUNCHED: "1"}
+    env = {**os.environ, LAUNCHED: "1", HANDED_ON: "1" if on_log else "0"}
     if checkpoints_to:
         env["QA_PIPELINE_CHECKPOINTS_TO"] = json.dumps(checkpoints_to)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -94,10 +96,13 @@ def _hand_on(progress: Path, read: int, on_log) -> int:
 
 
 def _progress_file(path: Path):
-    """A callback that appends this rank's log records to `path` (see PROGRESS_FILE): for rank 0 only."""
+    """A callback that appends this rank's log records to `path` (see PROGRESS_FILE): for rank 0 only.
+    When the launching process hands them on to its `on_log`, that reports the loss, not the bar."""
     from transformers import TrainerCallback
 
-    class ProgressFile(TrainerCallback):
+    from qa_lib.train import LossReporter
+
+    class ProgressFile(LossReporter if os.environ.get(HANDED_ON) == "1" else TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 with path.open("a") as f:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import Trainer, TrainerCallback
+from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError, ModelError
@@ -230,6 +230,9 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
         trainer.features_per_step = len(train_features) / len(dataset)
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
+    elif any(isinstance(c, LossReporter) for c in callbacks or ()):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_BarOnly())
     trainer.add_callback(_NoFinalCheckpoint())
     trainer.add_callback(_StopOnDivergence())
     return trainer
@@ -284,6 +287,17 @@ def rows_per_batch(config: PipelineConfig, lengths: list[int], width: int) -> in
 
     budget = config.tokens_per_batch or round(config.per_device_train_batch_size * sum(lengths) / max(1, len(lengths)))
     return rows_for(budget, width)
+
+
+class LossReporter(TrainerCallback):
+    """A callback that reports the loss itself (a Prefect log, a rank's progress file). With one among
+    `fine_tune`'s callbacks, the Trainer's progress bar no longer prints each log dict under itself,
+    which on a terminal said every loss twice."""
+
+
+class _BarOnly(ProgressCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 class TrainingDiverged(ModelError):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -9,20 +10,21 @@ import datasets
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
-from transformers import TrainerCallback
+from tqdm import tqdm
 
 from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.store import open_store
+from qa_lib.train import LossReporter
 from qa_lib.train import fine_tune as qa_fine_tune
 from qa_lib.varlen_attention import NAME as VARLEN
 from tasks.policy import STAGE
 from tasks.stage import entry, fetch, run_stage
 
 
-class _PrefectProgress(TrainerCallback):
+class _PrefectProgress(LossReporter):
     """Mirrors training progress into a Prefect progress artifact and the run log."""
 
     def __init__(self, logger):
@@ -49,7 +51,14 @@ class _PrefectProgress(TrainerCallback):
             update_progress_artifact(self.artifact_id, pct)
             self.last = pct
         if logs and "loss" in logs:
-            self.logger.info("step %d/%d loss %.4f", step, max_steps, logs["loss"])
+            log_loss(self.logger, step, max_steps, logs["loss"])
+
+
+def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
+    # The Trainer's bar, on a terminal, is cleared for the line and redrawn under it: else the line
+    # was written onto the end of the bar's.
+    with tqdm.external_write_mode(file=sys.stderr):
+        logger.info("step %d/%d loss %.4f", step, max_steps, loss)
 
 
 @task(name="fine-tune", **STAGE)

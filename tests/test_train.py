@@ -236,6 +236,60 @@ def test_no_progress_means_no_bars_and_no_loss_dicts(tiny_model, train_examples,
     datasets.disable_progress_bars()
 
 
+def test_a_callback_that_reports_the_loss_leaves_the_bar_without_log_dicts(tiny_model, train_examples, tmp_path,
+                                                                          capfd, monkeypatch):
+    """On a terminal the Trainer's bar prints each log dict under itself; the flow's task logs the
+    same loss as "step N/M loss", so with such a callback the bar is drawn without the dicts."""
+    from qa_lib.train import LossReporter
+
+    class Losses(LossReporter):
+        def __init__(self):
+            self.seen = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen += [logs["loss"]] if "loss" in (logs or {}) else []
+
+    monkeypatch.setenv("QA_PIPELINE_NO_PROGRESS", "0")
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    reporter = Losses()
+    fine_tune(_config(tiny_model, tmp_path / "reported", max_steps=3), feats, tmp_path / "reported",
+              callbacks=[reporter])
+    out, err = capfd.readouterr()
+    assert len(reporter.seen) == 3 and "3/3 [" in err, err  # the bar, at its end
+    assert "{'loss'" not in out + err and "{'train_runtime'" not in out + err
+    # Called as a library, with nothing else reporting it, the loss is still printed.
+    fine_tune(_config(tiny_model, tmp_path / "printed", max_steps=3), feats, tmp_path / "printed")
+    out, err = capfd.readouterr()
+    assert (out + err).count("{'loss'") == 3
+
+
+def test_the_flow_s_loss_line_is_written_above_the_bar_not_onto_it(capfd):
+    """The fine-tune task logs "step N/M loss" while the Trainer's bar is drawn on the same terminal;
+    the line once landed on the end of the bar's own line."""
+    import logging
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from tasks.train import log_loss
+
+    logger = logging.getLogger("test-loss-line")
+    handler = logging.StreamHandler(sys.stderr)  # as Prefect's console handler: stderr, in this thread
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with tqdm(total=6, file=sys.stderr, mininterval=0) as bar:
+            bar.update(2)
+            log_loss(logger, 2, 6, 5.0831)
+            bar.update(4)
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    at = err.index("step 2/6 loss 5.0831\n")
+    assert err[at - 1] in "\r\n", repr(err[at - 40:at])  # the bar was cleared first
+    assert "6/6 [" in err[at:]  # and drawn again after
+
+
 def test_no_checkpoint_is_written_for_the_end_of_training_alone(tiny_model, train_examples, tmp_path):
     """The final model supersedes an end-of-training checkpoint (~3x the model, with the optimizer);
     the periodic ones, which a killed run resumes from, are still written."""
