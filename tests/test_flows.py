@@ -168,6 +168,26 @@ def test_bad_eval_data_fails_before_training(prefect_server, tiny_model, tmp_pat
     assert "build-features" not in names and "fine-tune" not in names
 
 
+def test_the_library_s_warnings_reach_the_run_s_log(prefect_server, tiny_model, tmp_path):
+    """qa_lib warns through `logging`, which Prefect does not send to its API: a deployment's run page
+    never showed them. A training file with a question flagged impossible that has an answer
+    warns as it loads; an eval file that is read as truncated JSON ends the run before anything is
+    trained."""
+    doc = json.loads(TRAIN_V1.read_text())
+    qa = doc["data"][0]["paragraphs"][0]["qas"][0]
+    qa["is_impossible"] = True
+    flagged = tmp_path / "flagged.json"
+    flagged.write_text(json.dumps(doc))
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(DEV_V2.read_text()[:5000])
+    cfg = tiny_config(tiny_model, tmp_path / "out", train_data={"path": str(flagged), "limit": 8},
+                      eval_data={"path": str(truncated)})
+    state = train_qa(config=cfg, store_root=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed()
+    warning = f"1 question(s) marked is_impossible have answers (the first: {qa['id']})"
+    assert warning in read_logs(state.state_details.flow_run_id, until=warning)
+
+
 def test_eval_windows_that_cannot_be_built_fail_before_training(prefect_server, tiny_model, tmp_path):
     """An eval question that leaves no room for its context in the eval window: the eval features
     used to be built after training, so this failed only once the training was done."""
