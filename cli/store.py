@@ -5,13 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
+from qa_lib.sizes import human_size as _size
 
 
 def _age(created: float) -> str:

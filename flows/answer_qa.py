@@ -18,7 +18,7 @@ from tasks.answers import save_answers
 from tasks.data import load_questions
 from tasks.evaluate import post_process, predict
 from tasks.features import build_features
-from tasks.library_logs import send_library_warnings
+from tasks.library_logs import send_library_logs
 from tasks.preflight import preflight_answers
 from tasks.report import report_answers
 from tasks.stage import pipeline_run
@@ -47,7 +47,7 @@ def answer_qa(config: PipelineConfig = PipelineConfig(), questions: DataSource |
     """
     config = questions_config(PipelineConfig.coerce(config), questions)
     configure_progress()
-    send_library_warnings()
+    send_library_logs()
     model = model or default_answer_model(config)
     output = output or default_answers_output(config)
     with pipeline_run(store_root) as run:

@@ -14,7 +14,7 @@ from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
 from tasks.features import build_features
-from tasks.library_logs import send_library_warnings
+from tasks.library_logs import send_library_logs
 from tasks.preflight import preflight
 from tasks.publish import publish_local
 from tasks.report import report
@@ -37,7 +37,7 @@ def evaluate_qa(config: PipelineConfig = PipelineConfig(), model: str | None = N
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
-    send_library_warnings()
+    send_library_logs()
     model = model or config.model
     with pipeline_run(store_root) as run:
         with run.timed("preflight"):

@@ -15,7 +15,7 @@ from qa_lib.preflight import check_retrain_config
 from qa_lib.progress import configure_progress
 from qa_lib.publish.local import PointerChanged
 from qa_lib.publish.run import champion_reference, open_target
-from tasks.library_logs import send_library_warnings
+from tasks.library_logs import send_library_logs
 from tasks.publish_remote import (check_hub, check_target, pin_champion, promote, publish, push_to_hub, read_champion,
                                   record_not_promoted)
 
@@ -33,7 +33,7 @@ def retrain(config: PipelineConfig = PipelineConfig(), store_root: str | None = 
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
-    send_library_warnings()
+    send_library_logs()
     logger = get_run_logger()
     check_retrain_config(config)
     check_target(config.publish_target)  # fail before training on a bad bucket or path

@@ -15,7 +15,7 @@ from qa_lib.progress import configure_progress
 from qa_lib.publish.manifest import code_version
 from tasks.data import load_dataset
 from tasks.features import build_features
-from tasks.library_logs import send_library_warnings
+from tasks.library_logs import send_library_logs
 from tasks.preflight import preflight
 from tasks.publish import publish_local
 from tasks.report import report
@@ -36,7 +36,7 @@ def train_qa(config: PipelineConfig = PipelineConfig(), store_root: str | None =
     """
     config = PipelineConfig.coerce(config)
     configure_progress()
-    send_library_warnings()
+    send_library_logs()
     if _top_level() and (note := unpublished_settings(config)):  # as retrain's subflow, retrain publishes
         get_run_logger().warning(note)
     with pipeline_run(store_root) as run:

@@ -1,9 +1,10 @@
-"""The library's warnings in the run's Prefect log.
+"""The library's warnings, and its store's transfers, in the run's Prefect log.
 
 `qa_lib` logs with the standard `logging` module, and Prefect sends to its API only the records of
 its own run loggers: a warning the library raised during a run (data flagged one way and read
 another, a model's head left untrained, a Hub model served from the cache, a lease taken over from
-a stalled worker) reached the worker's stderr, which a deployment's run page never shows.
+a stalled worker) reached the worker's stderr, which a deployment's run page never shows; nor did
+anything say that a task's last minutes went to uploading its model to a shared store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import logging
 from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogHandler
 
+# Below WARNING, only these: each says what a long wait is spent on.
+_INFO_FROM = "qa_lib.store"
+
 
 class _InRunsOnly(APILogHandler):
     """Prefect's API handler, silent outside a flow or task run (the library is used without
@@ -21,6 +25,8 @@ class _InRunsOnly(APILogHandler):
     def emit(self, record: logging.LogRecord) -> None:
         from prefect.context import get_run_context
 
+        if record.levelno < logging.WARNING and not record.name.startswith(_INFO_FROM):
+            return
         try:
             get_run_context()
         except MissingContextError:
@@ -28,9 +34,12 @@ class _InRunsOnly(APILogHandler):
         super().emit(record)
 
 
-def send_library_warnings() -> None:
-    """Send `qa_lib`'s warnings and errors to the current run's log as well (idempotent). Its INFO
-    records stay out: what a run should say at that level its tasks say themselves."""
+def send_library_logs() -> None:
+    """Send `qa_lib`'s warnings and errors, and its store's transfers, to the current run's log as
+    well as to the console (idempotent)."""
     library = logging.getLogger("qa_lib")
     if not any(isinstance(handler, _InRunsOnly) for handler in library.handlers):
-        library.addHandler(_InRunsOnly(level=logging.WARNING))
+        library.addHandler(_InRunsOnly())
+    store = logging.getLogger(_INFO_FROM)
+    if store.getEffectiveLevel() > logging.INFO:
+        store.setLevel(logging.INFO)

@@ -31,6 +31,7 @@ from typing import Iterator
 from qa_lib.env import env_number
 from qa_lib.s3 import REFUSED_CODES, S3Prefix, StorageError, _cache_dir, check_cache_writable, explain
 from qa_lib.errors import naming_full_disk
+from qa_lib.sizes import human_size
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 _log = logging.getLogger(__name__)
@@ -180,9 +181,10 @@ class S3Store(S3Prefix):
         if marker is None:
             raise StorageError(f"{self.uri(stage, key)}: not in the store (no completion marker)")
         local.parent.mkdir(parents=True, exist_ok=True)
-        got = self._download_tree(self._key(stage, key, marker["attempt"]), marker["files"], local)
-        self.downloaded += got
-        _log.info("downloaded %s/%s: %d bytes", stage, key, got)
+        # Said before, not after: a model's transfer can take minutes with nothing else to show.
+        _log.info("downloading %s/%s from %s: %s in %d files", stage, key, self.location,
+                  human_size(sum(marker["files"].values())), len(marker["files"]))
+        self.downloaded += self._download_tree(self._key(stage, key, marker["attempt"]), marker["files"], local)
         return local
 
     @contextmanager
@@ -198,6 +200,9 @@ class S3Store(S3Prefix):
             if self.has(stage, key):
                 return  # a concurrent writer finished first: same key, same content
             attempt = uuid.uuid4().hex[:12]
+            sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
+            _log.info("uploading %s/%s to %s: %s in %d files", stage, key, self.location, human_size(sum(sizes)),
+                      len(sizes))
             files = self._upload_tree(tmp, self._key(stage, key, attempt))
             winner = self._put_once(self._key(stage, key, MARKER), {"attempt": attempt, "files": files})
             if winner is not None:

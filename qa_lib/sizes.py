@@ -1,0 +1,12 @@
+"""Byte counts as `store ls` and the transfer logs give them."""
+
+from __future__ import annotations
+
+
+def human_size(n: float) -> str:
+    """812 B, 3.2 MB, 1.4 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
