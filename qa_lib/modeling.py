@@ -108,6 +108,9 @@ def _hub_snapshot(model: str, name: str, revision: str | None) -> tuple[str | No
         try:  # already fetched: no tree listing and no "Fetching N files" bar at every run
             snapshot = snapshot_download(name, revision=info.sha, allow_patterns=files, local_files_only=True)
         except Exception:  # noqa: BLE001 - not (wholly) in the cache yet
+            # Said first: gigabytes of weights can take minutes, and a worker draws no bars.
+            _log.info("downloading model %s (commit %s) from the Hub into %s: %d files", name, info.sha[:12],
+                      constants.HF_HUB_CACHE, len(files))
             snapshot = snapshot_download(name, revision=info.sha, allow_patterns=files)
     except ModelError:
         raise

@@ -1,4 +1,4 @@
-"""The library's warnings, and its store's transfers, in the run's Prefect log.
+"""The library's warnings, and its downloads and uploads, in the run's Prefect log.
 
 `qa_lib` logs with the standard `logging` module, and Prefect sends to its API only the records of
 its own run loggers: a warning the library raised during a run (data flagged one way and read
@@ -14,8 +14,8 @@ import logging
 from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogHandler
 
-# Below WARNING, only these: each says what a long wait is spent on.
-_INFO_FROM = "qa_lib.store"
+# Below WARNING, only these: transfers, which say what a long wait is spent on, and a model's loading.
+_INFO_FROM = ("qa_lib.store", "qa_lib.modeling")
 
 
 class _InRunsOnly(APILogHandler):
@@ -35,11 +35,11 @@ class _InRunsOnly(APILogHandler):
 
 
 def send_library_logs() -> None:
-    """Send `qa_lib`'s warnings and errors, and its store's transfers, to the current run's log as
-    well as to the console (idempotent)."""
+    """Send `qa_lib`'s warnings and errors, its transfers and its model loading, to the current run's
+    log as well as to the console (idempotent)."""
     library = logging.getLogger("qa_lib")
     if not any(isinstance(handler, _InRunsOnly) for handler in library.handlers):
         library.addHandler(_InRunsOnly())
-    store = logging.getLogger(_INFO_FROM)
-    if store.getEffectiveLevel() > logging.INFO:
-        store.setLevel(logging.INFO)
+    for name in _INFO_FROM:
+        if (logger := logging.getLogger(name)).getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)

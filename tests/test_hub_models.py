@@ -48,7 +48,9 @@ def _next_revision(tiny_model, tmp_path):
     return folder
 
 
-def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, monkeypatch):
+def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, monkeypatch, caplog):
+    import logging
+
     from huggingface_hub import constants
 
     from qa_lib import modeling
@@ -64,8 +66,13 @@ def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, 
     (repo / "onnx" / "model.onnx").write_bytes(b"an ONNX export")
     first = hub.put_model("org/tiny", repo)
 
-    resolved = modeling.resolve_model("org/tiny")
+    with caplog.at_level(logging.INFO, logger="qa_lib.modeling"):
+        resolved = modeling.resolve_model("org/tiny")
     assert resolved.endswith(first) and resolved.startswith(constants.HF_HUB_CACHE)
+    # Said before the download starts, which on a worker draws no bar.
+    said = [r.getMessage() for r in caplog.records if r.name == "qa_lib.modeling"]
+    assert said == [f"downloading model org/tiny (commit {first[:12]}) from the Hub into {constants.HF_HUB_CACHE}: "
+                    f"{len(list(tiny_model.iterdir()))} files"]
     fetched = sorted(p.name for p in Path(resolved).iterdir())
     assert fetched == sorted(p.name for p in tiny_model.iterdir())
     assert not any("tf_model.h5" in r or "pytorch_model.bin" in r or "onnx" in r for r in hub.requests)
@@ -78,8 +85,11 @@ def test_a_hub_model_is_keyed_by_its_revisions_files(hub, tiny_model, tmp_path, 
     # Resolved again later: one question to the Hub, which names the revision already fetched.
     modeling._snapshots.clear()
     asked = len(hub.requests)
-    assert modeling.resolve_model("org/tiny") == resolved
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="qa_lib.modeling"):
+        assert modeling.resolve_model("org/tiny") == resolved
     assert hub.requests[asked:] == ["GET /api/models/org/tiny"]
+    assert not [r for r in caplog.records if r.name == "qa_lib.modeling"]  # nothing downloaded, nothing said
 
     second = hub.put_model("org/tiny", _next_revision(tiny_model, tmp_path))
     # Asked again at most once a minute, so one run does not see two revisions in quick succession...
@@ -302,7 +312,7 @@ def test_training_starts_from_the_revision_its_key_was_computed_from(hub, prefec
     import tasks.data
     from flows.train_qa import train_qa
     from qa_lib import modeling
-    from tests.flow_helpers import tiny_config
+    from tests.flow_helpers import read_logs, tiny_config
 
     hub.put_model("org/tiny", tiny_model)
     wider = tmp_path / "wider"
@@ -321,8 +331,14 @@ def test_training_starts_from_the_revision_its_key_was_computed_from(hub, prefec
 
     monkeypatch.setattr(tasks.data, "load_examples", push_then_load)
     store = tmp_path / "store"
-    result = train_qa(config=tiny_config("org/tiny", tmp_path / "out", eval_data=None), store_root=str(store))
+    state = train_qa(config=tiny_config("org/tiny", tmp_path / "out", eval_data=None), store_root=str(store),
+                     return_state=True)
+    result = state.result()
     assert len(hub.repos["org/tiny"]["commits"]) == 2
+    # The download, said in the run's own log (where a worker's run page shows it).
+    first = hub.repos["org/tiny"]["commits"][0]
+    said = f"downloading model org/tiny (commit {first['oid'][:12]}) from the Hub"
+    assert said in read_logs(state.state_details.flow_run_id, until=said)
     assert result["base_model"] == "org/tiny"
     assert BertConfig.from_pretrained(result["model_dir"]).intermediate_size == 64
 
