@@ -15,7 +15,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogHandler
 
 # Below WARNING, only these: transfers, which say what a long wait is spent on, and a model's loading.
-_INFO_FROM = ("qa_lib.store", "qa_lib.modeling")
+_INFO_FROM = ("qa_lib.store", "qa_lib.publish", "qa_lib.modeling")
 
 
 class _InRunsOnly(APILogHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,7 +179,9 @@ def test_bad_targets_get_one_clear_message(moto, monkeypatch, tmp_path, uri, env
         assert message in str(info.value) and uri in str(info.value)
 
 
-def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatch, tmp_path):
+def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatch, tmp_path, caplog):
+    import logging
+
     from qa_lib.answer import answer
     from qa_lib.data import load_examples
 
@@ -202,12 +205,19 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
         with pytest.raises(StorageError, match="s3://no-such-data-bucket/x.json: bucket does not exist"):
             check("s3://no-such-data-bucket/x.json")
     target = S3Target(f"s3://{bucket}/serve")
-    loc = _publish(target, tiny_model, "r1")
-    target.put_pointer({"run_id": "r1", "location": loc}, None)
-    ctx = "The Broncos beat the Panthers in Santa Clara."
-    got = answer(f"s3://{bucket}/serve/champion", "Where?", ctx)
+    with caplog.at_level(logging.INFO, logger="qa_lib.publish"):
+        loc = _publish(target, tiny_model, "r1")
+        target.put_pointer({"run_id": "r1", "location": loc}, None)
+        ctx = "The Broncos beat the Panthers in Santa Clara."
+        got = answer(f"s3://{bucket}/serve/champion", "Where?", ctx)
+        answer(f"s3://{bucket}/serve/champion", "Where?", ctx)  # downloaded once: said once
     assert ctx[got.start:got.end] == got.answer
     assert (tmp_path / "cache" / "models").exists()
+    # Each transfer is said before it starts, with its size (a large model's takes minutes).
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("qa_lib.publish")]
+    assert len(said) == 2, said
+    assert re.fullmatch(rf"uploading run r1 to s3://{bucket}/serve: [\d.]+ [KM]B in \d+ files", said[0]), said
+    assert re.fullmatch(rf"downloading {loc} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files", said[1]), said
 
 
 def test_a_failed_data_download_leaves_nothing_in_the_cache(moto, bucket, monkeypatch, tmp_path):
