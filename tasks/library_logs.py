@@ -37,8 +37,13 @@ class _InRunsOnly(APILogHandler):
 def send_library_logs() -> None:
     """Send `qa_lib`'s warnings and errors, its transfers and its model loading, to the current run's
     log as well as to the console (idempotent)."""
+    from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS
+
     library = logging.getLogger("qa_lib")
-    if not any(isinstance(handler, _InRunsOnly) for handler in library.handlers):
+    # Named in PREFECT_LOGGING_EXTRA_LOGGERS, it has Prefect's own API handler already: a second
+    # would show each record twice on the run page.
+    extra = PREFECT_LOGGING_EXTRA_LOGGERS.value() or []
+    if "qa_lib" not in extra and not any(isinstance(handler, _InRunsOnly) for handler in library.handlers):
         library.addHandler(_InRunsOnly())
     for name in _INFO_FROM:
         if (logger := logging.getLogger(name)).getEffectiveLevel() > logging.INFO:

@@ -188,6 +188,33 @@ def test_the_library_s_warnings_reach_the_run_s_log(prefect_server, tiny_model, 
     assert warning in read_logs(state.state_details.flow_run_id, until=warning)
 
 
+def test_the_library_s_logger_gets_one_api_handler_whatever_prefect_already_gives_it():
+    """Named in PREFECT_LOGGING_EXTRA_LOGGERS, `qa_lib` has Prefect's own API handler: ours as well
+    would send each record twice. Otherwise ours, once however many flows start."""
+    import logging
+
+    from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS, temporary_settings
+
+    from tasks import library_logs
+
+    library = logging.getLogger("qa_lib")
+    ours = [h for h in library.handlers if isinstance(h, library_logs._InRunsOnly)]
+    for handler in ours:
+        library.removeHandler(handler)
+    try:
+        with temporary_settings({PREFECT_LOGGING_EXTRA_LOGGERS: "qa_lib"}):
+            library_logs.send_library_logs()
+        assert not [h for h in library.handlers if isinstance(h, library_logs._InRunsOnly)]
+        library_logs.send_library_logs()
+        library_logs.send_library_logs()
+        assert len([h for h in library.handlers if isinstance(h, library_logs._InRunsOnly)]) == 1
+    finally:
+        for handler in [h for h in library.handlers if isinstance(h, library_logs._InRunsOnly)]:
+            library.removeHandler(handler)
+        for handler in ours:
+            library.addHandler(handler)
+
+
 def test_eval_windows_that_cannot_be_built_fail_before_training(prefect_server, tiny_model, tmp_path):
     """An eval question that leaves no room for its context in the eval window: the eval features
     used to be built after training, so this failed only once the training was done."""
