@@ -9,6 +9,14 @@ from pathlib import Path
 
 
 def run(args) -> int:
+    from qa_lib.progress import notices_printed
+
+    # A model downloaded from an S3 store or target, or the Hub, can take minutes: said as it starts.
+    with notices_printed():
+        return _run(args)
+
+
+def _run(args) -> int:
     from transformers.utils import logging as hf_logging
 
     from qa_lib.answer import answer, checked_inputs

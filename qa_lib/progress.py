@@ -5,9 +5,15 @@ reaches the Prefect log and the training-progress artifact."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# Loggers whose INFO records deserve a reader: a transfer that can take minutes (to or from an S3
+# store or target, from the Hub), announced before it starts, and a model's new head.
+NOTICE_LOGGERS = ("qa_lib.store", "qa_lib.publish", "qa_lib.modeling")
 
 
 def progress_enabled() -> bool:
@@ -39,3 +45,24 @@ def datasets_bars_off(off: bool = True) -> Iterator[None]:
     finally:
         if off and was_enabled:
             datasets.enable_progress_bars()
+
+
+@contextmanager
+def notices_printed() -> Iterator[None]:
+    """The `NOTICE_LOGGERS`' records printed on stderr, one plain line each, for a block: for the
+    commands that run without Prefect (whose flows send them to the run's log instead)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    loggers = [logging.getLogger(name) for name in NOTICE_LOGGERS]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+        logger.propagate = False  # a handler of the root's (Prefect's console, once imported) would print it again
+    try:
+        yield
+    finally:
+        for logger, (level, propagate) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.setLevel(level)  # not `.level =`: setLevel also clears logging's cache of the old answer
+            logger.propagate = propagate

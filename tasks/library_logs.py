@@ -14,8 +14,7 @@ import logging
 from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogHandler
 
-# Below WARNING, only these: transfers, which say what a long wait is spent on, and a model's loading.
-_INFO_FROM = ("qa_lib.store", "qa_lib.publish", "qa_lib.modeling")
+from qa_lib.progress import NOTICE_LOGGERS as _INFO_FROM  # below WARNING, only these
 
 
 class _InRunsOnly(APILogHandler):

@@ -310,6 +310,27 @@ def test_a_publish_target_or_store_that_cannot_be_written_is_refused_before_trai
         server.stop()
 
 
+def test_answer_says_the_download_of_an_s3_champion_before_it_answers(moto, bucket, tiny_model, monkeypatch,
+                                                                     tmp_path, capsys):
+    """A champion on S3 can be gigabytes: `answer` said nothing until it had downloaded them. The
+    notice is on stderr, stdout keeps only the JSON; once cached, nothing is said."""
+    from cli.main import main
+
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache"))
+    target = S3Target(f"s3://{bucket}/serve")
+    location = _publish(target, tiny_model, "r1")
+    target.put_pointer({"run_id": "r1", "location": location}, None)
+    argv = ["answer", "--model", f"s3://{bucket}/serve/champion", "--question", "Who won?",
+            "--context", "The Broncos won."]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["answer"]
+    assert re.fullmatch(rf"downloading {location} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files\n", err), err
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_answer_writes_its_answers_to_an_s3_object(moto, bucket, tiny_model, monkeypatch, tmp_path, capsys):
     """`answer --questions ... -o s3://bucket/key`: the object holds what stdout would; a bucket that
     is not there, or a URI without a key, is one line before the questions are read or the model
