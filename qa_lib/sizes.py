@@ -10,3 +10,8 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return ""
+
+
+def in_files(sizes: list[int]) -> str:
+    """What a transfer moves: 3.2 MB in 7 files, 18 B in 1 file."""
+    return f"{human_size(sum(sizes))} in {len(sizes)} file{'' if len(sizes) == 1 else 's'}"

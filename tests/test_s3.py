@@ -216,8 +216,8 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     # Each transfer is said before it starts, with its size (a large model's takes minutes).
     said = [r.getMessage() for r in caplog.records if r.name.startswith("qa_lib.publish")]
     assert len(said) == 2, said
-    assert re.fullmatch(rf"uploading run r1 to s3://{bucket}/serve: [\d.]+ [KM]B in \d+ files", said[0]), said
-    assert re.fullmatch(rf"downloading {loc} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files", said[1]), said
+    assert re.fullmatch(rf"uploading run r1 to s3://{bucket}/serve: [\d.]+ [KM]B in \d+ files?", said[0]), said
+    assert re.fullmatch(rf"downloading {loc} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files?", said[1]), said
 
 
 def test_a_failed_data_download_leaves_nothing_in_the_cache(moto, bucket, monkeypatch, tmp_path):
@@ -326,7 +326,7 @@ def test_answer_says_the_download_of_an_s3_champion_before_it_answers(moto, buck
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["answer"]
-    assert re.fullmatch(rf"downloading {location} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files\n", err), err
+    assert re.fullmatch(rf"downloading {location} into {tmp_path / 'cache'}/\S+: [\d.]+ [KM]B in \d+ files?\n", err), err
     assert main(argv) == 0
     assert capsys.readouterr().err == ""
 

@@ -98,17 +98,26 @@ def test_racing_writers_never_mix_files(s3env, tmp_path, monkeypatch):
     assert len({k.split("/")[3] for k in keys if not k.endswith("_COMPLETE")}) == 1, keys
 
 
-def test_checkpoints_round_trip_and_only_the_newest_stays(s3env, tmp_path):
+def test_checkpoints_round_trip_and_only_the_newest_stays(s3env, tmp_path, caplog):
+    import logging
+
     store = S3Store(f"s3://{s3env}/p", tmp_path / "w1")
     for step in (5, 10):
         ckpt = tmp_path / "run" / f"checkpoint-{step}"
         ckpt.mkdir(parents=True)
         (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-        store.save_checkpoint("model", "k4", ckpt)
+        with caplog.at_level(logging.INFO, logger="qa_lib.store"):
+            store.save_checkpoint("model", "k4", ckpt)
     other = S3Store(f"s3://{s3env}/p", tmp_path / "w2")
     assert other._checkpoints("model", "k4") == [(10, "checkpoint-10")]
-    name = other.restore_checkpoint("model", "k4", tmp_path / "w2-ckpts")
+    with caplog.at_level(logging.INFO, logger="qa_lib.store"):
+        name = other.restore_checkpoint("model", "k4", tmp_path / "w2-ckpts")
     assert name == "checkpoint-10"
+    # Training waits for each transfer: said before it starts, with its size.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("qa_lib.store")] == [
+        f"uploading checkpoint-5 of model/k4 to s3://{s3env}/p: 18 B in 1 file",  # {"global_step": 5}
+        f"uploading checkpoint-10 of model/k4 to s3://{s3env}/p: 19 B in 1 file",
+        f"downloading checkpoint-10 of model/k4 from s3://{s3env}/p: 19 B in 1 file"]
     assert json.loads((tmp_path / "w2-ckpts" / name / "trainer_state.json").read_text()) == {"global_step": 10}
     other.clear_checkpoints("model", "k4")
     assert other.restore_checkpoint("model", "k4", tmp_path / "x") is None

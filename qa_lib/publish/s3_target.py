@@ -17,7 +17,7 @@ from pathlib import Path
 from qa_lib.publish.local import PointerChanged
 from qa_lib.s3 import S3Prefix, StorageError, _cache_dir, explain, parse_uri
 from qa_lib.hashing import sha256_file
-from qa_lib.sizes import human_size
+from qa_lib.sizes import in_files
 
 _log = logging.getLogger(__name__)
 MULTIPART_THRESHOLD = 8 * 2**20
@@ -62,8 +62,8 @@ class S3Target(S3Prefix):
 
     def upload_run(self, folder: Path, run_id: str) -> str:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
-        _log.info("uploading run %s to %s: %s in %d files", run_id, self.uri,
-                  human_size(sum(p.stat().st_size for p in files)), len(files) + 1)
+        _log.info("uploading run %s to %s: %s", run_id, self.uri,
+                  in_files([p.stat().st_size for p in [*files, folder / "manifest.json"]]))
         try:
             for p in files:
                 self._upload(p, self._key("runs", run_id, str(p.relative_to(folder))))
@@ -101,8 +101,8 @@ class S3Target(S3Prefix):
         if (dest / ".complete").exists():
             return str(dest / "model")
         manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=f"{run_prefix}/manifest.json")["Body"].read())
-        _log.info("downloading %s into %s: %s in %d files", pointer["location"], dest,
-                  human_size(sum(meta["size"] for meta in manifest["files"].values())), len(manifest["files"]))
+        _log.info("downloading %s into %s: %s", pointer["location"], dest,
+                  in_files([meta["size"] for meta in manifest["files"].values()]))
         for rel, meta in manifest["files"].items():
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)

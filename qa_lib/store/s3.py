@@ -31,7 +31,7 @@ from typing import Iterator
 from qa_lib.env import env_number
 from qa_lib.s3 import REFUSED_CODES, S3Prefix, StorageError, _cache_dir, check_cache_writable, explain
 from qa_lib.errors import naming_full_disk
-from qa_lib.sizes import human_size
+from qa_lib.sizes import in_files
 from qa_lib.store.base import RESERVED, Entry, Lease
 
 _log = logging.getLogger(__name__)
@@ -182,8 +182,7 @@ class S3Store(S3Prefix):
             raise StorageError(f"{self.uri(stage, key)}: not in the store (no completion marker)")
         local.parent.mkdir(parents=True, exist_ok=True)
         # Said before, not after: a model's transfer can take minutes with nothing else to show.
-        _log.info("downloading %s/%s from %s: %s in %d files", stage, key, self.location,
-                  human_size(sum(marker["files"].values())), len(marker["files"]))
+        _log.info("downloading %s/%s from %s: %s", stage, key, self.location, in_files(list(marker["files"].values())))
         self.downloaded += self._download_tree(self._key(stage, key, marker["attempt"]), marker["files"], local)
         return local
 
@@ -201,8 +200,7 @@ class S3Store(S3Prefix):
                 return  # a concurrent writer finished first: same key, same content
             attempt = uuid.uuid4().hex[:12]
             sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
-            _log.info("uploading %s/%s to %s: %s in %d files", stage, key, self.location, human_size(sum(sizes)),
-                      len(sizes))
+            _log.info("uploading %s/%s to %s: %s", stage, key, self.location, in_files(sizes))
             files = self._upload_tree(tmp, self._key(stage, key, attempt))
             winner = self._put_once(self._key(stage, key, MARKER), {"attempt": attempt, "files": files})
             if winner is not None:
@@ -253,6 +251,9 @@ class S3Store(S3Prefix):
     def save_checkpoint(self, stage: str, key: str, checkpoint: Path) -> None:
         """Upload a saved checkpoint, mark it complete, then drop the older ones."""
         prefix = self._key("work", stage, key, checkpoint.name)
+        sizes = [p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()]
+        # Training waits for it (weights and optimizer state, about three times the model): said first.
+        _log.info("uploading %s of %s/%s to %s: %s", checkpoint.name, stage, key, self.location, in_files(sizes))
         files = self._upload_tree(checkpoint, prefix)
         self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{MARKER}", Body=json.dumps({"files": files}).encode())
         for _, name in self._checkpoints(stage, key):
@@ -269,6 +270,8 @@ class S3Store(S3Prefix):
         dest = Path(local_dir) / name
         if not (dest / MARKER).exists():
             marker, _ = self._get_json(self._key("work", stage, key, name, MARKER))
+            _log.info("downloading %s of %s/%s from %s: %s", name, stage, key, self.location,
+                      in_files(list(marker["files"].values())))
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.downloaded += self._download_tree(self._key("work", stage, key, name), marker["files"], dest)
             (dest / MARKER).unlink(missing_ok=True)  # transformers reads the folder as a checkpoint
