@@ -14,7 +14,7 @@ import logging
 from prefect.exceptions import MissingContextError
 from prefect.logging.handlers import APILogHandler
 
-from qa_lib.progress import NOTICE_LOGGERS as _INFO_FROM  # below WARNING, only these
+from qa_lib.progress import NOTICE_LOGGERS  # below WARNING, only these
 
 
 class _InRunsOnly(APILogHandler):
@@ -24,7 +24,7 @@ class _InRunsOnly(APILogHandler):
     def emit(self, record: logging.LogRecord) -> None:
         from prefect.context import get_run_context
 
-        if record.levelno < logging.WARNING and not record.name.startswith(_INFO_FROM):
+        if record.levelno < logging.WARNING and not record.name.startswith(NOTICE_LOGGERS):
             return
         try:
             get_run_context()
@@ -44,6 +44,6 @@ def send_library_logs() -> None:
     extra = PREFECT_LOGGING_EXTRA_LOGGERS.value() or []
     if "qa_lib" not in extra and not any(isinstance(handler, _InRunsOnly) for handler in library.handlers):
         library.addHandler(_InRunsOnly())
-    for name in _INFO_FROM:
+    for name in NOTICE_LOGGERS:
         if (logger := logging.getLogger(name)).getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)

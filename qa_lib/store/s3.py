@@ -100,10 +100,13 @@ class S3Store(S3Prefix):
         existing, _ = self._get_json(key)
         return None if existing == body else existing
 
-    def _upload_tree(self, folder: Path, prefix: str) -> dict[str, int]:
+    def _upload_tree(self, folder: Path, prefix: str, what: str) -> dict[str, int]:
         t = time.perf_counter()
         files = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        paths = sorted(p for p in folder.rglob("*") if p.is_file())
+        # Said before, not after: a model's transfer can take minutes with nothing else to show.
+        _log.info("uploading %s to %s: %s", what, self.location, in_files([p.stat().st_size for p in paths]))
+        for path in paths:
             rel = path.relative_to(folder).as_posix()
             try:
                 self.s3.upload_file(str(path), self.bucket, f"{prefix}/{rel}")
@@ -119,8 +122,9 @@ class S3Store(S3Prefix):
         self.io_s += time.perf_counter() - t
         return files
 
-    def _download_tree(self, prefix: str, files: dict[str, int], dest: Path) -> int:
+    def _download_tree(self, prefix: str, files: dict[str, int], dest: Path, what: str) -> int:
         """Download exactly the files a marker lists into `dest` (renamed into place when whole)."""
+        _log.info("downloading %s from %s: %s", what, self.location, in_files(list(files.values())))
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
         total, t = 0, time.perf_counter()
         try:
@@ -181,9 +185,8 @@ class S3Store(S3Prefix):
         if marker is None:
             raise StorageError(f"{self.uri(stage, key)}: not in the store (no completion marker)")
         local.parent.mkdir(parents=True, exist_ok=True)
-        # Said before, not after: a model's transfer can take minutes with nothing else to show.
-        _log.info("downloading %s/%s from %s: %s", stage, key, self.location, in_files(list(marker["files"].values())))
-        self.downloaded += self._download_tree(self._key(stage, key, marker["attempt"]), marker["files"], local)
+        self.downloaded += self._download_tree(self._key(stage, key, marker["attempt"]), marker["files"], local,
+                                               f"{stage}/{key}")
         return local
 
     @contextmanager
@@ -199,9 +202,7 @@ class S3Store(S3Prefix):
             if self.has(stage, key):
                 return  # a concurrent writer finished first: same key, same content
             attempt = uuid.uuid4().hex[:12]
-            sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
-            _log.info("uploading %s/%s to %s: %s", stage, key, self.location, in_files(sizes))
-            files = self._upload_tree(tmp, self._key(stage, key, attempt))
+            files = self._upload_tree(tmp, self._key(stage, key, attempt), f"{stage}/{key}")
             winner = self._put_once(self._key(stage, key, MARKER), {"attempt": attempt, "files": files})
             if winner is not None:
                 self._delete_prefix(self._key(stage, key, attempt))
@@ -251,10 +252,8 @@ class S3Store(S3Prefix):
     def save_checkpoint(self, stage: str, key: str, checkpoint: Path) -> None:
         """Upload a saved checkpoint, mark it complete, then drop the older ones."""
         prefix = self._key("work", stage, key, checkpoint.name)
-        sizes = [p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()]
-        # Training waits for it (weights and optimizer state, about three times the model): said first.
-        _log.info("uploading %s of %s/%s to %s: %s", checkpoint.name, stage, key, self.location, in_files(sizes))
-        files = self._upload_tree(checkpoint, prefix)
+        # Training waits for it: weights and optimizer state, about three times the model.
+        files = self._upload_tree(checkpoint, prefix, f"{checkpoint.name} of {stage}/{key}")
         self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{MARKER}", Body=json.dumps({"files": files}).encode())
         for _, name in self._checkpoints(stage, key):
             if name != checkpoint.name:
@@ -270,10 +269,9 @@ class S3Store(S3Prefix):
         dest = Path(local_dir) / name
         if not (dest / MARKER).exists():
             marker, _ = self._get_json(self._key("work", stage, key, name, MARKER))
-            _log.info("downloading %s of %s/%s from %s: %s", name, stage, key, self.location,
-                      in_files(list(marker["files"].values())))
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.downloaded += self._download_tree(self._key("work", stage, key, name), marker["files"], dest)
+            self.downloaded += self._download_tree(self._key("work", stage, key, name), marker["files"], dest,
+                                                   f"{name} of {stage}/{key}")
             (dest / MARKER).unlink(missing_ok=True)  # transformers reads the folder as a checkpoint
         return name
 
