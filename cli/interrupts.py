@@ -16,6 +16,8 @@ INTERRUPTED = ("interrupted: finished stages stay in the store and a rerun reuse
 # leases released on the way out); this bounds the rest: long enough for a real server to record
 # the crash, short where the server was our own child and is gone.
 INTERRUPT_GRACE_S = {"server": 10.0, "temporary server": 2.0}
+TERMINATED = ("terminated (SIGTERM): finished stages stay in the store and a rerun reuses them (training resumes "
+              "from its newest checkpoint)")
 
 
 _interrupt_announced = threading.Event()
@@ -60,3 +62,17 @@ def bounded_interrupts():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGINT, on_interrupt)
+
+
+def exit_on_terminate():
+    """SIGTERM (a stopping pod, `kill`) ends the command with one line and exit 143 rather than
+    silently: training first saves a checkpoint (`qa_lib.termination`), Prefect records the run as
+    Crashed and hands the signal back here, and the exit unwinds, so leases are released and the
+    temporary server is stopped. Returns the handler it replaced (None off the main thread)."""
+    def on_terminate(signum, frame):
+        print(f"\n{TERMINATED}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, on_terminate)

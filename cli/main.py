@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from cli import answer, runs, score, store
-from cli.interrupts import announce_interrupted, bounded_interrupts
+from cli.interrupts import announce_interrupted, bounded_interrupts, exit_on_terminate
 from qa_lib.errors import QAPipelineError
 
 
@@ -226,10 +226,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    previous_handler = None
+    previous_handler = previous_term_handler = None
     if args.command in ("train", "evaluate", "predict", "retrain"):
         runs.prefect_defaults()
         previous_handler = bounded_interrupts()
+        previous_term_handler = exit_on_terminate()
         if not verbose:
             from flows.console import quiet_expected_tracebacks
 
@@ -258,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous_handler is not None:  # main() is also called from code (and tests): leave it as found
             signal.signal(signal.SIGINT, previous_handler)
+        if previous_term_handler is not None:
+            signal.signal(signal.SIGTERM, previous_term_handler)
 
 
 def _stdout_gone() -> bool:

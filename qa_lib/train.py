@@ -2,8 +2,9 @@
 
 One function, `fine_tune`, reads top to bottom: pick precision, load the model, pick the batches
 (padded and length-grouped, or packed to a fixed shape: `choose_batching`), build the Trainer,
-resume from the newest checkpoint in `checkpoint_dir` if there is one, train, save a standard
-model folder. The loss is `loss.span_loss` for either kind of batch.
+resume from the newest checkpoint in `checkpoint_dir` if there is one, train (a SIGTERM saves a
+checkpoint before it stops the process: `termination`), save a standard model folder. The loss is
+`loss.span_loss` for either kind of batch.
 
 Under `torchrun` the same code trains data-parallel: the Trainer reads the launcher's
 environment, and only rank 0 writes the final folder.
@@ -17,6 +18,7 @@ import math
 import os
 import re
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError, ModelError
 from qa_lib.predict import resolve_precision
 from qa_lib.progress import configure_progress, progress_enabled
+from qa_lib.termination import SaveOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +132,11 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
 
 
 def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_dir: str | Path,
-              callbacks: list | None = None) -> TrainResult:
+              callbacks: list | None = None, checkpoint_on_sigterm: bool = True) -> TrainResult:
     """Train `config.model` on `train_features`; write a model folder to `output_dir/model`.
 
     Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
-    the newest one.
+    the newest one. With `checkpoint_on_sigterm`, a SIGTERM saves one before it stops the process.
     """
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / "checkpoints"
@@ -141,7 +144,11 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     precision = resolve_precision(config.precision)
     trainer = build_trainer(config, train_features, checkpoint_dir, precision, callbacks)
     resume = last_checkpoint(checkpoint_dir)
-    output = trainer.train(resume_from_checkpoint=resume)
+    stop = SaveOnSignal()
+    trainer.add_callback(stop)  # after the callers' callbacks, so a store upload comes first
+    with stop.held() if checkpoint_on_sigterm else nullcontext():
+        output = trainer.train(resume_from_checkpoint=resume)
+    stop.raise_if_stopped(trainer.state)
     if trainer.is_world_process_zero():
         trainer.save_model(str(model_dir))
         trainer.processing_class.save_pretrained(str(model_dir))

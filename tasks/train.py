@@ -61,6 +61,19 @@ def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
         logger.info("step %d/%d loss %.4f", step, max_steps, loss)
 
 
+def _cancelled_by_sigterm() -> bool:
+    """A run a Prefect runner started (a process worker, `serve`) is cancelled from the UI by a
+    SIGTERM that Prefect's own handler must receive: the runner's cancel is acknowledged only while
+    that handler is installed, and a run that held the signal to save a checkpoint ended Crashed
+    instead of Cancelled (measured). Prefect records the runner's control channel only privately;
+    without it (the CLI, a Kubernetes pod, where SIGTERM is eviction) a SIGTERM saves a checkpoint."""
+    try:
+        from prefect._internal import control_listener
+    except ImportError:
+        return False
+    return getattr(control_listener, "_configured_port", None) is not None
+
+
 @task(name="fine-tune", **STAGE)
 def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, key: str) -> dict:
     logger = get_run_logger()
@@ -89,7 +102,8 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
                 callbacks = [progress, CheckpointToStore(storage, stage, key, logger)]
-                result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks))
+                result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks,
+                                             checkpoint_on_sigterm=not _cancelled_by_sigterm()))
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
         processes = f" in {result['world_size']} processes" if result["world_size"] > 1 else ""

@@ -136,10 +136,10 @@ def test_command_line_errors_are_one_message_and_exit_2(prefect_server, tiny_mod
     assert not (tmp_path / "out" / "model").exists()
 
 
-def _interrupt_a_training_run(tiny_model, tmp_path, env):
+def _interrupt_a_training_run(tiny_model, tmp_path, env, send=None):
     """Start `qa-pipeline train` in a process group of its own, send the group SIGINT (what Ctrl-C in
-    a terminal does) once the first training step is logged; the output after it, the exit code and
-    the seconds from Ctrl-C to exit."""
+    a terminal does; or call `send(pid)`) once the first training step is logged; the output after
+    it, the exit code and the seconds from the signal to exit."""
     import os
     import signal
     import subprocess
@@ -168,7 +168,7 @@ def _interrupt_a_training_run(tiny_model, tmp_path, env):
                 break
         else:
             raise AssertionError("the run ended before training:\n" + "".join(lines[-30:]))
-        os.killpg(proc.pid, signal.SIGINT)
+        (send or (lambda pid: os.killpg(pid, signal.SIGINT)))(proc.pid)
         interrupted = time.monotonic()
         rest = proc.communicate(timeout=120)[0]
     finally:
@@ -196,6 +196,45 @@ def test_ctrl_c_stops_a_run_on_the_temporary_server_at_once(tiny_model, tmp_path
     assert "ConnectError" not in rest and "Connection refused" not in rest
     assert "Error logging to API" not in rest and "All connection attempts failed" not in rest, rest[-3000:]
     assert waited < 60, f"{waited:.0f} s from Ctrl-C to exit"  # a bound on a hang, not a speed figure
+
+
+def test_sigterm_saves_a_checkpoint_and_ends_with_one_line_and_no_orphaned_server(tiny_model, tmp_path):
+    """A stopping pod sends SIGTERM to its main process only. Training saves a checkpoint before it
+    stops, and the command says so in one line with exit 143. It used to die on the spot: no
+    checkpoint, no word, and Prefect's temporary server (its child) left running."""
+    import os
+    import signal
+    import time
+
+    from cli.interrupts import TERMINATED
+
+    def terminate(pid):
+        group.append(pid)  # start_new_session: the command's pid is its process group's id
+        os.kill(pid, signal.SIGTERM)
+
+    group = []
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    rest, code, _ = _interrupt_a_training_run(tiny_model, tmp_path, {**env, "PREFECT_HOME": str(tmp_path / "home")},
+                                              send=terminate)
+    assert code == 128 + signal.SIGTERM, rest[-3000:]
+    lines = rest.rstrip().splitlines()
+    assert TERMINATED in lines and rest.count(TERMINATED) == 1, rest[-3000:]
+    assert all("Stopping temporary server" in line for line in lines[lines.index(TERMINATED) + 1:]), rest[-3000:]
+    saved = [line for line in lines if "saved in" in line and "stopping for SIGTERM" in line]
+    assert len(saved) == 1, rest[-3000:]
+    step = saved[0].split("checkpoint-")[1].split()[0]
+    assert list((tmp_path / "store").glob(f"work/model/*/checkpoints/checkpoint-{step}/trainer_state.json"))
+    # Nothing of the process group is left: the temporary server stopped with the command.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group[0], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(group[0], signal.SIGKILL)
+        raise AssertionError("the temporary server outlived the terminated command")
 
 
 def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from tests.conftest import ROOT
-from tests.flow_helpers import artifacts, tiny_config
+from tests.flow_helpers import artifacts, read_logs, tiny_config
 
 
 def _wait(predicate, timeout, every=1.0):
@@ -344,6 +344,28 @@ def test_the_crash_grace_is_checked_and_a_new_one_updates_the_automation(deploye
     assert grace()[0] == GRACE_S
     with get_client(sync_client=True) as c:
         assert len(c.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1  # updated, not added
+
+
+def test_a_run_cancelled_during_training_ends_cancelled(deployed):
+    """The runner cancels a run with a SIGTERM that it counts as a cancel only while Prefect's own
+    handler is installed. A training that held the signal to save a checkpoint first ended Crashed;
+    under a runner it leaves the signal to Prefect."""
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    cfg = deployed["cfg"].model_dump(mode="json")
+    cfg.update(max_steps=100000, save_steps=100000, logging_steps=20)  # trains until cancelled
+    run = run_deployment("train_qa/train-qa", parameters={"config": cfg}, timeout=0)
+    started = _wait(lambda: [f for f in (deployed["tmp"] / "store").glob("work/model/*/events.log")
+                             if f.read_text().count("train-start") and f.stat().st_mtime > run.created.timestamp()],
+                    300, 1)
+    assert started, "training never started"
+    time.sleep(3)
+    with get_client(sync_client=True) as c:
+        c.set_flow_run_state(run.id, Cancelling(), force=True)  # what the UI's Cancel does
+    final = _wait_run(run.id, 120)
+    assert final is not None and final.state.is_cancelled(), final and final.state
+    assert "saving a checkpoint" not in read_logs(run.id)
 
 
 def test_a_run_whose_machine_dies_is_marked_crashed(deployed):

@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pytest
 from transformers import TrainerCallback
 
@@ -40,6 +43,80 @@ def test_resume_after_interrupted_training(tiny_model, train_examples, tmp_path)
 
     AutoModelForQuestionAnswering.from_pretrained(result.model_dir)  # a standard model folder
     assert (tmp_path / "model" / "tokenizer.json").exists()
+
+
+class _Terminate(TrainerCallback):
+    """SIGTERM to this process at a step's end, as a stopping pod's process gets it (`times` in a row)."""
+
+    def __init__(self, at_step, times=1):
+        self.at_step, self.times = at_step, times
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """What Prefect's SIGTERM handler does: raise (its TerminationSignal)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
+
+
+def _train_with_sigterm_handler(handler, cfg, feats, tmp_path, callbacks):
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        return fine_tune(cfg, feats, tmp_path, callbacks=callbacks)
+    finally:
+        handed_back = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
+        assert handed_back is handler
+
+
+def test_sigterm_saves_a_checkpoint_then_stops_and_a_rerun_resumes_from_it(tiny_model, train_examples, tmp_path):
+    """A preempted machine gets SIGTERM some seconds before it is killed: the step ends, a checkpoint
+    is saved, then the signal goes on to the handler that was there (Prefect's raises)."""
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=8, save_steps=100)  # no periodic checkpoint to fall back on
+    with pytest.raises(_Terminated):
+        _train_with_sigterm_handler(_raise_terminated, cfg, feats, tmp_path, [_Terminate(3)])
+    assert last_checkpoint(tmp_path / "checkpoints").endswith("checkpoint-3")
+    assert not (tmp_path / "model").exists()
+    result = fine_tune(cfg, feats, tmp_path)
+    assert result.resumed_from.endswith("checkpoint-3")
+    steps = [h["step"] for h in result.log_history if "loss" in h]
+    assert steps == list(range(1, 9))  # the first 3 from the checkpoint, none trained twice
+
+
+def test_a_second_sigterm_stops_at_once_and_one_that_is_ignored_stays_ignored(tiny_model, train_examples, tmp_path):
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=8, save_steps=100)
+    with pytest.raises(_Terminated):
+        _train_with_sigterm_handler(_raise_terminated, cfg, feats, tmp_path, [_Terminate(3, times=2)])
+    assert last_checkpoint(tmp_path / "checkpoints") is None
+    result = _train_with_sigterm_handler(signal.SIG_IGN, cfg, feats, tmp_path, [_Terminate(3)])
+    assert result.resumed_from is None and (tmp_path / "model").is_dir()
+    assert last_checkpoint(tmp_path / "checkpoints") is None
+
+
+def test_a_sigterm_handler_that_returns_gets_no_half_trained_model(tiny_model, train_examples, tmp_path):
+    """Training stopped for the signal; a handler that lets the process go on must not turn that
+    into a finished model."""
+    from qa_lib.termination import TrainingStopped
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=8, save_steps=100)
+    seen = []
+    with pytest.raises(TrainingStopped, match="SIGTERM at step 3 of 8"):
+        _train_with_sigterm_handler(lambda signum, frame: seen.append(signum), cfg, feats, tmp_path, [_Terminate(3)])
+    assert seen == [signal.SIGTERM]
+    assert last_checkpoint(tmp_path / "checkpoints").endswith("checkpoint-3")
+    assert not (tmp_path / "model").exists()
 
 
 def test_resume_skips_a_checkpoint_cut_off_while_saving(tiny_model, train_examples, tmp_path):
