@@ -57,6 +57,16 @@ class _Terminate(TrainerCallback):
                 os.kill(os.getpid(), signal.SIGTERM)
 
 
+class _SeesSaves(TrainerCallback):
+    """Each save's step, and whether the signal was still held then (not yet passed on)."""
+
+    def __init__(self):
+        self.saves = []
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saves.append((state.global_step, signal.getsignal(signal.SIGTERM) is not _raise_terminated))
+
+
 class _Terminated(BaseException):
     """What Prefect's SIGTERM handler does: raise (its TerminationSignal)."""
 
@@ -81,9 +91,11 @@ def test_sigterm_saves_a_checkpoint_then_stops_and_a_rerun_resumes_from_it(tiny_
     tok = load_tokenizer(str(tiny_model))
     feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
     cfg = _config(tiny_model, tmp_path, max_steps=8, save_steps=100)  # no periodic checkpoint to fall back on
+    upload = _SeesSaves()  # where CheckpointToStore stands: it must upload before the signal goes on
     with pytest.raises(_Terminated):
-        _train_with_sigterm_handler(_raise_terminated, cfg, feats, tmp_path, [_Terminate(3)])
+        _train_with_sigterm_handler(_raise_terminated, cfg, feats, tmp_path, [_Terminate(3), upload])
     assert last_checkpoint(tmp_path / "checkpoints").endswith("checkpoint-3")
+    assert upload.saves == [(3, True)]
     assert not (tmp_path / "model").exists()
     result = fine_tune(cfg, feats, tmp_path)
     assert result.resumed_from.endswith("checkpoint-3")
