@@ -62,11 +62,13 @@ def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
 
 
 def _cancelled_by_sigterm() -> bool:
-    """A run a Prefect runner started (a process worker, `serve`) is cancelled from the UI by a
-    SIGTERM that Prefect's own handler must receive: the runner's cancel is acknowledged only while
-    that handler is installed, and a run that held the signal to save a checkpoint ended Crashed
-    instead of Cancelled (measured). Prefect records the runner's control channel only privately;
-    without it (the CLI, a Kubernetes pod, where SIGTERM is eviction) a SIGTERM saves a checkpoint."""
+    """A run that a Prefect runner or supervisor started (a worker of any type: `serve`, a process
+    worker, `prefect flow-run execute` in a Kubernetes or Docker job) is cancelled or rescheduled by
+    a SIGTERM whose intent comes first over a control channel, acknowledged only while Prefect's own
+    SIGTERM handler is installed: a process-worker run that held the signal to save a checkpoint
+    ended Crashed instead of Cancelled (measured). Prefect records that channel only privately.
+    Without one (`qa-pipeline train`, a flow called from Python, e.g. as a batch job's command) a
+    SIGTERM is the machine going away, and training saves a checkpoint first."""
     try:
         from prefect._internal import control_listener
     except ImportError:
