@@ -16,6 +16,15 @@ from contextlib import contextmanager
 NOTICE_LOGGERS = ("qa_lib.store", "qa_lib.publish", "qa_lib.modeling")
 
 
+def log_above_bars(logger: logging.Logger | logging.LoggerAdapter, level: int, message: str, *args) -> None:
+    """Log a line while a bar may be drawn (the Trainer's): the bar is cleared for it and redrawn
+    under it, where the line was otherwise written onto the end of the bar's."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stderr):
+        logger.log(level, message, *args)
+
+
 def progress_enabled() -> bool:
     return os.environ.get("QA_PIPELINE_NO_PROGRESS") != "1"
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 
-from tqdm import tqdm
 from transformers import TrainerCallback
 
 from qa_lib.errors import QAPipelineError
+from qa_lib.progress import log_above_bars
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,8 @@ class SaveOnSignal(TrainerCallback):
             yield self
         finally:
             if self.received:
-                self._pass_on()
-            elif not self.passed_on:
+                self._pass_on()  # at most once: it may have gone on already
+            else:
                 signal.signal(self.signum, self.previous)
 
     def _can_hold(self) -> bool:
@@ -73,21 +72,22 @@ class SaveOnSignal(TrainerCallback):
         # Nothing logged here: the signal may have interrupted a write to the same log stream.
         if self.received:
             self._pass_on()
-        self.received = True
+        else:
+            self.received = True
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.received and not self.saving:
             self.saving = True
-            _say(f"{self.name} received: saving a checkpoint at step {state.global_step} of {state.max_steps}, "
-                 "then stopping (send it again to stop at once)")
+            log_above_bars(log, logging.WARNING, f"{self.name} received: saving a checkpoint at step "
+                           f"{state.global_step} of {state.max_steps}, then stopping (send it again to stop at once)")
             control.should_save = True
             control.should_training_stop = True
         return control
 
     def on_save(self, args, state, control, **kwargs):
         if self.received and not self.passed_on:
-            _say(f"checkpoint-{state.global_step} saved in {args.output_dir}; stopping for {self.name} "
-                 "(a rerun resumes from it)")
+            log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
+                           f"stopping for {self.name} (a rerun resumes from it)")
             self._pass_on()
 
     def _pass_on(self) -> None:
@@ -101,8 +101,3 @@ class SaveOnSignal(TrainerCallback):
         if self.received:
             raise TrainingStopped(f"training stopped by {self.name} at step {state.global_step} of {state.max_steps}; "
                                   "a rerun resumes from its checkpoint")
-
-
-def _say(message: str) -> None:
-    with tqdm.external_write_mode(file=sys.stderr):  # on a line of its own, not on the end of the bar's
-        log.warning(message)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -10,12 +10,12 @@ import datasets
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
-from tqdm import tqdm
 
 from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
+from qa_lib.progress import log_above_bars
 from qa_lib.store import open_store
 from qa_lib.train import LossReporter
 from qa_lib.train import fine_tune as qa_fine_tune
@@ -55,10 +55,7 @@ class _PrefectProgress(LossReporter):
 
 
 def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
-    # The Trainer's bar, on a terminal, is cleared for the line and redrawn under it: else the line
-    # was written onto the end of the bar's.
-    with tqdm.external_write_mode(file=sys.stderr):
-        logger.info("step %d/%d loss %.4f", step, max_steps, loss)
+    log_above_bars(logger, logging.INFO, "step %d/%d loss %.4f", step, max_steps, loss)
 
 
 def _cancelled_by_sigterm() -> bool:
