@@ -8,16 +8,16 @@ import signal
 import sys
 import threading
 
-INTERRUPTED = ("interrupted: finished stages stay in the store and a rerun reuses them (training resumes from its "
-               "newest checkpoint)")
+_WHAT_IS_KEPT = ("finished stages stay in the store and a rerun reuses them (training resumes from its newest "
+                 "checkpoint)")
+INTERRUPTED = f"interrupted: {_WHAT_IS_KEPT}"
+TERMINATED = f"terminated (SIGTERM): {_WHAT_IS_KEPT}"
 # Ctrl-C reaches the terminal's whole process group, so Prefect's temporary server (a child of this
 # process) stops too, and Prefect then spends minutes retrying to report the crash to it (145 s
 # measured) before failing with "Connection refused". Our own code unwinds at once (locks and
 # leases released on the way out); this bounds the rest: long enough for a real server to record
 # the crash, short where the server was our own child and is gone.
 INTERRUPT_GRACE_S = {"server": 10.0, "temporary server": 2.0}
-TERMINATED = ("terminated (SIGTERM): finished stages stay in the store and a rerun reuses them (training resumes "
-              "from its newest checkpoint)")
 
 
 _interrupt_announced = threading.Event()
