@@ -103,10 +103,10 @@ class S3Store(S3Prefix):
     def _upload_tree(self, folder: Path, prefix: str, what: str) -> dict[str, int]:
         t = time.perf_counter()
         files = {}
-        paths = sorted(p for p in folder.rglob("*") if p.is_file())
+        sizes = {p: p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
         # Said before, not after: a model's transfer can take minutes with nothing else to show.
-        _log.info("uploading %s to %s: %s", what, self.location, in_files([p.stat().st_size for p in paths]))
-        for path in paths:
+        _log.info("uploading %s to %s: %s", what, self.location, in_files(list(sizes.values())))
+        for path, size in sizes.items():
             rel = path.relative_to(folder).as_posix()
             try:
                 self.s3.upload_file(str(path), self.bucket, f"{prefix}/{rel}")
@@ -117,7 +117,7 @@ class S3Store(S3Prefix):
                 if _code(inner) in REFUSED_CODES:
                     raise explain(inner, self.location) from None
                 raise
-            files[rel] = path.stat().st_size
+            files[rel] = size
         self.uploaded += sum(files.values())
         self.io_s += time.perf_counter() - t
         return files
