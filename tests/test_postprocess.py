@@ -47,8 +47,14 @@ def test_vectorized_matches_reference_loop(v2_setup, seed, n_best, max_len, v2, 
 def test_ties_resolve_in_loop_order(v2_setup, v2, n_best):
     """Integer logits make many spans score alike: the first in (window, start rank, end rank) order
     wins, as in the plain loop. With n_best 5 the top-k cut-off itself falls among equal logits,
-    and the k kept are the first k of a stable sort, as the loop takes them."""
+    and the k kept are the first k of a stable sort, as the loop takes them. With n_best 1000 every
+    pair of a window is a candidate: the loop over 16,000 pairs a window took 18 s a case on all 150
+    questions, so that case takes the first 50 (still hundreds of ties)."""
     examples, features = v2_setup
+    if n_best > 100:
+        examples = examples.select(range(50))
+        kept = set(examples["id"])
+        features = features.filter(lambda f: f in kept, input_columns="example_id")
     start, end = _random_logits(features, 21, scale=1.5)
     start, end = np.round(start), np.round(end)
     fast = postprocess(examples, features, start, end, n_best, 30, v2, 0.0)
