@@ -270,6 +270,70 @@ def test_data_parallel_training_uploads_its_checkpoints(s3env, tiny_model, train
     assert not any(f.startswith(".") for f in files), files
 
 
+def _train_with_uploads(tiny_model, train_examples, tmp_path, store, callbacks, **overrides):
+    from qa_lib.checkpoint_sync import CheckpointToStore
+    from qa_lib.config import PipelineConfig
+    from qa_lib.features import build_train_features
+    from qa_lib.modeling import load_tokenizer
+    from qa_lib.train import fine_tune
+
+    feats = build_train_features(train_examples.select(range(48)), load_tokenizer(str(tiny_model)), 128, 48)
+    cfg = PipelineConfig.parse({"model": str(tiny_model), "train_data": {"path": "unused.json"}, "max_length": 128,
+                                "doc_stride": 48, "max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 8,
+                                "output_dir": str(tmp_path / "out"), **overrides})
+    upload = CheckpointToStore(store, "model", "ka")
+    return fine_tune(cfg, feats, tmp_path / "train", callbacks=[*callbacks, upload])
+
+
+def test_checkpoints_upload_while_training_goes_on(s3env, tiny_model, train_examples, tmp_path):
+    """checkpoint-1's upload is held until training has saved checkpoint-2, and the Trainer has
+    deleted checkpoint-1 (`save_total_limit: 1`): training did not wait for it, and what reached
+    the store is still the whole of checkpoint-1."""
+    import threading
+
+    from transformers import TrainerCallback
+
+    saved_2, seen = threading.Event(), {}
+
+    class HeldStore(S3Store):
+        def save_checkpoint(self, stage, key, checkpoint):
+            if checkpoint.name == "checkpoint-1":
+                seen["training_went_on"] = saved_2.wait(timeout=30)
+            super().save_checkpoint(stage, key, checkpoint)
+            seen.setdefault("in_store", []).append(self._checkpoints(stage, key))
+
+    class SeesSecondSave(TrainerCallback):  # runs before the upload callback's on_save
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                seen["local_checkpoint_1_left"] = (Path(args.output_dir) / "checkpoint-1").exists()
+                saved_2.set()
+
+    store = HeldStore(f"s3://{s3env}/p", tmp_path / "cache")
+    _train_with_uploads(tiny_model, train_examples, tmp_path, store, [SeesSecondSave()], save_total_limit=1)
+    assert seen["training_went_on"] and seen["local_checkpoint_1_left"] is False
+    assert seen["in_store"] == [[(1, "checkpoint-1")], [(2, "checkpoint-2")], [(3, "checkpoint-3")]]
+    restored = S3Store(f"s3://{s3env}/p", tmp_path / "reader")
+    # the last one is waited for: it is in the store when training returns
+    assert restored.restore_checkpoint("model", "ka", tmp_path / "restored") == "checkpoint-3"
+    files = {p.name for p in (tmp_path / "restored" / "checkpoint-3").iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= files, files
+    # the snapshots uploaded from are gone
+    assert not list((tmp_path / "train" / "checkpoints" / ".uploading").glob("*"))
+
+
+def test_a_background_upload_that_fails_stops_training_with_its_error(s3env, tiny_model, train_examples, tmp_path):
+    class RefusingStore(S3Store):
+        def save_checkpoint(self, stage, key, checkpoint):
+            if checkpoint.name == "checkpoint-1":
+                raise StorageError(f"{self.location}: access denied (test)")
+            super().save_checkpoint(stage, key, checkpoint)
+
+    store = RefusingStore(f"s3://{s3env}/p", tmp_path / "cache")
+    with pytest.raises(StorageError, match="access denied"):
+        _train_with_uploads(tiny_model, train_examples, tmp_path, store, [])
+    assert store._checkpoints("model", "ka") == []  # nothing after the failed one was uploaded
+
+
 def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, tmp_path, monkeypatch):
     """`evaluate --model s3://.../model/<key>` and `answer --model ...` read a model from the shared store."""
     from qa_lib.modeling import resolve_model
