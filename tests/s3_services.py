@@ -87,8 +87,11 @@ ERROR_500_BODY = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalEr
 class FaultProxy:
     """Per request: drop the connection, answer 500 or 503 SlowDown, or forward to the upstream."""
 
-    def __init__(self, upstream_port: int, drop=0.1, slow_down=0.1, error=0.05, seed=0):
+    def __init__(self, upstream_port: int, drop=0.1, slow_down=0.1, error=0.05, seed=0, link_mb_s: float | None = None):
         self.upstream_port = upstream_port
+        # A link of this bandwidth shared by every connection: each request waits its turn on it and
+        # for its bytes to pass, asleep (a network, not a CPU, is the bottleneck).
+        self.link_mb_s, self._link_free_at = link_mb_s, 0.0
         self.rates = (drop, slow_down, error)
         self.rng = random.Random(seed)
         self.port = free_port()
@@ -147,6 +150,12 @@ class FaultProxy:
                 if fault == "error":
                     conn.sendall(ERROR_500 % len(ERROR_500_BODY) + ERROR_500_BODY)
                     return
+                if self.link_mb_s:
+                    with self._lock:
+                        self._link_free_at = max(time.monotonic(), self._link_free_at) + len(request) / (
+                            self.link_mb_s * 2**20)
+                        until = self._link_free_at
+                    time.sleep(max(0.0, until - time.monotonic()))
                 with socket.create_connection(("127.0.0.1", self.upstream_port)) as up:
                     up.sendall(request)
                     response = _read_response(up, request)
