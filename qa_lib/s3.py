@@ -20,17 +20,36 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
+DEFAULT_ATTEMPTS = 9  # the first and 8 retries, adaptive: rides out throttling and a flaky link
+
+
 def client():
     import boto3
+    import botocore.session
     from botocore.config import Config
 
     endpoint = os.environ.get("QA_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60,
-                    request_checksum_calculation="when_supported")
     # A fresh session each time: boto3's default session caches credentials for the process.
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint, config=config,
-                          region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    core = botocore.session.get_session()
+    config = Config(retries={"total_max_attempts": _attempts(core), "mode": "adaptive"}, connect_timeout=5,
+                    read_timeout=60, request_checksum_calculation="when_supported")
+    return boto3.session.Session(botocore_session=core).client(
+        "s3", endpoint_url=endpoint, config=config, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def _attempts(core) -> int:
+    """AWS_MAX_ATTEMPTS or the profile's `max_attempts` (total attempts), as in any AWS tool: a
+    Config in code would override them, so they are read here. A preflight against an endpoint
+    that refuses connections takes 6 to 10 s with the default; `AWS_MAX_ATTEMPTS=1` fails at once."""
+    try:
+        attempts = core.get_config_variable("max_attempts")
+    except ValueError:
+        attempts = 0
+    if attempts is None:
+        return DEFAULT_ATTEMPTS
+    if attempts < 1:
+        raise StorageError("AWS_MAX_ATTEMPTS (or max_attempts in the AWS config) must be a whole number of at least 1")
+    return attempts
 
 
 class S3Prefix:
@@ -83,6 +102,8 @@ def explain(exc: Exception, uri: str) -> StorageError:
 
     from qa_lib.errors import is_disk_full
 
+    if isinstance(exc, StorageError):  # already says what is wrong (a retry setting)
+        return StorageError(f"{uri}: {exc}")
     if is_disk_full(exc):  # a download into this worker's cache, not the bucket
         return StorageError(f"{uri}: no space left on device in the local cache {_cache_dir()}")
 

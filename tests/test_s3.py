@@ -149,10 +149,13 @@ def test_killed_publish_leaves_champion_untouched(moto, bucket, tiny_model, tmp_
 @pytest.mark.parametrize("uri, env, message", [
     ("s3://no-such-bucket-here/x", {}, "bucket does not exist"),
     ("s3://Bad_Bucket/x", {}, "malformed S3 URI"),
-    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "endpoint unreachable"),
+    # Two attempts, not the default nine, each: the same message, 1 s instead of 8 (a test of its own
+    # shows the setting is honoured).
+    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "2"},
+     "endpoint unreachable"),
     # An endpoint with credentials in it: the message shows where, not them.
-    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://proxyuser:testing-secret-value@127.0.0.1:9"},
-     "endpoint unreachable (http://127.0.0.1:9/"),
+    ("s3://somebucket/x", {"QA_S3_ENDPOINT_URL": "http://proxyuser:testing-secret-value@127.0.0.1:9",
+                           "AWS_MAX_ATTEMPTS": "2"}, "endpoint unreachable (http://127.0.0.1:9/"),
     ("s3://somebucket/x", {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
                            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"},
      "no AWS credentials"),
@@ -177,6 +180,28 @@ def test_bad_targets_get_one_clear_message(moto, monkeypatch, tmp_path, uri, env
         with pytest.raises(StorageError) as info:
             resolve_model(model_uri)
         assert message in str(info.value) and uri in str(info.value)
+
+
+def test_aws_max_attempts_is_honoured_and_a_bad_one_is_one_line(moto, monkeypatch, tmp_path):
+    """AWS_MAX_ATTEMPTS (total attempts, as in every AWS tool) used to be overridden by the
+    client's own retry setting: an operator could not make a wrong endpoint fail fast."""
+    proxy = FaultProxy(moto.port, drop=1.0, slow_down=0, error=0).start()  # every connection dropped
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", proxy.url)
+    try:
+        for attempts in (1, 3):
+            monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(attempts))
+            before = proxy.faults["drop"]
+            with pytest.raises(StorageError):
+                S3Target("s3://somebucket/x").check()
+            assert proxy.faults["drop"] - before == attempts
+    finally:
+        proxy.stop()
+    for bad in ("0", "three"):
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", bad)
+        with pytest.raises(StorageError) as info:
+            S3Target("s3://somebucket/x").check()
+        assert str(info.value) == ("s3://somebucket/x: AWS_MAX_ATTEMPTS (or max_attempts in the AWS config) must be "
+                                   "a whole number of at least 1")
 
 
 def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatch, tmp_path, caplog):
