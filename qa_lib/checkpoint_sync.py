@@ -11,6 +11,7 @@ count, and a rerun resumes from the one before.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -54,7 +55,11 @@ class CheckpointToStore(TrainerCallback):
             self._upload(checkpoint, state.global_step)
             return
         snapshot = _hard_link_copy(checkpoint, Path(args.output_dir) / SNAPSHOTS / checkpoint.name)
-        self._thread = threading.Thread(target=self._upload_in_background, args=(snapshot, state.global_step),
+        # In a copy of this context: log handlers find the run there (Prefect's do), and a new thread
+        # starts with an empty one.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._upload_in_background, snapshot,
+                                                                  state.global_step),
                                         name=f"upload {checkpoint.name}", daemon=True)
         # A daemon: Ctrl-C or a failure stops the process without waiting for it. A checkpoint counts
         # in the store once its marker is written, last, so a rerun then resumes from the one before.

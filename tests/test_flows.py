@@ -188,6 +188,59 @@ def test_the_library_s_warnings_reach_the_run_s_log(prefect_server, tiny_model, 
     assert warning in read_logs(state.state_details.flow_run_id, until=warning)
 
 
+def test_what_the_store_s_threads_log_is_in_the_run_s_log(prefect_server, tmp_path, monkeypatch):
+    """The checkpoint upload thread's notices ("uploading checkpoint-N ...") and the lease renewal
+    thread's warning reach the run's log: the handler that sends the library's records finds the
+    run in the context, which a new thread lacks unless it is given it."""
+    from types import SimpleNamespace
+
+    import boto3
+    from prefect import get_run_logger
+    from transformers import TrainerControl
+
+    from qa_lib.checkpoint_sync import CheckpointToStore
+    from qa_lib.store import S3Store
+    from tasks.library_logs import send_library_logs
+    from tests.s3_services import MotoServer
+
+    monkeypatch.setattr("qa_lib.store.s3.LEASE_TTL_S", 1.0)  # renewed every 0.25 s
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 1}')
+    moto = MotoServer().start()
+    try:
+        for k, v in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1",
+                     "QA_S3_ENDPOINT_URL": moto.url}.items():
+            monkeypatch.setenv(k, v)
+        boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket="ckpt-logs")
+
+        @flow
+        def save_one():
+            send_library_logs()
+            upload = CheckpointToStore(S3Store("s3://ckpt-logs/p", tmp_path / "cache"), "model", "kbg",
+                                       get_run_logger())
+            upload.on_save(SimpleNamespace(output_dir=str(checkpoint.parent), process_index=0),
+                           SimpleNamespace(global_step=1), TrainerControl())
+            went_on = upload._thread is not None  # training would go on meanwhile
+            upload.wait()
+            store = S3Store("s3://ckpt-logs/p", tmp_path / "cache")
+            with store.lease("model", "kbg") as lease:
+                store.s3.delete_object(Bucket="ckpt-logs", Key="p/locks/model-kbg.json")  # as if taken over
+                deadline = time.time() + 30
+                while not lease.lost and time.time() < deadline:
+                    time.sleep(0.05)
+            return went_on and lease.lost
+
+        state = save_one(return_state=True)
+    finally:
+        moto.stop()
+    assert state.result() is True
+    logs = read_logs(state.state_details.flow_run_id, until="checkpoint at step 1 saved")
+    assert "uploading checkpoint-1 of model/kbg to s3://ckpt-logs/p: 18 B in 1 file" in logs, logs
+    assert "was taken over: this worker stalled past 1 s" in read_logs(state.state_details.flow_run_id,
+                                                                        until="was taken over"), logs
+
+
 def test_the_library_s_logger_gets_one_api_handler_whatever_prefect_already_gives_it():
     """Named in PREFECT_LOGGING_EXTRA_LOGGERS, `qa_lib` has Prefect's own API handler: ours as well
     would send each record twice. Otherwise ours, once however many flows start."""

@@ -16,6 +16,7 @@ through boto3's transfer manager; botocore's retry mode handles drops, 500s and 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -317,7 +318,8 @@ class S3Store(S3Prefix):
                         return
                     # a transient failure: the next renewal tries again, well within the TTL
 
-        thread = threading.Thread(target=renew, daemon=True, name="qa-lease")
+        # In a copy of this context, where log handlers find the run: its warning belongs in the run's log.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(renew,), daemon=True, name="qa-lease")
         thread.start()
         try:
             yield lease
