@@ -5,8 +5,9 @@ a GPU that waits for them idles for seconds to minutes at every save. A snapshot
 uploaded, so the Trainer may delete the checkpoint (`save_total_limit`) while it is on its way. At
 most one upload is in flight; the next save, and the last one (end of training, or the SIGTERM
 checkpoint of `termination.SaveOnSignal`, after which the process stops), wait for it, and an
-upload that failed raises there. One cut off (Ctrl-C, a failure) leaves no marker, so it does not
-count, and a rerun resumes from the one before.
+upload that failed raises there. When training fails, the one in flight lands before the failure
+goes on (`finishing_on_failure`); one cut off (Ctrl-C, a killed process) leaves no marker, so it
+does not count, and a rerun resumes from the one before.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import logging
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from qa_lib.errors import first_line
 
 _log = logging.getLogger(__name__)
 
@@ -61,8 +65,8 @@ class CheckpointToStore(TrainerCallback):
         self._thread = threading.Thread(target=context.run, args=(self._upload_in_background, snapshot,
                                                                   state.global_step),
                                         name=f"upload {checkpoint.name}", daemon=True)
-        # A daemon: Ctrl-C or a failure stops the process without waiting for it. A checkpoint counts
-        # in the store once its marker is written, last, so a rerun then resumes from the one before.
+        # A daemon: Ctrl-C stops the process without waiting for it. A checkpoint counts in the store
+        # once its marker is written, last, so a rerun then resumes from the one before.
         self._thread.start()
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -76,6 +80,20 @@ class CheckpointToStore(TrainerCallback):
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    @contextmanager
+    def finishing_on_failure(self):
+        """Train inside it: when training fails (not Ctrl-C, which stops at once), the upload in
+        flight lands before the failure goes on, so a rerun resumes from it, as it did when every
+        upload was waited for. Its own failure is logged, not raised over training's."""
+        try:
+            yield
+        except Exception:
+            try:
+                self.wait()
+            except Exception as exc:  # noqa: BLE001
+                self.log.warning("the upload of the last checkpoint failed too: %s", first_line(exc, 200))
+            raise
 
     def _upload_in_background(self, snapshot: Path, step: int) -> None:
         try:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -123,14 +124,18 @@ def main(argv: list[str]) -> None:
     config = PipelineConfig.model_validate_json(Path(argv[0]).read_text())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     callbacks = [_progress_file(Path(argv[2], PROGRESS_FILE))] if rank0 else []
+    finishing = nullcontext()
     if target := os.environ.get("QA_PIPELINE_CHECKPOINTS_TO"):
         from qa_lib.checkpoint_sync import CheckpointToStore
         from qa_lib.store import open_store
 
         location, stage, key = json.loads(target)
-        callbacks.append(CheckpointToStore(open_store(location), stage, key))
+        upload = CheckpointToStore(open_store(location), stage, key)
+        callbacks.append(upload)
+        finishing = upload.finishing_on_failure()
     try:
-        result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
+        with finishing:
+            result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
     except QAPipelineError as exc:
         if rank0:
             kind = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS)

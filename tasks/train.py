@@ -100,9 +100,10 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
                                                checkpoints_to=(storage.location, stage, key), on_log=progress.report)
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
-                callbacks = [progress, CheckpointToStore(storage, stage, key, logger)]
-                result = asdict(qa_fine_tune(config, train_features, work, callbacks=callbacks,
-                                             checkpoint_on_sigterm=not _cancelled_by_sigterm()))
+                upload = CheckpointToStore(storage, stage, key, logger)
+                with upload.finishing_on_failure():
+                    result = asdict(qa_fine_tune(config, train_features, work, callbacks=[progress, upload],
+                                                 checkpoint_on_sigterm=not _cancelled_by_sigterm()))
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
         processes = f" in {result['world_size']} processes" if result["world_size"] > 1 else ""

@@ -282,7 +282,8 @@ def _train_with_uploads(tiny_model, train_examples, tmp_path, store, callbacks, 
                                 "doc_stride": 48, "max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 8,
                                 "output_dir": str(tmp_path / "out"), **overrides})
     upload = CheckpointToStore(store, "model", "ka")
-    return fine_tune(cfg, feats, tmp_path / "train", callbacks=[*callbacks, upload])
+    with upload.finishing_on_failure():
+        return fine_tune(cfg, feats, tmp_path / "train", callbacks=[*callbacks, upload])
 
 
 def test_checkpoints_upload_while_training_goes_on(s3env, tiny_model, train_examples, tmp_path):
@@ -332,6 +333,27 @@ def test_a_background_upload_that_fails_stops_training_with_its_error(s3env, tin
     with pytest.raises(StorageError, match="access denied"):
         _train_with_uploads(tiny_model, train_examples, tmp_path, store, [])
     assert store._checkpoints("model", "ka") == []  # nothing after the failed one was uploaded
+
+
+def test_training_that_fails_lets_the_checkpoint_in_flight_land_first(s3env, tiny_model, train_examples, tmp_path):
+    """A failure after a save (here a callback raising at step 2, while checkpoint-1 is still on its
+    way) reaches the caller only once that checkpoint is in the store, for a rerun to resume from."""
+    from transformers import TrainerCallback
+
+    class SlowStore(S3Store):
+        def save_checkpoint(self, stage, key, checkpoint):
+            time.sleep(2)  # a slow link
+            super().save_checkpoint(stage, key, checkpoint)
+
+    class FailsAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise RuntimeError("the data loader broke")
+
+    store = SlowStore(f"s3://{s3env}/p", tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="the data loader broke"):
+        _train_with_uploads(tiny_model, train_examples, tmp_path, store, [FailsAtStep2()], save_steps=1)
+    assert store._checkpoints("model", "ka") == [(1, "checkpoint-1")]
 
 
 def test_a_store_model_uri_resolves_to_its_downloaded_folder(s3env, tiny_model, tmp_path, monkeypatch):
