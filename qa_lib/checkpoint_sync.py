@@ -26,7 +26,7 @@ from qa_lib.errors import first_line
 
 _log = logging.getLogger(__name__)
 
-SNAPSHOTS = ".uploading"  # under the checkpoint folder; no `checkpoint-*` name, so the Trainer ignores it
+SNAPSHOTS = ".uploading"  # beside the checkpoints; no `checkpoint-*` name, so the Trainer ignores it
 
 
 class CheckpointToStore(TrainerCallback):
