@@ -217,13 +217,12 @@ def test_what_the_store_s_threads_log_is_in_the_run_s_log(prefect_server, tmp_pa
         @flow
         def save_one():
             send_library_logs()
-            upload = CheckpointToStore(S3Store("s3://ckpt-logs/p", tmp_path / "cache"), "model", "kbg",
-                                       get_run_logger())
+            store = S3Store("s3://ckpt-logs/p", tmp_path / "cache")
+            upload = CheckpointToStore(store, "model", "kbg", get_run_logger())
             upload.on_save(SimpleNamespace(output_dir=str(checkpoint.parent), process_index=0),
                            SimpleNamespace(global_step=1), TrainerControl())
             went_on = upload._thread is not None  # training would go on meanwhile
             upload.wait()
-            store = S3Store("s3://ckpt-logs/p", tmp_path / "cache")
             with store.lease("model", "kbg") as lease:
                 store.s3.delete_object(Bucket="ckpt-logs", Key="p/locks/model-kbg.json")  # as if taken over
                 deadline = time.time() + 30

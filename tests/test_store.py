@@ -352,7 +352,7 @@ def test_training_that_fails_lets_the_checkpoint_in_flight_land_first(s3env, tin
 
     store = SlowStore(f"s3://{s3env}/p", tmp_path / "cache")
     with pytest.raises(RuntimeError, match="the data loader broke"):
-        _train_with_uploads(tiny_model, train_examples, tmp_path, store, [FailsAtStep2()], save_steps=1)
+        _train_with_uploads(tiny_model, train_examples, tmp_path, store, [FailsAtStep2()])
     assert store._checkpoints("model", "ka") == [(1, "checkpoint-1")]
 
 
