@@ -39,7 +39,8 @@ def task_states(flow_run_id) -> dict[str, list[str]]:
 def task_runs(flow_run_id, settle_s: float = 20.0):
     """The task runs of a finished flow run, in start order, once the server has recorded them all.
     Task states reach the server as events, after the flow's own end: under load a read right
-    after the run saw a cached task still Running and the tasks after it not there at all."""
+    after the run saw a cached task still Running, one with no state at all, and the tasks after
+    it not there at all."""
     def read():
         with get_client(sync_client=True) as client:
             return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
@@ -48,8 +49,9 @@ def task_runs(flow_run_id, settle_s: float = 20.0):
     deadline, last = time.monotonic() + settle_s, None
     while True:
         runs = read()
-        seen = [(r.id, r.state.name, r.run_count) for r in runs]
-        if (seen == last and all(r.state.is_final() for r in runs)) or time.monotonic() > deadline:
+        # A task run can be recorded before its first state is (state None): not settled yet.
+        seen = [(r.id, r.state and r.state.name, r.run_count) for r in runs]
+        if (seen == last and all(r.state and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
             return runs
         last = seen
         time.sleep(0.5)
