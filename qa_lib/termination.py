@@ -10,6 +10,10 @@ passed on at once.
 
 One process only: data-parallel ranks would have to agree on the step to save at (a collective
 every step), so under `torchrun` the signal is left to its handlers as before.
+
+Who else has a say in the signal is a `SignalOwner`: the plain one just swaps handlers; the
+Prefect runner's (`tasks.sigterm`) also keeps the runner's control channel working and says which
+signals are a cancel, to pass on at once without a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from transformers import TrainerCallback
@@ -33,31 +38,45 @@ class TrainingStopped(QAPipelineError):
     is a checkpoint to resume from, never a finished model."""
 
 
+class SignalOwner:
+    """How training takes a signal over and gives it back, and which signals it must not hold."""
+
+    def take(self, signum: int, handler) -> Callable[[], None] | None:
+        """Install `handler`; return what puts things back as they were, or None to leave the signal be."""
+        previous = signal.signal(signum, handler)
+        return lambda: signal.signal(signum, previous)
+
+    def stop_at_once(self) -> bool:
+        """Whether the signal just received asks to stop now, with no checkpoint (a cancel)."""
+        return False
+
+
 class SaveOnSignal(TrainerCallback):
     """Add it after `CheckpointToStore`, train inside `held()`, then `raise_if_stopped()`."""
 
-    def __init__(self, signum: int = signal.SIGTERM):
+    def __init__(self, signum: int = signal.SIGTERM, owner: SignalOwner | None = None):
         self.signum = signum
         self.name = signal.Signals(signum).name
+        self.owner = owner or SignalOwner()
         self.received = False
         self.saving = False  # a checkpoint was asked for
         self.passed_on = False
-        self.previous = None
+        self._give_back = None
 
     @contextmanager
     def held(self):
         """Hold the signal for the block; one that came and was not passed on yet goes on at its end."""
-        if not self._can_hold():
+        self._give_back = self.owner.take(self.signum, self._on_signal) if self._can_hold() else None
+        if self._give_back is None:
             yield self
             return
-        self.previous = signal.signal(self.signum, self._on_signal)
         try:
             yield self
         finally:
             if self.received:
                 self._pass_on()  # at most once: it may have gone on already
             else:
-                signal.signal(self.signum, self.previous)
+                self._give_back()
 
     def _can_hold(self) -> bool:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -70,7 +89,8 @@ class SaveOnSignal(TrainerCallback):
 
     def _on_signal(self, signum, frame) -> None:
         # Nothing logged here: the signal may have interrupted a write to the same log stream.
-        if self.received:
+        if self.received or self.owner.stop_at_once():
+            self.received = True
             self._pass_on()
         else:
             self.received = True
@@ -94,7 +114,7 @@ class SaveOnSignal(TrainerCallback):
         if self.passed_on:
             return
         self.passed_on = True
-        signal.signal(self.signum, self.previous)
+        self._give_back()
         signal.raise_signal(self.signum)
 
     def raise_if_stopped(self, state) -> None:

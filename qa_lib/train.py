@@ -30,7 +30,7 @@ from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError, ModelError
 from qa_lib.predict import resolve_precision
 from qa_lib.progress import configure_progress, progress_enabled
-from qa_lib.termination import SaveOnSignal
+from qa_lib.termination import SaveOnSignal, SignalOwner
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,13 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
 
 
 def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_dir: str | Path,
-              callbacks: list | None = None, checkpoint_on_sigterm: bool = True) -> TrainResult:
+              callbacks: list | None = None, checkpoint_on_sigterm: bool = True,
+              sigterm_owner: SignalOwner | None = None) -> TrainResult:
     """Train `config.model` on `train_features`; write a model folder to `output_dir/model`.
 
     Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
-    the newest one. With `checkpoint_on_sigterm`, a SIGTERM saves one before it stops the process.
+    the newest one. With `checkpoint_on_sigterm`, a SIGTERM saves one before it stops the process
+    (`sigterm_owner`: who else the signal is for, see `termination`).
     """
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / "checkpoints"
@@ -144,7 +146,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     precision = resolve_precision(config.precision)
     trainer = build_trainer(config, train_features, checkpoint_dir, precision, callbacks)
     resume = last_checkpoint(checkpoint_dir)
-    stop = SaveOnSignal()
+    stop = SaveOnSignal(owner=sigterm_owner)
     trainer.add_callback(stop)  # after the callers' callbacks, so a store upload comes first
     with stop.held() if checkpoint_on_sigterm else nullcontext():
         output = trainer.train(resume_from_checkpoint=resume)

@@ -21,6 +21,7 @@ from qa_lib.train import LossReporter
 from qa_lib.train import fine_tune as qa_fine_tune
 from qa_lib.varlen_attention import NAME as VARLEN
 from tasks.policy import STAGE
+from tasks.sigterm import sigterm_policy
 from tasks.stage import entry, fetch, run_stage
 
 
@@ -58,21 +59,6 @@ def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
     log_above_bars(logger, logging.INFO, "step %d/%d loss %.4f", step, max_steps, loss)
 
 
-def _cancelled_by_sigterm() -> bool:
-    """A run that a Prefect runner or supervisor started (a worker of any type: `serve`, a process
-    worker, `prefect flow-run execute` in a Kubernetes or Docker job) is cancelled or rescheduled by
-    a SIGTERM whose intent comes first over a control channel, acknowledged only while Prefect's own
-    SIGTERM handler is installed: a process-worker run that held the signal to save a checkpoint
-    ended Crashed instead of Cancelled (measured). Prefect records that channel only privately.
-    Without one (`qa-pipeline train`, a flow called from Python, e.g. as a batch job's command) a
-    SIGTERM is the machine going away, and training saves a checkpoint first."""
-    try:
-        from prefect._internal import control_listener
-    except ImportError:
-        return False
-    return getattr(control_listener, "_configured_port", None) is not None
-
-
 @task(name="fine-tune", **STAGE)
 def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, key: str) -> dict:
     logger = get_run_logger()
@@ -101,9 +87,10 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
                 upload = CheckpointToStore(storage, stage, key, logger)
+                hold_sigterm, sigterm_owner = sigterm_policy()
                 with upload.finishing_on_failure():
                     result = asdict(qa_fine_tune(config, train_features, work, callbacks=[progress, upload],
-                                                 checkpoint_on_sigterm=not _cancelled_by_sigterm()))
+                                                 checkpoint_on_sigterm=hold_sigterm, sigterm_owner=sigterm_owner))
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
         processes = f" in {result['world_size']} processes" if result["world_size"] > 1 else ""

@@ -368,6 +368,51 @@ def test_a_run_cancelled_during_training_ends_cancelled(deployed):
     assert "saving a checkpoint" not in read_logs(run.id)
 
 
+def test_a_run_rescheduled_by_its_pods_sigterm_saves_a_checkpoint_first(deployed):
+    """A Kubernetes or Docker worker's job runs `prefect flow-run execute`, which, with
+    PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule, answers the SIGTERM of an evicted or
+    preempted pod by sending its run the intent to reschedule, then SIGTERM. Training saves a
+    checkpoint in the store first (the next attempt, on any worker, resumes from it), and the run
+    goes back to Scheduled rather than Crashed. The run waits in a paused queue so that the
+    module's worker leaves it to the supervisor started here."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = deployed["env"]
+    for verb in ("create", "pause"):
+        subprocess.run([prefect, "work-queue", verb, "held", "--pool", "test-pool"], env=env, check=True,
+                       capture_output=True)
+    cfg = deployed["cfg"].model_dump(mode="json")
+    cfg.update(max_steps=100000, save_steps=100000, logging_steps=20, seed=7)  # trains until stopped
+    deployment = _deployment("train_qa/train-qa")
+    with get_client(sync_client=True) as c:
+        run = c.create_flow_run_from_deployment(deployment.id, parameters={"config": cfg}, work_queue_name="held")
+    job_env = {k: str(v) for k, v in (deployment.job_variables or {}).get("env", {}).items()}  # as the job gets it
+    with open(deployed["tmp"] / "execute.log", "w") as log:
+        supervisor = subprocess.Popen([prefect, "flow-run", "execute", str(run.id)], cwd=ROOT, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**env, **job_env, "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR": "reschedule",
+                                           "PREFECT_LOGGING_LEVEL": "INFO"})  # the module's WARNING hides the steps
+        try:
+            def step_logged():
+                return "step 20/100000" in read_logs(run.id)
+            assert _wait(step_logged, 300, 1), (deployed["tmp"] / "execute.log").read_text()[-3000:]
+            supervisor.send_signal(15)  # the pod's main process only, as Kubernetes does
+            supervisor.wait(120)
+        finally:
+            if supervisor.poll() is None:
+                os.killpg(supervisor.pid, 9)
+    with get_client(sync_client=True) as c:
+        state = c.read_flow_run(run.id).state
+    logs = read_logs(run.id, until="saved in")
+    with get_client(sync_client=True) as c:
+        c.delete_flow_run(run.id)  # or the worker would train it for ever once the queue resumes
+    assert state.is_scheduled() and state.name == "AwaitingRetry", state
+    saved = [line for line in logs.splitlines() if "saved in" in line and "stopping for SIGTERM" in line]
+    assert len(saved) == 1 and "saving a checkpoint at step" in logs, logs[-3000:]
+    step = saved[0].split("checkpoint-")[1].split()[0]
+    checkpoints = list((deployed["tmp"] / "store").glob(f"work/model/*/checkpoints/checkpoint-{step}"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").exists()
+
+
 def test_a_run_whose_machine_dies_is_marked_crashed(deployed):
     """The worker and its flow run killed at once, as when a GPU machine is preempted: nothing is
     left to report a state, so the heartbeat automation that deploy creates marks the run Crashed

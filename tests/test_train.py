@@ -58,13 +58,13 @@ class _Terminate(TrainerCallback):
 
 
 class _SeesSaves(TrainerCallback):
-    """Each save's step, and whether the signal was still held then (not yet passed on)."""
+    """Each save's step, and whether the signal was still held then (not yet passed on to `handler`)."""
 
-    def __init__(self):
-        self.saves = []
+    def __init__(self, handler=None):
+        self.saves, self.handler = [], handler or _raise_terminated
 
     def on_save(self, args, state, control, **kwargs):
-        self.saves.append((state.global_step, signal.getsignal(signal.SIGTERM) is not _raise_terminated))
+        self.saves.append((state.global_step, signal.getsignal(signal.SIGTERM) is not self.handler))
 
 
 class _Terminated(BaseException):
@@ -75,10 +75,10 @@ def _raise_terminated(signum, frame):
     raise _Terminated(signum)
 
 
-def _train_with_sigterm_handler(handler, cfg, feats, tmp_path, callbacks):
+def _train_with_sigterm_handler(handler, cfg, feats, tmp_path, callbacks, **kw):
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return fine_tune(cfg, feats, tmp_path, callbacks=callbacks)
+        return fine_tune(cfg, feats, tmp_path, callbacks=callbacks, **kw)
     finally:
         handed_back = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, previous)
@@ -101,6 +101,52 @@ def test_sigterm_saves_a_checkpoint_then_stops_and_a_rerun_resumes_from_it(tiny_
     assert result.resumed_from.endswith("checkpoint-3")
     steps = [h["step"] for h in result.log_history if "loss" in h]
     assert steps == list(range(1, 9))  # the first 3 from the checkpoint, none trained twice
+
+
+@pytest.mark.parametrize("intent", ["cancel", "reschedule", None])
+def test_under_a_prefect_runner_a_cancel_stops_at_once_and_any_other_sigterm_saves_first(intent, tiny_model,
+                                                                                          train_examples, tmp_path):
+    """A runner sends its intent over Prefect's control channel, then SIGTERM. The run acknowledges
+    the intent only while Prefect's handler is installed (unacknowledged, a cancel ends Crashed), so
+    training's handler stands in for it: the channel here is Prefect's own code, a socket pair for
+    the runner's end. A cancel goes on to Prefect at once; a reschedule (a preempted pod's
+    supervisor) or a SIGTERM with no intent saves a checkpoint first."""
+    import socket
+
+    from prefect._internal import control_listener
+    from prefect.exceptions import TerminationSignal
+    from prefect.utilities import engine
+
+    from tasks.sigterm import SharedWithPrefect
+
+    prefects = engine._prefect_sigterm_handler
+    acks = []
+
+    class _Runner(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                if intent:
+                    runner_end, run_end = socket.socketpair()
+                    with runner_end, run_end:
+                        acks.append(control_listener._acknowledge_intent(run_end, intent) and runner_end.recv(1))
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    tok = load_tokenizer(str(tiny_model))
+    feats = build_train_features(train_examples.select(range(80)), tok, 128, 48)
+    cfg = _config(tiny_model, tmp_path, max_steps=8, save_steps=100)
+    upload = _SeesSaves(prefects)
+    try:
+        with pytest.raises(TerminationSignal):
+            _train_with_sigterm_handler(prefects, cfg, feats, tmp_path, [_Runner(), upload],
+                                        sigterm_owner=SharedWithPrefect(engine, control_listener))
+    finally:
+        control_listener.clear_intent()
+    assert engine._prefect_sigterm_handler is prefects  # given back
+    assert acks == ([b"a"] if intent else [])
+    if intent == "cancel":
+        assert upload.saves == [] and last_checkpoint(tmp_path / "checkpoints") is None
+    else:
+        assert upload.saves == [(3, True)] and last_checkpoint(tmp_path / "checkpoints").endswith("checkpoint-3")
 
 
 def test_a_second_sigterm_stops_at_once_and_one_that_is_ignored_stays_ignored(tiny_model, train_examples, tmp_path):
