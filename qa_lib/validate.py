@@ -20,7 +20,7 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool, che
     for row, (ex_id, context, question, answers) in enumerate(zip(cols["id"], cols["context"], cols["question"],
                                                                   cols["answers"])):
         if not ex_id:
-            problems.append(f"example {row} (from 0) has no id")
+            problems.append(f"example {row} (from 0) has no id (an id is a string or an integer)")
             ex_id = f"example {row}"
         elif ex_id in seen:
             problems.append(f"{ex_id}: duplicate id")

@@ -348,10 +348,10 @@ def test_ids_questions_and_offsets_of_the_wrong_type_are_malformed_not_converted
 
     row = {"context": "Bob went home.", "question": "Who went home?", "answers": {"text": ["Bob"], "answer_start": [0]}}
     flat = tmp_path / "flat.jsonl"
-    flat.write_text("".join(json.dumps({"id": i, **row}) + "\n" for i in (None, "b", None)))
+    flat.write_text("".join(json.dumps({"id": i, **row}) + "\n" for i in (None, "b", True)))
     with pytest.raises(DataError) as info:
         validate_examples(load_examples(str(flat)), False, str(flat))
-    assert info.value.problems == ["example 0 (from 0) has no id", "example 2 (from 0) has no id"]
+    assert info.value.problems == [f"example {n} (from 0) has no id (an id is a string or an integer)" for n in (0, 2)]
 
 
 def test_squad_json_structure_problems_are_located(tmp_path):
