@@ -47,3 +47,23 @@ def quiet_expected_tracebacks() -> None:
 
     format._qa_quiet = True  # type: ignore[attr-defined]
     PrefectConsoleHandler.format = format  # type: ignore[method-assign]
+
+
+def lines_above_bars() -> None:
+    """Console handlers write each line above a progress bar (the Trainer's), which is cleared for it
+    and drawn again under it, from any thread: a checkpoint upload's notices come from its own, where
+    `log_above_bars` cannot reach them, and were written onto the end of the bar (idempotent)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    original = PrefectConsoleHandler.emit
+    if getattr(original, "_qa_above_bars", False):
+        return
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=self.stream):
+            original(self, record)
+
+    emit._qa_above_bars = True  # type: ignore[attr-defined]
+    PrefectConsoleHandler.emit = emit  # type: ignore[method-assign]

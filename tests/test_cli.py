@@ -377,3 +377,34 @@ def test_output_cut_short_by_its_reader_is_no_error(tmp_path):
     # With a reader, the same command prints its scores.
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["exact_match"] > 0, proc.stderr
+
+
+def test_console_lines_from_another_thread_are_written_above_the_progress_bar():
+    """A checkpoint upload logs from its own thread while the Trainer's bar is drawn: the bar is
+    cleared for the line and drawn again under it, not continued by it."""
+    import io
+    import logging
+    import threading
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+    from tqdm import tqdm
+
+    from flows.console import lines_above_bars
+
+    lines_above_bars()
+    terminal = io.StringIO()
+    logger = logging.getLogger("qa-test-bars")
+    logger.propagate, handler = False, PrefectConsoleHandler(stream=terminal)
+    logger.addHandler(handler)
+    try:
+        with tqdm(total=10, desc="training", file=terminal, mininterval=0) as bar:
+            bar.update(3)
+            thread = threading.Thread(target=logger.warning, args=("checkpoint at step 3 saved",))
+            thread.start()
+            thread.join()
+            before, line, after = terminal.getvalue().partition("checkpoint at step 3 saved")
+    finally:
+        logger.removeHandler(handler)
+    assert line and "training" in before
+    assert before.endswith("\r"), repr(before[-40:])  # the bar cleared: the line starts a line of its own
+    assert "3/10" in after  # and the bar drawn again under it
