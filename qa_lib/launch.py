@@ -8,6 +8,7 @@ trains in-process instead.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from qa_lib.errors import ConfigError, ModelError, QAPipelineError
+from qa_lib.termination import STOP_FILE_ENV, STOP_NOW
+
+log = logging.getLogger(__name__)
 
 # A rank's own error, for the launching process to raise with its message and kind (a diverged
 # loss is a ModelError) instead of "exited with code 1".
@@ -28,6 +32,7 @@ PROGRESS_FILE = "train_progress.jsonl"
 LAUNCHED = "QA_PIPELINE_LAUNCHED"
 # "1" when the launching process hands rank 0's records on to an `on_log`.
 HANDED_ON = "QA_PIPELINE_LOGS_HANDED_ON"
+STOP_FILE = "train_stop"
 _KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
@@ -44,10 +49,15 @@ def process_count() -> int:
 
 def fine_tune_distributed(config, features_path: str, output_dir: str | Path, nproc: int,
                           checkpoints_to: tuple[str, str, str] | None = None,
-                          on_log: Callable[[int, int, dict], None] | None = None) -> dict:
+                          on_log: Callable[[int, int, dict], None] | None = None,
+                          stop_at_once: Callable[[], bool] = lambda: False) -> dict:
     """`checkpoints_to`: (store location, stage, key) that rank 0 uploads each checkpoint to.
     `on_log(step, max_steps, logs)`: called here, in this process, for each of rank 0's log records,
-    within about a second of the Trainer logging it."""
+    within about a second of the Trainer logging it.
+
+    Stopped here (a SIGTERM's handler raised, say), the ranks save a checkpoint at the next step
+    before they stop (`termination`); a Ctrl-C, or a stop that `stop_at_once()` calls a cancel, stops
+    them at once."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_file = output_dir / "launch_config.json"
@@ -58,6 +68,9 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     if checkpoints_to:
         env["QA_PIPELINE_CHECKPOINTS_TO"] = json.dumps(checkpoints_to)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
+    stop_file = output_dir / STOP_FILE
+    stop_file.unlink(missing_ok=True)
+    env[STOP_FILE_ENV] = str(stop_file)
     progress = output_dir / PROGRESS_FILE
     progress.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
@@ -67,8 +80,16 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
             read = _hand_on(progress, read, on_log)
             time.sleep(1.0)
         _hand_on(progress, read, on_log)
+    except BaseException as exc:
+        if proc.poll() is None:
+            if isinstance(exc, KeyboardInterrupt) or stop_at_once():
+                stop_file.write_text(STOP_NOW)
+            else:
+                log.warning("training stopped (%s): the %d processes save a checkpoint at their next step first",
+                            type(exc).__name__, nproc)
+        raise
     finally:
-        if proc.poll() is None:  # interrupted here: the ranks go with this process
+        if proc.poll() is None:  # interrupted here: the ranks go with this process (torchrun hands them SIGTERM)
             proc.terminate()
             proc.wait()
     if proc.returncode != 0:

@@ -8,8 +8,12 @@ and then the signal goes on to the handler that was there before: Prefect's mark
 Crashed or Cancelled as it would have, the default one ends the process. A second signal is
 passed on at once.
 
-One process only: data-parallel ranks would have to agree on the step to save at (a collective
-every step), so under `torchrun` the signal is left to its handlers as before.
+Data-parallel ranks (`launch`, which `torchrun` hands the signal on to) must save at the same
+step. Rank 0 names it in a file, `STOP_FILE_ENV`, at the end of the step it saw the signal in: the
+next one, which no rank can finish before rank 0 has written (its gradients wait for rank 0's).
+Each rank reads the file at every step's end, a file check rather than a collective, so no step
+waits on the GPU for it; the launching process writes "now" there instead for a Ctrl-C or a cancel,
+which stop at once. Under another launcher the signal is left to its handlers, as before.
 
 Who else has a say in the signal is a `SignalOwner`: the plain one just swaps handlers; the
 Prefect runner's (`tasks.sigterm`) also keeps the runner's control channel working and says which
@@ -24,6 +28,7 @@ import signal
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -31,6 +36,10 @@ from qa_lib.errors import QAPipelineError
 from qa_lib.progress import log_above_bars
 
 log = logging.getLogger(__name__)
+
+# Set by `launch` for its ranks: the file where rank 0 names the step every rank saves at.
+STOP_FILE_ENV = "QA_PIPELINE_STOP_FILE"
+STOP_NOW = "now"
 
 
 class TrainingStopped(QAPipelineError):
@@ -57,7 +66,9 @@ class SaveOnSignal(TrainerCallback):
     def __init__(self, signum: int = signal.SIGTERM, owner: SignalOwner | None = None):
         self.signum = signum
         self.name = signal.Signals(signum).name
-        self.owner = owner or SignalOwner()
+        self.stop_file = os.environ.get(STOP_FILE_ENV) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        self.owner = owner or (_LauncherSays(self.stop_file) if self.stop_file else SignalOwner())
+        self.stop_at: int | None = None  # data-parallel: the step every rank saves at
         self.received = False
         self.saving = False  # a checkpoint was asked for
         self.passed_on = False
@@ -79,7 +90,7 @@ class SaveOnSignal(TrainerCallback):
                 self._give_back()
 
     def _can_hold(self) -> bool:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.stop_file:
             return False
         if threading.current_thread() is not threading.main_thread():
             return False  # no handler can be set off the main thread
@@ -96,18 +107,29 @@ class SaveOnSignal(TrainerCallback):
             self.received = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received and not self.saving:
+        if self._due(state) and not self.saving:
             self.saving = True
-            log_above_bars(log, logging.WARNING, f"{self.name} received: saving a checkpoint at step "
-                           f"{state.global_step} of {state.max_steps}, then stopping (send it again to stop at once)")
+            if state.is_world_process_zero:
+                log_above_bars(log, logging.WARNING, f"{self.name} received: saving a checkpoint at step "
+                               f"{state.global_step} of {state.max_steps}, then stopping (send it again to stop at once)")
             control.should_save = True
             control.should_training_stop = True
         return control
 
+    def _due(self, state) -> bool:
+        if not self.stop_file:
+            return self.received
+        if self.received and state.is_world_process_zero and self.stop_at is None:
+            _write_atomically(Path(self.stop_file), str(state.global_step + 1))
+        if self.stop_at is None:
+            self.stop_at = _agreed_step(Path(self.stop_file))
+        return self.stop_at is not None and state.global_step >= self.stop_at
+
     def on_save(self, args, state, control, **kwargs):
-        if self.received and not self.passed_on:
+        if self.received and not self.passed_on and state.is_world_process_zero:
             log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
                            f"stopping for {self.name} (a rerun resumes from it)")
+        if self.received and not self.passed_on:
             self._pass_on()
 
     def _pass_on(self) -> None:
@@ -118,6 +140,34 @@ class SaveOnSignal(TrainerCallback):
         signal.raise_signal(self.signum)
 
     def raise_if_stopped(self, state) -> None:
-        if self.received:
+        if self.received or self.saving:
             raise TrainingStopped(f"training stopped by {self.name} at step {state.global_step} of {state.max_steps}; "
                                   "a rerun resumes from its checkpoint")
+
+
+class _LauncherSays(SignalOwner):
+    """A data-parallel rank's signal: held, unless the launching process wrote that it is a stop-now."""
+
+    def __init__(self, stop_file: str):
+        self.stop_file = Path(stop_file)
+
+    def stop_at_once(self) -> bool:
+        try:
+            return self.stop_file.read_text() == STOP_NOW
+        except OSError:
+            return False
+
+
+def _agreed_step(stop_file: Path) -> int | None:
+    try:
+        text = stop_file.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader sees the whole text or no file, never a part of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -79,15 +79,17 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
         with naming_full_disk(f"fine-tune's checkpoints in {work}"):
             progress = _PrefectProgress(logger)
+            hold_sigterm, sigterm_owner = sigterm_policy()
             if nproc > 1:
                 logger.info("launching data-parallel training on %d processes", nproc)
                 progress.start()
+                stop_at_once = sigterm_owner.stop_at_once if sigterm_owner else (lambda: not hold_sigterm)
                 result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
-                                               checkpoints_to=(storage.location, stage, key), on_log=progress.report)
+                                               checkpoints_to=(storage.location, stage, key), on_log=progress.report,
+                                               stop_at_once=stop_at_once)
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
                 upload = CheckpointToStore(storage, stage, key, logger)
-                hold_sigterm, sigterm_owner = sigterm_policy()
                 with upload.finishing_on_failure():
                     result = asdict(qa_fine_tune(config, train_features, work, callbacks=[progress, upload],
                                                  checkpoint_on_sigterm=hold_sigterm, sigterm_owner=sigterm_owner))

@@ -1,5 +1,6 @@
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
@@ -514,3 +515,71 @@ def test_only_the_launchers_own_ranks_join_a_process_group(monkeypatch):
     assert _launched_processes() == 1
     monkeypatch.setenv(LAUNCHED, "1")
     assert _launched_processes() == 2
+
+
+_LAUNCHING = """
+import json, signal, sys
+from qa_lib.config import PipelineConfig
+from qa_lib.launch import fine_tune_distributed
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # raises, as the CLI's and Prefect's handlers do
+config = PipelineConfig.model_validate_json(open(sys.argv[1]).read())
+fine_tune_distributed(config, sys.argv[2], sys.argv[3], nproc=2)
+"""
+
+
+def _launch_and_stop(cfg, features, out, tmp_path, signum):
+    """The launching process, stopped by `signum` once rank 0 has logged step 3."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHING, str(tmp_path / "cfg.json"), str(features), str(out)],
+                            cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    progress = out / "train_progress.jsonl"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            steps = [json.loads(line)["step"] for line in progress.read_text().splitlines()] if progress.exists() else []
+            if steps and max(steps) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err
+
+
+def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tiny_model, train_examples, tmp_path):
+    """Two ranks (CPU, gloo) stopped through their launching process: for SIGTERM both save at the
+    step rank 0 names, and a rerun resumes from it; for Ctrl-C they stop at once, with none saved."""
+    from qa_lib.launch import fine_tune_distributed
+
+    tok = load_tokenizer(str(tiny_model))
+    features = tmp_path / "features"
+    build_train_features(train_examples.select(range(80)), tok, 128, 48).save_to_disk(str(features))
+    cfg = _config(tiny_model, tmp_path, max_steps=100000, save_steps=100000)  # no periodic checkpoint
+
+    code, err = _launch_and_stop(cfg, features, tmp_path / "interrupted", tmp_path, signal.SIGINT)
+    assert code != 0 and last_checkpoint(tmp_path / "interrupted" / "checkpoints") is None, err[-3000:]
+
+    out = tmp_path / "ddp"
+    code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM)
+    assert code == 143, err[-3000:]
+    saved = last_checkpoint(out / "checkpoints")
+    assert saved is not None, err[-3000:]
+    step = int(saved.rsplit("-", 1)[1])
+    assert step >= 4 and f"SIGTERM received: saving a checkpoint at step {step} of 100000" in err
+    assert "save a checkpoint at their next step first" in err  # said by the launching process
+    rng_states = sorted(p.name for p in Path(saved).glob("rng_state*"))
+    assert rng_states == ["rng_state_0.pth", "rng_state_1.pth"], rng_states  # both ranks saved there
+
+    result = fine_tune_distributed(cfg.model_copy(update={"max_steps": step + 2}), str(features), out, nproc=2)
+    assert result["resumed_from"].endswith(f"checkpoint-{step}")
+    assert [h["step"] for h in result["log_history"] if "loss" in h][-2:] == [step + 1, step + 2]
