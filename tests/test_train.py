@@ -527,8 +527,9 @@ fine_tune_distributed(config, sys.argv[2], sys.argv[3], nproc=2)
 """
 
 
-def _launch_and_stop(cfg, features, out, tmp_path, signum):
-    """The launching process, stopped by `signum` once rank 0 has logged step 3."""
+def _launch_and_stop(cfg, features, out, tmp_path, signum, group):
+    """The launching process, stopped by `signum` once rank 0 has logged step 3: sent to it alone
+    (a pod's main process) or to its whole process group (a runner's kill, a terminal's Ctrl-C)."""
     import json
     import subprocess
     import sys
@@ -548,7 +549,7 @@ def _launch_and_stop(cfg, features, out, tmp_path, signum):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        os.kill(proc.pid, signum)
+        (os.killpg if group else os.kill)(proc.pid, signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -558,7 +559,9 @@ def _launch_and_stop(cfg, features, out, tmp_path, signum):
 
 def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tiny_model, train_examples, tmp_path):
     """Two ranks (CPU, gloo) stopped through their launching process: for SIGTERM both save at the
-    step rank 0 names, and a rerun resumes from it; for Ctrl-C they stop at once, with none saved."""
+    step rank 0 names, and a rerun resumes from it; for Ctrl-C they stop at once, with none saved.
+    A SIGTERM to the whole group reaches the ranks once, from `torchrun`, which starts them in
+    sessions of their own."""
     from qa_lib.launch import fine_tune_distributed
 
     tok = load_tokenizer(str(tiny_model))
@@ -566,11 +569,14 @@ def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tin
     build_train_features(train_examples.select(range(80)), tok, 128, 48).save_to_disk(str(features))
     cfg = _config(tiny_model, tmp_path, max_steps=100000, save_steps=100000)  # no periodic checkpoint
 
-    code, err = _launch_and_stop(cfg, features, tmp_path / "interrupted", tmp_path, signal.SIGINT)
+    code, err = _launch_and_stop(cfg, features, tmp_path / "interrupted", tmp_path, signal.SIGINT, group=True)
     assert code != 0 and last_checkpoint(tmp_path / "interrupted" / "checkpoints") is None, err[-3000:]
 
+    code, err = _launch_and_stop(cfg, features, tmp_path / "group", tmp_path, signal.SIGTERM, group=True)
+    assert code == 143 and last_checkpoint(tmp_path / "group" / "checkpoints") is not None, err[-3000:]
+
     out = tmp_path / "ddp"
-    code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM)
+    code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM, group=False)
     assert code == 143, err[-3000:]
     saved = last_checkpoint(out / "checkpoints")
     assert saved is not None, err[-3000:]
