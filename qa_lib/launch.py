@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from qa_lib.errors import ConfigError, ModelError, QAPipelineError
-from qa_lib.termination import STOP_FILE_ENV, STOP_NOW
+from qa_lib.termination import STOP_FILE_ENV, StopFile
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     if checkpoints_to:
         env["QA_PIPELINE_CHECKPOINTS_TO"] = json.dumps(checkpoints_to)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
-    stop_file = output_dir / STOP_FILE
-    stop_file.unlink(missing_ok=True)
-    env[STOP_FILE_ENV] = str(stop_file)
+    stop_file = StopFile(output_dir / STOP_FILE)
+    stop_file.path.unlink(missing_ok=True)
+    env[STOP_FILE_ENV] = str(stop_file.path)
     progress = output_dir / PROGRESS_FILE
     progress.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], env=env)
@@ -83,7 +83,7 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     except BaseException as exc:
         if proc.poll() is None:
             if isinstance(exc, KeyboardInterrupt) or stop_at_once():
-                stop_file.write_text(STOP_NOW)
+                stop_file.stop_now()
             else:
                 log.warning("training stopped (%s): the %d processes save a checkpoint at their next step first",
                             type(exc).__name__, nproc)

@@ -9,8 +9,8 @@ Crashed or Cancelled as it would have, the default one ends the process. A secon
 passed on at once.
 
 Data-parallel ranks (`launch`, which `torchrun` hands the signal on to) must save at the same
-step. Rank 0 names it in a file, `STOP_FILE_ENV`, at the end of the step it saw the signal in: the
-next one, which no rank can finish before rank 0 has written (its gradients wait for rank 0's).
+step. Rank 0 names it in a `StopFile` (`STOP_FILE_ENV`) at the end of the step it saw the signal
+in: the next one, which no rank can finish before rank 0 has written (its gradients wait for rank 0's).
 Each rank reads the file at every step's end, a file check rather than a collective, so no step
 waits on the GPU for it; the launching process writes "now" there instead for a Ctrl-C or a cancel,
 which stop at once. Under another launcher the signal is left to its handlers, as before.
@@ -66,8 +66,10 @@ class SaveOnSignal(TrainerCallback):
     def __init__(self, signum: int = signal.SIGTERM, owner: SignalOwner | None = None):
         self.signum = signum
         self.name = signal.Signals(signum).name
-        self.stop_file = os.environ.get(STOP_FILE_ENV) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-        self.owner = owner or (_LauncherSays(self.stop_file) if self.stop_file else SignalOwner())
+        self.data_parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        path = os.environ.get(STOP_FILE_ENV) if self.data_parallel else None
+        self.stop_file = StopFile(path) if path else None
+        self.owner = owner or self.stop_file or SignalOwner()
         self.stop_at: int | None = None  # data-parallel: the step every rank saves at
         self.received = False
         self.saving = False  # a checkpoint was asked for
@@ -90,7 +92,7 @@ class SaveOnSignal(TrainerCallback):
                 self._give_back()
 
     def _can_hold(self) -> bool:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.stop_file:
+        if self.data_parallel and not self.stop_file:
             return False
         if threading.current_thread() is not threading.main_thread():
             return False  # no handler can be set off the main thread
@@ -100,11 +102,10 @@ class SaveOnSignal(TrainerCallback):
 
     def _on_signal(self, signum, frame) -> None:
         # Nothing logged here: the signal may have interrupted a write to the same log stream.
-        if self.received or self.owner.stop_at_once():
-            self.received = True
+        stop_now = self.received or self.owner.stop_at_once()  # a second signal, or a cancel
+        self.received = True
+        if stop_now:
             self._pass_on()
-        else:
-            self.received = True
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._due(state) and not self.saving:
@@ -120,16 +121,16 @@ class SaveOnSignal(TrainerCallback):
         if not self.stop_file:
             return self.received
         if self.received and state.is_world_process_zero and self.stop_at is None:
-            _write_atomically(Path(self.stop_file), str(state.global_step + 1))
+            self.stop_file.write(str(state.global_step + 1))
         if self.stop_at is None:
-            self.stop_at = _agreed_step(Path(self.stop_file))
+            self.stop_at = self.stop_file.agreed_step()
         return self.stop_at is not None and state.global_step >= self.stop_at
 
     def on_save(self, args, state, control, **kwargs):
-        if self.received and not self.passed_on and state.is_world_process_zero:
-            log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
-                           f"stopping for {self.name} (a rerun resumes from it)")
         if self.received and not self.passed_on:
+            if state.is_world_process_zero:
+                log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
+                               f"stopping for {self.name} (a rerun resumes from it)")
             self._pass_on()
 
     def _pass_on(self) -> None:
@@ -145,29 +146,34 @@ class SaveOnSignal(TrainerCallback):
                                   "a rerun resumes from its checkpoint")
 
 
-class _LauncherSays(SignalOwner):
-    """A data-parallel rank's signal: held, unless the launching process wrote that it is a stop-now."""
+class StopFile(SignalOwner):
+    """The file through which data-parallel ranks agree on the step to save at, and the launching
+    process tells them to stop at once instead (`STOP_NOW`)."""
 
-    def __init__(self, stop_file: str):
-        self.stop_file = Path(stop_file)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
     def stop_at_once(self) -> bool:
         try:
-            return self.stop_file.read_text() == STOP_NOW
-        except OSError:
+            return self._read() == STOP_NOW
+        except OSError:  # read in a signal handler: nothing may be raised there
             return False
 
+    def agreed_step(self) -> int | None:
+        text = self._read()
+        return int(text) if text and text.isdigit() else None
 
-def _agreed_step(stop_file: Path) -> int | None:
-    try:
-        text = stop_file.read_text()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
+    def stop_now(self) -> None:
+        self.write(STOP_NOW)
 
+    def write(self, text: str) -> None:
+        """A reader sees the whole text or no file, never a part of it."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader sees the whole text or no file, never a part of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return None

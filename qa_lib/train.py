@@ -18,7 +18,6 @@ import math
 import os
 import re
 import shutil
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,13 +131,12 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
 
 
 def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_dir: str | Path,
-              callbacks: list | None = None, checkpoint_on_sigterm: bool = True,
-              sigterm_owner: SignalOwner | None = None) -> TrainResult:
+              callbacks: list | None = None, sigterm_owner: SignalOwner | None = None) -> TrainResult:
     """Train `config.model` on `train_features`; write a model folder to `output_dir/model`.
 
     Checkpoints go to `output_dir/checkpoints`; a rerun with the same `output_dir` resumes from
-    the newest one. With `checkpoint_on_sigterm`, a SIGTERM saves one before it stops the process
-    (`sigterm_owner`: who else the signal is for, see `termination`).
+    the newest one. A SIGTERM saves one before it stops the process, unless `sigterm_owner` (who
+    else the signal is for, see `termination`) leaves the signal be.
     """
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / "checkpoints"
@@ -148,7 +146,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     resume = last_checkpoint(checkpoint_dir)
     stop = SaveOnSignal(owner=sigterm_owner)
     trainer.add_callback(stop)  # after the callers' callbacks, so a store upload comes first
-    with stop.held() if checkpoint_on_sigterm else nullcontext():
+    with stop.held():
         output = trainer.train(resume_from_checkpoint=resume)
     stop.raise_if_stopped(trainer.state)
     if trainer.is_world_process_zero():

@@ -51,15 +51,25 @@ class SharedWithPrefect(SignalOwner):
         return self._listener.get_intent() == "cancel"
 
 
-def sigterm_policy() -> tuple[bool, SignalOwner | None]:
-    """Whether training may hold SIGTERM to save a checkpoint, and who shares the signal."""
+class LeftToPrefect(SignalOwner):
+    """Under a runner whose channel this Prefect keeps elsewhere: the signal is Prefect's alone."""
+
+    def take(self, signum, handler):
+        return None
+
+    def stop_at_once(self) -> bool:
+        return True
+
+
+def sigterm_owner() -> SignalOwner:
+    """Who shares SIGTERM with training in this process, and so whether it saves a checkpoint first."""
     try:
         from prefect._internal import control_listener
         from prefect.utilities import engine
     except ImportError:
         control_listener = engine = None
     if getattr(control_listener, "_configured_port", None) is None:
-        return True, None  # no runner (`qa-pipeline train`, a flow called from Python): the machine is going away
+        return SignalOwner()  # no runner (`qa-pipeline train`, a flow called from Python): the machine is going away
     if not all(hasattr(engine, name) for name in _BRIDGE) or not hasattr(control_listener, "get_intent"):
-        return False, None
-    return True, SharedWithPrefect(engine, control_listener)
+        return LeftToPrefect()
+    return SharedWithPrefect(engine, control_listener)

@@ -21,7 +21,7 @@ from qa_lib.train import LossReporter
 from qa_lib.train import fine_tune as qa_fine_tune
 from qa_lib.varlen_attention import NAME as VARLEN
 from tasks.policy import STAGE
-from tasks.sigterm import sigterm_policy
+from tasks.sigterm import sigterm_owner
 from tasks.stage import entry, fetch, run_stage
 
 
@@ -79,20 +79,19 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
         with naming_full_disk(f"fine-tune's checkpoints in {work}"):
             progress = _PrefectProgress(logger)
-            hold_sigterm, sigterm_owner = sigterm_policy()
+            sigterm = sigterm_owner()
             if nproc > 1:
                 logger.info("launching data-parallel training on %d processes", nproc)
                 progress.start()
-                stop_at_once = sigterm_owner.stop_at_once if sigterm_owner else (lambda: not hold_sigterm)
                 result = fine_tune_distributed(config, str(fetch(storage, features)), work, nproc,
                                                checkpoints_to=(storage.location, stage, key), on_log=progress.report,
-                                               stop_at_once=stop_at_once)
+                                               stop_at_once=sigterm.stop_at_once)
             else:
                 train_features = datasets.load_from_disk(str(fetch(storage, features)))
                 upload = CheckpointToStore(storage, stage, key, logger)
                 with upload.finishing_on_failure():
                     result = asdict(qa_fine_tune(config, train_features, work, callbacks=[progress, upload],
-                                                 checkpoint_on_sigterm=hold_sigterm, sigterm_owner=sigterm_owner))
+                                                 sigterm_owner=sigterm))
         details = ", ".join(d for d in ("varlen attention" if result.get("attention") == VARLEN else "",
                                         "compiled" if result["compiled"] else "") if d)
         processes = f" in {result['world_size']} processes" if result["world_size"] > 1 else ""
