@@ -87,6 +87,8 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
             else:
                 log.warning("training stopped (%s): the %d processes save a checkpoint at their next step first",
                             type(exc).__name__, nproc)
+                stop_file.save_then_stop()
+                proc.wait()  # not a SIGTERM as well: one on top of the process group's made torchrun drop the ranks
         raise
     finally:
         if proc.poll() is None:  # interrupted here: the ranks go with this process (torchrun hands them SIGTERM)

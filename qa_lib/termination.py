@@ -12,8 +12,10 @@ Data-parallel ranks (`launch`, which `torchrun` hands the signal on to) must sav
 step. Rank 0 names it in a `StopFile` (`STOP_FILE_ENV`) at the end of the step it saw the signal
 in: the next one, which no rank can finish before rank 0 has written (its gradients wait for rank 0's).
 Each rank reads the file at every step's end, a file check rather than a collective, so no step
-waits on the GPU for it; the launching process writes "now" there instead for a Ctrl-C or a cancel,
-which stop at once. Under another launcher the signal is left to its handlers, as before.
+waits on the GPU for it. The launching process writes there too: "save" when it was stopped (rank
+0 then names the step as for its own signal: the ranks get SIGTERM only through `torchrun`, which a
+second SIGTERM, the process group's and then the launcher's, made abandon them mid-save), "now"
+for a Ctrl-C or a cancel, which stop at once. Under another launcher the signal is left to its handlers, as before.
 
 Who else has a say in the signal is a `SignalOwner`: the plain one just swaps handlers; the
 Prefect runner's (`tasks.sigterm`) also keeps the runner's control channel working and says which
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 # Set by `launch` for its ranks: the file where rank 0 names the step every rank saves at.
 STOP_FILE_ENV = "QA_PIPELINE_STOP_FILE"
 STOP_NOW = "now"
+STOP_SAVE = "save"  # the launching process's word, for rank 0 to name the step
 
 
 class TrainingStopped(QAPipelineError):
@@ -120,17 +123,21 @@ class SaveOnSignal(TrainerCallback):
     def _due(self, state) -> bool:
         if not self.stop_file:
             return self.received
-        if self.received and state.is_world_process_zero and self.stop_at is None:
-            self.stop_file.write(str(state.global_step + 1))
         if self.stop_at is None:
-            self.stop_at = self.stop_file.agreed_step()
+            text = self.stop_file.read()
+            if state.is_world_process_zero and (self.received or text == STOP_SAVE):
+                text = str(state.global_step + 1)
+                self.stop_file.write(text)
+            self.stop_at = int(text) if text and text.isdigit() else None
         return self.stop_at is not None and state.global_step >= self.stop_at
 
     def on_save(self, args, state, control, **kwargs):
-        if self.received and not self.passed_on:
-            if state.is_world_process_zero:
-                log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
-                               f"stopping for {self.name} (a rerun resumes from it)")
+        if not self.saving or self.passed_on:
+            return
+        if state.is_world_process_zero:
+            log_above_bars(log, logging.WARNING, f"checkpoint-{state.global_step} saved in {args.output_dir}; "
+                           f"stopping for {self.name} (a rerun resumes from it)")
+        if self.received:
             self._pass_on()
 
     def _pass_on(self) -> None:
@@ -148,23 +155,22 @@ class SaveOnSignal(TrainerCallback):
 
 class StopFile(SignalOwner):
     """The file through which data-parallel ranks agree on the step to save at, and the launching
-    process tells them to stop at once instead (`STOP_NOW`)."""
+    process asks them to save and stop (`STOP_SAVE`) or to stop at once (`STOP_NOW`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def stop_at_once(self) -> bool:
         try:
-            return self._read() == STOP_NOW
+            return self.read() == STOP_NOW
         except OSError:  # read in a signal handler: nothing may be raised there
             return False
 
-    def agreed_step(self) -> int | None:
-        text = self._read()
-        return int(text) if text and text.isdigit() else None
-
     def stop_now(self) -> None:
         self.write(STOP_NOW)
+
+    def save_then_stop(self) -> None:
+        self.write(STOP_SAVE)
 
     def write(self, text: str) -> None:
         """A reader sees the whole text or no file, never a part of it."""
@@ -172,7 +178,7 @@ class StopFile(SignalOwner):
         tmp.write_text(text)
         os.replace(tmp, self.path)
 
-    def _read(self) -> str | None:
+    def read(self) -> str | None:
         try:
             return self.path.read_text()
         except FileNotFoundError:
