@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from qa_lib.errors import ConfigError, ModelError, QAPipelineError
-from qa_lib.termination import STOP_FILE_ENV, StopFile
+from qa_lib.termination import LAUNCHER_PID_ENV, STOP_FILE_ENV, StopFile
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     config_file.write_text(config.model_dump_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "qa_lib.launch", str(config_file), features_path, str(output_dir)]
-    env = {**os.environ, LAUNCHED: "1", HANDED_ON: "1" if on_log else "0"}
+    env = {**os.environ, LAUNCHED: "1", HANDED_ON: "1" if on_log else "0", LAUNCHER_PID_ENV: str(os.getpid())}
     if checkpoints_to:
         env["QA_PIPELINE_CHECKPOINTS_TO"] = json.dumps(checkpoints_to)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)

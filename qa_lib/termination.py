@@ -17,6 +17,13 @@ waits on the GPU for it. The launching process writes there too: "save" when it 
 second SIGTERM, the process group's and then the launcher's, made abandon them mid-save), "now"
 for a Ctrl-C or a cancel, which stop at once. Under another launcher the signal is left to its handlers, as before.
 
+A launching process killed outright (SIGKILL: a runner's escalation after its grace period, the
+OOM killer) writes nothing, and `torchrun` and its ranks, in sessions of their own, would train on
+with nobody to wait for them, holding the GPU and uploading checkpoints under a key whose lease
+has lapsed. So rank 0 also checks at every step's end that the launching process
+(`LAUNCHER_PID_ENV`) and its own parent, `torchrun`, are still there; when either is gone it names
+the step to save at, as for a signal, and the ranks save and stop.
+
 Who else has a say in the signal is a `SignalOwner`: the plain one just swaps handlers; the
 Prefect runner's (`tasks.sigterm`) also keeps the runner's control channel working and says which
 signals are a cancel, to pass on at once without a checkpoint.
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 STOP_FILE_ENV = "QA_PIPELINE_STOP_FILE"
 STOP_NOW = "now"
 STOP_SAVE = "save"  # the launching process's word, for rank 0 to name the step
+# Set by `launch` for its ranks: the process whose end, seen by rank 0, makes them save and stop.
+LAUNCHER_PID_ENV = "QA_PIPELINE_LAUNCHER_PID"
 
 
 class TrainingStopped(QAPipelineError):
@@ -73,6 +82,10 @@ class SaveOnSignal(TrainerCallback):
         path = os.environ.get(STOP_FILE_ENV) if self.data_parallel else None
         self.stop_file = StopFile(path) if path else None
         self.owner = owner or self.stop_file or SignalOwner()
+        launcher = os.environ.get(LAUNCHER_PID_ENV) if self.stop_file else None
+        # (launching process, torchrun): rank 0 stops its ranks when either is gone.
+        self.parents = (int(launcher), os.getppid()) if launcher else None
+        self.why: str | None = None  # what made training save and stop, for the log
         self.stop_at: int | None = None  # data-parallel: the step every rank saves at
         self.received = False
         self.saving = False  # a checkpoint was asked for
@@ -114,8 +127,9 @@ class SaveOnSignal(TrainerCallback):
         if self._due(state) and not self.saving:
             self.saving = True
             if state.is_world_process_zero:
-                log_above_bars(log, logging.WARNING, f"{self.name} received: saving a checkpoint at step "
-                               f"{state.global_step} of {state.max_steps}, then stopping (send it again to stop at once)")
+                why, again = (self.why, "") if self.why else (f"{self.name} received", " (send it again to stop at once)")
+                log_above_bars(log, logging.WARNING, f"{why}: saving a checkpoint at step {state.global_step} of "
+                               f"{state.max_steps}, then stopping{again}")
             control.should_save = True
             control.should_training_stop = True
         return control
@@ -125,11 +139,24 @@ class SaveOnSignal(TrainerCallback):
             return self.received
         if self.stop_at is None:
             text = self.stop_file.read()
-            if state.is_world_process_zero and (self.received or text == STOP_SAVE):
+            if state.is_world_process_zero and not (self.received or text == STOP_SAVE) and self._orphaned():
+                self.why = "the launching process is gone"
+            if state.is_world_process_zero and (self.received or text == STOP_SAVE or self.why):
                 text = str(state.global_step + 1)
                 self.stop_file.write(text)
             self.stop_at = int(text) if text and text.isdigit() else None
         return self.stop_at is not None and state.global_step >= self.stop_at
+
+    def _orphaned(self) -> bool:
+        if self.parents is None:
+            return False
+        launcher, agent = self.parents
+        if os.getppid() != agent:
+            return True
+        # torchrun's parent rather than the launcher's pid: a killed launcher stays a zombie, which
+        # answers kill(pid, 0), until its own parent reaps it; its children are handed on at once.
+        agents_parent = _parent_of(agent)
+        return agents_parent != launcher if agents_parent is not None else not _alive(launcher)
 
     def on_save(self, args, state, control, **kwargs):
         if not self.saving or self.passed_on:
@@ -149,7 +176,8 @@ class SaveOnSignal(TrainerCallback):
 
     def raise_if_stopped(self, state) -> None:
         if self.received or self.saving:
-            raise TrainingStopped(f"training stopped by {self.name} at step {state.global_step} of {state.max_steps}; "
+            cause = f"because {self.why}" if self.why else f"by {self.name}"
+            raise TrainingStopped(f"training stopped {cause} at step {state.global_step} of {state.max_steps}; "
                                   "a rerun resumes from its checkpoint")
 
 
@@ -183,3 +211,22 @@ class StopFile(SignalOwner):
             return self.path.read_text()
         except FileNotFoundError:
             return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: there all the same
+        return True
+    return True
+
+
+def _parent_of(pid: int) -> int | None:
+    """`pid`'s parent from Linux's /proc (None elsewhere, or when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (name)": state, then the parent

@@ -550,18 +550,32 @@ def _launch_and_stop(cfg, features, out, tmp_path, signum, group):
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         (os.killpg if group else os.kill)(proc.pid, signum)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)  # till every process holding its stderr, the ranks too, is gone
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _processes_naming(out):  # ranks, in sessions of their own, left behind by a failure
+            os.kill(pid, signal.SIGKILL)
     return proc.returncode, err
+
+
+def _processes_naming(path) -> list[int]:
+    """The processes with `path` in their command line (Linux)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes().split(b"\0"):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
 
 
 def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tiny_model, train_examples, tmp_path):
     """Two ranks (CPU, gloo) stopped through their launching process: for SIGTERM both save at the
     step rank 0 names, and a rerun resumes from it; for Ctrl-C they stop at once, with none saved.
     A SIGTERM to the whole group reaches the ranks once, from `torchrun`, which starts them in
-    sessions of their own."""
+    sessions of their own. A SIGKILL leaves them no word: they save and stop all the same."""
     from qa_lib.launch import fine_tune_distributed
 
     tok = load_tokenizer(str(tiny_model))
@@ -574,6 +588,14 @@ def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tin
 
     code, err = _launch_and_stop(cfg, features, tmp_path / "group", tmp_path, signal.SIGTERM, group=True)
     assert code == 143 and last_checkpoint(tmp_path / "group" / "checkpoints") is not None, err[-3000:]
+
+    # Killed outright, the launcher writes nothing: rank 0 sees torchrun handed on to another parent.
+    code, err = _launch_and_stop(cfg, features, tmp_path / "killed", tmp_path, signal.SIGKILL, group=False)
+    saved = last_checkpoint(tmp_path / "killed" / "checkpoints")
+    assert code == -signal.SIGKILL and saved is not None, err[-3000:]
+    assert f"the launching process is gone: saving a checkpoint at step {saved.rsplit('-', 1)[1]}" in err
+    assert sorted(p.name for p in Path(saved).glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert _processes_naming(tmp_path / "killed") == []  # torchrun and both ranks have ended
 
     out = tmp_path / "ddp"
     code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM, group=False)
