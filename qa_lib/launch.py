@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,11 @@ LAUNCHED = "QA_PIPELINE_LAUNCHED"
 # "1" when the launching process hands rank 0's records on to an `on_log`.
 HANDED_ON = "QA_PIPELINE_LOGS_HANDED_ON"
 STOP_FILE = "train_stop"
+# Each rank holds it shared while it lives, so that a launching process whose torchrun was killed
+# can wait for the ranks, which then save a checkpoint and stop (`termination`), before a retry starts new ones.
+RANKS_LOCK = "train_ranks.lock"
+# How long that wait may take: a checkpoint's save and upload.
+RANKS_GRACE_S = 600
 _KINDS = {kind.__name__: kind for kind in (ConfigError, ModelError, QAPipelineError)}
 
 
@@ -80,6 +86,11 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
             read = _hand_on(progress, read, on_log)
             time.sleep(1.0)
         _hand_on(progress, read, on_log)
+        if proc.returncode < 0:
+            killed = signal.Signals(-proc.returncode).name
+            _wait_for_ranks(output_dir / RANKS_LOCK, killed)
+            # Not the ranks' own error (they stopped for want of torchrun): a retry resumes from their checkpoint.
+            raise RuntimeError(f"distributed training stopped: torchrun ended by {killed}")
     except BaseException as exc:
         if proc.poll() is None:
             if isinstance(exc, KeyboardInterrupt) or stop_at_once():
@@ -103,6 +114,35 @@ def fine_tune_distributed(config, features_path: str, output_dir: str | Path, np
     if not result_file.exists():
         raise QAPipelineError(f"distributed training wrote no result at {result_file}")
     return json.loads(result_file.read_text())
+
+
+def _wait_for_ranks(lock: Path, signal_name: str) -> None:
+    import fcntl
+
+    log.warning("torchrun ended by %s: waiting for its ranks to save a checkpoint and stop", signal_name)
+    with lock.open("a") as f:
+        deadline = time.monotonic() + RANKS_GRACE_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"torchrun ended by {signal_name} and its ranks still run after "
+                                       f"{RANKS_GRACE_S} s (they hold {lock})") from None
+                time.sleep(0.5)
+
+
+def _hold_while_alive(lock: Path) -> None:
+    """Hold `lock` shared until this process ends (the system lets go of it then, however it ends)."""
+    import fcntl
+
+    global _held
+    _held = lock.open("a")
+    fcntl.flock(_held, fcntl.LOCK_SH)
+
+
+_held = None
 
 
 def _hand_on(progress: Path, read: int, on_log) -> int:
@@ -144,6 +184,7 @@ def main(argv: list[str]) -> None:
     from qa_lib.config import PipelineConfig
     from qa_lib.train import fine_tune
 
+    _hold_while_alive(Path(argv[2], RANKS_LOCK))
     config = PipelineConfig.model_validate_json(Path(argv[0]).read_text())
     rank0 = int(os.environ.get("RANK", "0")) == 0
     callbacks = [_progress_file(Path(argv[2], PROGRESS_FILE))] if rank0 else []

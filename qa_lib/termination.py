@@ -22,7 +22,8 @@ OOM killer) writes nothing, and `torchrun` and its ranks, in sessions of their o
 with nobody to wait for them, holding the GPU and uploading checkpoints under a key whose lease
 has lapsed. So rank 0 also checks at every step's end that the launching process
 (`LAUNCHER_PID_ENV`) and its own parent, `torchrun`, are still there; when either is gone it names
-the step to save at, as for a signal, and the ranks save and stop.
+the step to save at, as for a signal, and the ranks save and stop. A launching process whose
+`torchrun` was killed waits for them (`launch.RANKS_LOCK`) before it fails.
 
 Who else has a say in the signal is a `SignalOwner`: the plain one just swaps handlers; the
 Prefect runner's (`tasks.sigterm`) also keeps the runner's control channel working and says which
@@ -139,24 +140,26 @@ class SaveOnSignal(TrainerCallback):
             return self.received
         if self.stop_at is None:
             text = self.stop_file.read()
-            if state.is_world_process_zero and not (self.received or text == STOP_SAVE) and self._orphaned():
-                self.why = "the launching process is gone"
+            if state.is_world_process_zero and not (self.received or text == STOP_SAVE):
+                self.why = self._orphaned()
             if state.is_world_process_zero and (self.received or text == STOP_SAVE or self.why):
                 text = str(state.global_step + 1)
                 self.stop_file.write(text)
             self.stop_at = int(text) if text and text.isdigit() else None
         return self.stop_at is not None and state.global_step >= self.stop_at
 
-    def _orphaned(self) -> bool:
+    def _orphaned(self) -> str | None:
+        """Which of the processes above this rank is gone, if one is."""
         if self.parents is None:
-            return False
+            return None
         launcher, agent = self.parents
         if os.getppid() != agent:
-            return True
+            return "torchrun is gone"
         # torchrun's parent rather than the launcher's pid: a killed launcher stays a zombie, which
         # answers kill(pid, 0), until its own parent reaps it; its children are handed on at once.
         agents_parent = _parent_of(agent)
-        return agents_parent != launcher if agents_parent is not None else not _alive(launcher)
+        gone = agents_parent != launcher if agents_parent is not None else not _alive(launcher)
+        return "the launching process is gone" if gone else None
 
     def on_save(self, args, state, control, **kwargs):
         if not self.saving or self.passed_on:

@@ -527,9 +527,12 @@ fine_tune_distributed(config, sys.argv[2], sys.argv[3], nproc=2)
 """
 
 
-def _launch_and_stop(cfg, features, out, tmp_path, signum, group):
+def _launch_and_stop(cfg, features, out, tmp_path, signum, to):
     """The launching process, stopped by `signum` once rank 0 has logged step 3: sent to it alone
-    (a pod's main process) or to its whole process group (a runner's kill, a terminal's Ctrl-C)."""
+    ("launcher": a pod's main process), to its whole process group ("group": a runner's kill, a
+    terminal's Ctrl-C) or to its torchrun alone ("torchrun"). For "torchrun" the ranks are paused
+    meanwhile, for 3 s after torchrun is gone, and the exit code is None if the launching process
+    had ended by then."""
     import json
     import subprocess
     import sys
@@ -549,7 +552,23 @@ def _launch_and_stop(cfg, features, out, tmp_path, signum, group):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        (os.killpg if group else os.kill)(proc.pid, signum)
+        if to == "torchrun":
+            [agent] = [pid for pid in _processes_naming(out) if b"torch.distributed.run" in _cmdline(pid)]
+            ranks = [pid for pid in _processes_naming(out) if pid != agent]
+            for pid in ranks:
+                os.kill(pid, signal.SIGSTOP)
+            os.kill(agent, signum)
+            while agent in _processes_naming(out):  # a zombie has no command line
+                time.sleep(0.1)
+            time.sleep(3)  # the launching process looks every second
+            ended_first = proc.poll() is not None
+            for pid in ranks:
+                os.kill(pid, signal.SIGCONT)
+            if ended_first:
+                proc.communicate(timeout=120)
+                return None, ""
+        else:
+            (os.killpg if to == "group" else os.kill)(proc.pid, signum)
         _, err = proc.communicate(timeout=120)  # till every process holding its stderr, the ranks too, is gone
     finally:
         if proc.poll() is None:
@@ -557,6 +576,10 @@ def _launch_and_stop(cfg, features, out, tmp_path, signum, group):
         for pid in _processes_naming(out):  # ranks, in sessions of their own, left behind by a failure
             os.kill(pid, signal.SIGKILL)
     return proc.returncode, err
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def _processes_naming(path) -> list[int]:
@@ -583,22 +606,31 @@ def test_data_parallel_ranks_save_one_checkpoint_at_the_same_step_on_sigterm(tin
     build_train_features(train_examples.select(range(80)), tok, 128, 48).save_to_disk(str(features))
     cfg = _config(tiny_model, tmp_path, max_steps=100000, save_steps=100000)  # no periodic checkpoint
 
-    code, err = _launch_and_stop(cfg, features, tmp_path / "interrupted", tmp_path, signal.SIGINT, group=True)
+    code, err = _launch_and_stop(cfg, features, tmp_path / "interrupted", tmp_path, signal.SIGINT, "group")
     assert code != 0 and last_checkpoint(tmp_path / "interrupted" / "checkpoints") is None, err[-3000:]
 
-    code, err = _launch_and_stop(cfg, features, tmp_path / "group", tmp_path, signal.SIGTERM, group=True)
+    code, err = _launch_and_stop(cfg, features, tmp_path / "group", tmp_path, signal.SIGTERM, "group")
     assert code == 143 and last_checkpoint(tmp_path / "group" / "checkpoints") is not None, err[-3000:]
 
     # Killed outright, the launcher writes nothing: rank 0 sees torchrun handed on to another parent.
-    code, err = _launch_and_stop(cfg, features, tmp_path / "killed", tmp_path, signal.SIGKILL, group=False)
+    code, err = _launch_and_stop(cfg, features, tmp_path / "killed", tmp_path, signal.SIGKILL, "launcher")
     saved = last_checkpoint(tmp_path / "killed" / "checkpoints")
     assert code == -signal.SIGKILL and saved is not None, err[-3000:]
     assert f"the launching process is gone: saving a checkpoint at step {saved.rsplit('-', 1)[1]}" in err
     assert sorted(p.name for p in Path(saved).glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
     assert _processes_naming(tmp_path / "killed") == []  # torchrun and both ranks have ended
 
+    # torchrun killed: the launching process waits for the ranks to save and stop before it fails (for a retry).
+    code, err = _launch_and_stop(cfg, features, tmp_path / "agent", tmp_path, signal.SIGKILL, "torchrun")
+    saved = last_checkpoint(tmp_path / "agent" / "checkpoints")
+    assert code == 1 and saved is not None, err[-3000:]
+    step = saved.rsplit("-", 1)[1]
+    assert f"torchrun is gone: saving a checkpoint at step {step}" in err
+    assert err.index(f"checkpoint-{step} saved") < err.index("RuntimeError: distributed training stopped: "
+                                                             "torchrun ended by SIGKILL"), err[-3000:]
+
     out = tmp_path / "ddp"
-    code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM, group=False)
+    code, err = _launch_and_stop(cfg, features, out, tmp_path, signal.SIGTERM, "launcher")
     assert code == 143, err[-3000:]
     saved = last_checkpoint(out / "checkpoints")
     assert saved is not None, err[-3000:]
