@@ -33,6 +33,19 @@ def _context_first(tokenizer) -> bool:
     return tokenizer.padding_side == "left"
 
 
+# Tokenizers whose models were pretrained with segment embeddings, but from which transformers 5 dropped
+# "token_type_ids" from `model_input_names` (transformers issue #48128): encoded as that list says, every
+# token is segment 0 and the model loses which tokens are the question, silently. transformers 4 gave them.
+_SEGMENT_TOKENIZERS = frozenset({"AlbertTokenizer", "FunnelTokenizer", "HerbertTokenizer", "RemBertTokenizer",
+                                 "RoFormerTokenizer", "SplinterTokenizer", "XLNetTokenizer"})
+
+
+def uses_token_types(tokenizer) -> bool:
+    """Whether features carry the tokenizer's type ids (question and context segments) for the model."""
+    return "token_type_ids" in tokenizer.model_input_names or any(
+        cls.__name__.removesuffix("Fast") in _SEGMENT_TOKENIZERS for cls in type(tokenizer).__mro__)
+
+
 def _questions(questions: list[str]) -> list[str]:
     # Many SQuAD questions start with spaces that only waste window tokens.
     return [q.lstrip() for q in questions]
@@ -104,7 +117,7 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
         "offset_mapping": [e.offsets for e in encodings],
         "overflow_to_sample_mapping": sample_map,
     }
-    if "token_type_ids" not in tokenizer.model_input_names:
+    if not uses_token_types(tokenizer):
         del data["token_type_ids"]
     return BatchEncoding(data, encoding=encodings)
 

@@ -203,3 +203,23 @@ def test_train_and_answer_from_the_command_line(family, prefect_server, tmp_path
     answers = answers if isinstance(answers, list) else [answers]
     for a in answers:
         assert context[a["start"] : a["end"]] == a["answer"] and a["answer"] == a["answer"].strip(), (name, a)
+
+
+def test_a_model_with_segment_embeddings_is_told_the_question_from_the_context(family, train_600):
+    """Features carry the type ids wherever the tokenizer tells the question from the context and the
+    model takes them. transformers 5 dropped them from ALBERT's and XLNet's tokenizers (its issue
+    #48128): every token was segment 0, and XLNet's segment weights got no gradient at all."""
+    import inspect
+
+    from qa_lib.modeling import load_qa_model
+
+    name, folder = family
+    tok = load_tokenizer(str(folder))
+    model = load_qa_model(str(folder))
+    pair_types = tok("Who?", "The one.", return_token_type_ids=True)["token_type_ids"]
+    takes_types = "token_type_ids" in inspect.signature(type(model).forward).parameters
+    feature = build_train_features(train_600.select(range(1)), tok, 128, 48)[0]
+    if takes_types and len(set(pair_types)) > 1:
+        assert len(set(feature["token_type_ids"])) > 1, name
+    else:
+        assert set(feature.get("token_type_ids") or [0]) == {0}, name
