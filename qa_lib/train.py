@@ -85,7 +85,9 @@ def _launched_processes() -> int:
 
 
 def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: str, packed: bool = False,
-                       compile: bool = False):
+                       compile: bool = False, find_unused_parameters: bool | None = None):
+    """`find_unused_parameters`: for data-parallel training, whether a step leaves trainable
+    parameters without a gradient (`unused_parameters`); None leaves it to the Trainer (True)."""
     import torch
     from transformers import TrainingArguments
 
@@ -127,6 +129,7 @@ def training_arguments(config: PipelineConfig, checkpoint_dir: str, precision: s
         accelerator_config={"non_blocking": torch.cuda.is_available()},
         logging_nan_inf_filter=False,
         disable_tqdm=not progress_enabled(),
+        ddp_find_unused_parameters=find_unused_parameters,
     )
 
 
@@ -224,9 +227,18 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     else:
         dataset, collator = train_features, QACollator(padding)
     compile = config.compile == "on" or (config.compile == "auto" and on_gpu and batching == "packed")
+    find_unused = None
+    if _launched_processes() > 1 and not config.activation_checkpointing and len(train_features):
+        unused = unused_parameters(model, QACollator(padding), train_features[min(range(len(lengths)),
+                                                                                   key=lengths.__getitem__)])
+        find_unused = bool(unused)
+        if unused:
+            log.info("data-parallel: %d trainable parameters get no gradient (%s), so each step looks for them",
+                     len(unused), ", ".join(unused[:3]))
     trainer = QATrainer(
         model=model,
-        args=training_arguments(config, str(checkpoint_dir), precision, packed=batching == "packed", compile=compile),
+        args=training_arguments(config, str(checkpoint_dir), precision, packed=batching == "packed", compile=compile,
+                                find_unused_parameters=find_unused),
         train_dataset=dataset,
         data_collator=collator,
         processing_class=tokenizer,
@@ -243,6 +255,25 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     trainer.add_callback(_NoFinalCheckpoint())
     trainer.add_callback(_StopOnDivergence())
     return trainer
+
+
+def unused_parameters(model, collator, feature) -> list[str]:
+    """The trainable parameters that a training step on `feature` leaves without a gradient (XLNet's
+    `mask_emb`). Data-parallel training must look for them at every step (DDP's
+    `find_unused_parameters`, the Trainer's default): an extra pass over the autograd graph, which
+    PyTorch warns about in every rank's log when there are none, as in BERT's family. Which
+    parameters a QA model uses does not depend on the batch (no layer drop in any QA family's defaults;
+    a model that did would fail the step loudly, never train wrong). The global RNG is left as it was."""
+    import torch
+
+    from qa_lib.packing import model_inputs
+
+    with torch.random.fork_rng(devices=[]):
+        outputs = model(**model_inputs(collator([feature]), model))
+        (outputs.start_logits.sum() + outputs.end_logits.sum()).backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    return unused
 
 
 def choose_batching(config: PipelineConfig, model, padding, train_features: datasets.Dataset, lengths: list[int],

@@ -211,7 +211,9 @@ def test_a_model_with_segment_embeddings_is_told_the_question_from_the_context(f
     #48128): every token was segment 0, and XLNet's segment weights got no gradient at all."""
     import inspect
 
+    from qa_lib.batching import Padding, QACollator
     from qa_lib.modeling import load_qa_model
+    from qa_lib.train import unused_parameters
 
     name, folder = family
     tok = load_tokenizer(str(folder))
@@ -223,3 +225,6 @@ def test_a_model_with_segment_embeddings_is_told_the_question_from_the_context(f
         assert len(set(feature["token_type_ids"])) > 1, name
     else:
         assert set(feature.get("token_type_ids") or [0]) == {0}, name
+    # What data-parallel training must look for at every step: only XLNet's pretraining-only mask_emb.
+    unused = unused_parameters(model, QACollator(Padding.of(tok)), feature)
+    assert unused == (["transformer.mask_emb"] if name == "xlnet-left" else []), (name, unused)
