@@ -140,11 +140,12 @@ class SaveOnSignal(TrainerCallback):
             return self.received
         if self.stop_at is None:
             text = self.stop_file.read()
-            if state.is_world_process_zero and not (self.received or text == STOP_SAVE):
-                self.why = self._orphaned()
-            if state.is_world_process_zero and (self.received or text == STOP_SAVE or self.why):
-                text = str(state.global_step + 1)
-                self.stop_file.write(text)
+            if state.is_world_process_zero:
+                asked = self.received or text == STOP_SAVE
+                self.why = None if asked else self._orphaned()
+                if asked or self.why:
+                    text = str(state.global_step + 1)
+                    self.stop_file.write(text)
             self.stop_at = int(text) if text and text.isdigit() else None
         return self.stop_at is not None and state.global_step >= self.stop_at
 

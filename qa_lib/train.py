@@ -229,8 +229,8 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     compile = config.compile == "on" or (config.compile == "auto" and on_gpu and batching == "packed")
     find_unused = None
     if _launched_processes() > 1 and not config.activation_checkpointing and len(train_features):
-        unused = unused_parameters(model, QACollator(padding), train_features[min(range(len(lengths)),
-                                                                                   key=lengths.__getitem__)])
+        shortest = min(range(len(lengths)), key=lengths.__getitem__)  # the cheapest step to probe with
+        unused = unused_parameters(model, QACollator(padding), train_features[shortest])
         find_unused = bool(unused)
         if unused:
             log.info("data-parallel: %d trainable parameters get no gradient (%s), so each step looks for them",
