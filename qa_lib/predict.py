@@ -12,7 +12,7 @@ prepares the next batch while the device runs this one.
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Callable, get_args
 
 import datasets
 import numpy as np
@@ -50,8 +50,13 @@ def resolve_precision(precision: str) -> str:
 
 @torch.inference_mode()
 def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, precision: str = "fp32",
-                   progress: bool | None = None, padding: Padding | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`padding`: `Padding.of(tokenizer)` of the model's tokenizer; without it, the model config's pad id."""
+                   progress: bool | None = None, padding: Padding | None = None,
+                   on_batch: Callable[[int, int, float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`padding`: `Padding.of(tokenizer)` of the model's tokenizer; without it, the model config's pad id.
+    `on_batch(done, total, token_share)`: called after each batch is sent to the device, with the
+    features sent so far and their share of all tokens, the better measure of the work done, as the
+    longest features go first (a worker without progress bars reports from it; it is given counts
+    only, so it never waits on the device)."""
     from tqdm.auto import tqdm
 
     device = _device()
@@ -80,6 +85,7 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         held.clear()
         held_values = 0
 
+    tokens_sent, tokens_total = 0, max(int(lengths.sum()), 1)
     progress = progress_enabled() if progress is None else progress
     for lo in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
         idx = order[lo : lo + batch_size]
@@ -92,5 +98,8 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
         held_values += out.start_logits.numel() + out.end_logits.numel()
         if held_values >= DEVICE_LOGITS_HELD:
             copy_back()
+        if on_batch is not None:
+            tokens_sent += int(lengths[idx].sum())
+            on_batch(min(lo + batch_size, n), n, tokens_sent / tokens_total)
     copy_back()
     return start, end

@@ -1,25 +1,62 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import datasets
 import numpy as np
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.logging import get_run_logger
 
 from qa_lib.batching import Padding
 from qa_lib.config import PipelineConfig
 from qa_lib.metrics import score
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
-from qa_lib.predict import predict_logits
+from qa_lib.predict import predict_logits, resolve_precision
+from qa_lib.progress import log_above_bars
 from qa_lib.store import open_store
-from qa_lib.predict import resolve_precision
 from tasks.policy import RETRY, STAGE
 from tasks.stage import entry, fetch, run_stage
 
 
 def _model_path(storage, model: dict | str) -> str:
     return str(fetch(storage, model)) if isinstance(model, dict) else model
+
+
+# Seconds between prediction's log lines: a worker has no progress bar, and the SQuAD dev set takes
+# minutes on a CPU pool; a prediction shorter than this logs none.
+PREDICT_LOG_EVERY_S = 30.0
+
+
+class _PredictionProgress:
+    """Prediction's progress in the run: a progress artifact and, every `PREDICT_LOG_EVERY_S`, a log
+    line with the features done, their rate and the time left (from the share of tokens done: the
+    longest features go first)."""
+
+    def __init__(self, logger):
+        self.logger = logger
+        self.started = self.logged = time.monotonic()
+        self.artifact_id = create_progress_artifact(progress=0.0, key="prediction-progress",
+                                                    description="prediction progress (% of the eval features' tokens)")
+        self.shown = 0.0
+
+    def __call__(self, done: int, total: int, token_share: float) -> None:
+        pct = 100.0 * token_share
+        if pct - self.shown >= 1 or done == total:
+            update_progress_artifact(self.artifact_id, pct)
+            self.shown = pct
+        now = time.monotonic()
+        if now - self.logged >= PREDICT_LOG_EVERY_S:
+            elapsed = now - self.started
+            left = elapsed * (1 - token_share) / token_share
+            log_above_bars(self.logger, logging.INFO,
+                           "predicted %d of %d features (%.0f %% of the tokens) in %.0f s, %.0f features/s, "
+                           "about %.0f s left",
+                           done, total, pct, elapsed, done / max(elapsed, 1e-9), left)
+            self.logged = now
 
 
 @task(name="predict", **STAGE, **RETRY)
@@ -29,7 +66,8 @@ def _predict(model: dict | str, features: dict, batch_size: int, precision: str,
     model_dir = _model_path(storage, model)
     feats = datasets.load_from_disk(str(fetch(storage, features)))
     start, end = predict_logits(load_qa_model(model_dir), feats, batch_size, resolve_precision(precision),
-                                padding=Padding.of(load_tokenizer(model_dir)))
+                                padding=Padding.of(load_tokenizer(model_dir)),
+                                on_batch=_PredictionProgress(get_run_logger()))
     with storage.writing(stage, key) as tmp:
         np.savez(tmp / "logits.npz", start=start, end=end)
     return entry(stage, key, "logits.npz")

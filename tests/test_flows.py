@@ -32,7 +32,9 @@ def first_run(prefect_server, tiny_model, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     out = tmp_path_factory.mktemp("out")
     cfg = tiny_config(tiny_model, out)
-    result, run_id = _run(cfg, store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tasks.evaluate.PREDICT_LOG_EVERY_S", 0.0)  # a line per batch, as a long prediction logs
+        result, run_id = _run(cfg, store)
     return cfg, store, result, run_id
 
 
@@ -62,7 +64,20 @@ def test_artifacts(first_run):
     assert result["train_data_key"] in summary and result["model_key"] in summary
     assert "data:image/png;base64," in summary and "fine-tune" in summary  # plot + timings per step
     assert arts["training-progress"].data == 100.0
+    assert arts["prediction-progress"].data == 100.0
     assert (Path(cfg.output_dir) / "artifacts" / "loss_f1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prediction_reports_its_progress_to_the_run(first_run):
+    """A worker has no progress bar: prediction logs the features done, their rate and the time left."""
+    cfg, store, result, run_id = first_run
+    lines = [line for line in read_logs(run_id, until="predicted").splitlines() if line.startswith("predicted ")]
+    counts = [tuple(int(n) for n in line.split()[1:4:2]) for line in lines]  # (done, total)
+    total = counts[-1][1]
+    assert [done for done, _ in counts] == [min(k, total) for k in range(32, total + 32, 32)], lines
+    assert {t for _, t in counts} == {total} and total >= 60  # every eval question, each one window or more
+    assert f"predicted {total} of {total} features (100 % of the tokens) in " in lines[-1], lines[-1]
+    assert "features/s, about 0 s left" in lines[-1], lines[-1]
 
 
 def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server, tiny_model, tmp_path, monkeypatch):
