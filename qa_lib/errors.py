@@ -51,6 +51,35 @@ class StorageError(QAPipelineError):
     endpoint, or no space left): retrying will not help."""
 
 
+class OutOfMemory(ConfigError):
+    """The model and batch asked for do not fit in this machine's memory (a GPU's, mostly): the same
+    settings run out again on a retry, so they are named with what to lower instead."""
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it: a compiled step wraps it) is torch running out of memory:
+    `torch.OutOfMemoryError` on a GPU, the CPU allocator's RuntimeError where the kernel refused an
+    allocation."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+                or "DefaultCPUAllocator: can't allocate memory" in str(exc)):
+            return True
+        exc = exc.__cause__  # not __context__: an error raised while handling one is not it
+    return False
+
+
+def memory_name(device) -> str:
+    """`device`'s memory in a message: "GPU memory (NVIDIA H200, 139.8 GiB)", or "memory" on the CPU."""
+    if getattr(device, "type", device) != "cuda":
+        return "memory"
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return f"GPU memory ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+
+
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc` (or what caused it) is a write that ran out of space. Libraries say so in their
     own ways: an `OSError`, `shutil.Error`'s list of failed copies, safetensors' "os error 28"."""

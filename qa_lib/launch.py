@@ -7,6 +7,7 @@ trains in-process instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -201,9 +202,11 @@ def main(argv: list[str]) -> None:
         with finishing:
             result = fine_tune(config, datasets.load_from_disk(argv[1]), argv[2], callbacks=callbacks)
     except QAPipelineError as exc:
-        if rank0:
-            kind = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS)
-            Path(argv[2], ERROR_FILE).write_text(json.dumps({"kind": kind, "message": str(exc)}))
+        # The first rank to fail says why (one alone can run out of memory); the others, whose
+        # collective it left, fail after it with torch's errors.
+        kind = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS)
+        with contextlib.suppress(FileExistsError), Path(argv[2], ERROR_FILE).open("x") as f:
+            f.write(json.dumps({"kind": kind, "message": str(exc)}))
         raise
     if rank0:
         Path(argv[2], "train_result.json").write_text(json.dumps(dataclasses.asdict(result)))

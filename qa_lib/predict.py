@@ -12,6 +12,7 @@ prepares the next batch while the device runs this one.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, get_args
 
 import datasets
@@ -20,12 +21,25 @@ import torch
 
 from qa_lib.batching import MODEL_INPUTS, Padding
 from qa_lib.config import Precision
-from qa_lib.errors import ConfigError
+from qa_lib.errors import ConfigError, OutOfMemory, is_out_of_memory, memory_name
 from qa_lib.progress import progress_enabled
 from qa_lib.ragged import Ragged, arrow_table
 
+log = logging.getLogger(__name__)
+
 # Logit values (start and end together) held on the device before they are copied back: 256 MB.
 DEVICE_LOGITS_HELD = 1 << 26
+
+
+def _smaller_batch(batch_size: int, width: int, device: torch.device) -> int:
+    """The batch size to go on with after a batch of `width`-token windows ran out of memory: half,
+    since a feature's logits do not depend on its batch; none left below one window."""
+    if batch_size == 1:
+        raise OutOfMemory(f"predict: out of {memory_name(device)} with a single window of {width} tokens: "
+                          f"use a shorter eval_max_length, a lower precision (bf16 or fp16), or a larger device")
+    log.warning("predict: out of %s at %d windows a batch; going on with %d (a window's logits do not depend on "
+                "its batch)", memory_name(device), batch_size, batch_size // 2)
+    return batch_size // 2
 
 
 def _device() -> torch.device:
@@ -87,19 +101,36 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
 
     tokens_sent, tokens_total = 0, max(int(lengths.sum()), 1)
     progress = progress_enabled() if progress is None else progress
-    for lo in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress):
+    bar = tqdm(total=n, desc="predict", unit="feature", disable=not progress)
+    lo = 0
+    while lo < n:
         idx = order[lo : lo + batch_size]
         w = padding.width(int(lengths[idx].max()))
         batch = {c: torch.from_numpy(ragged[c].padded(idx, w, padding.value(c))).to(device, non_blocking=True)
                  for c in columns}
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model(**batch)
+        try:
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = model(**batch)
+        except Exception as exc:  # noqa: BLE001 - only running out of memory is handled
+            if not is_out_of_memory(exc):
+                raise
+            out = None  # and `exc`, with the frames that hold the batch's activations, goes at the block's end
+        if out is None:
+            del batch
+            batch_size = _smaller_batch(batch_size, w, device)
+            copy_back()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         held.append((idx, out.start_logits.float(), out.end_logits.float()))
         held_values += out.start_logits.numel() + out.end_logits.numel()
         if held_values >= DEVICE_LOGITS_HELD:
             copy_back()
+        lo += len(idx)
+        bar.update(len(idx))
         if on_batch is not None:
             tokens_sent += int(lengths[idx].sum())
-            on_batch(min(lo + batch_size, n), n, tokens_sent / tokens_total)
+            on_batch(lo, n, tokens_sent / tokens_total)
+    bar.close()
     copy_back()
     return start, end

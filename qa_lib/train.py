@@ -12,6 +12,7 @@ environment, and only rank 0 writes the final folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,13 +21,13 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import datasets
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
-from qa_lib.errors import ConfigError, ModelError
+from qa_lib.errors import ConfigError, ModelError, OutOfMemory, is_out_of_memory, memory_name
 from qa_lib.predict import resolve_precision
 from qa_lib.progress import configure_progress, progress_enabled
 from qa_lib.termination import SaveOnSignal, SignalOwner
@@ -149,7 +150,7 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     resume = last_checkpoint(checkpoint_dir)
     stop = SaveOnSignal(owner=sigterm_owner)
     trainer.add_callback(stop)  # after the callers' callbacks, so a store upload comes first
-    with stop.held():
+    with stop.held(), _out_of_memory_named(config, trainer):
         output = trainer.train(resume_from_checkpoint=resume)
     stop.raise_if_stopped(trainer.state)
     if trainer.is_world_process_zero():
@@ -173,6 +174,30 @@ def fine_tune(config: PipelineConfig, train_features: datasets.Dataset, output_d
     )
 
 
+@contextlib.contextmanager
+def _out_of_memory_named(config: PipelineConfig, trainer: Trainer) -> Iterator[None]:
+    """Running out of memory in a step, as one error naming the settings to lower: a retry with the
+    same ones runs out again, and torch's message names only bytes."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only running out of memory is renamed
+        if not is_out_of_memory(exc):
+            raise
+        if trainer.pack_shape:
+            rows, width = trainer.pack_shape
+            batch, fix = f"packed batches of {rows} rows x {width} tokens", "lower tokens_per_batch"
+        else:
+            batch = f"per_device_train_batch_size {config.per_device_train_batch_size} windows of up to " \
+                    f"{config.max_length} tokens"
+            fix = ("lower per_device_train_batch_size (raising gradient_accumulation_steps as much keeps the "
+                   "effective batch)")
+        can_checkpoint = getattr(trainer.model, "supports_gradient_checkpointing", False)
+        more = ", or set activation_checkpointing: true" if can_checkpoint and not config.activation_checkpointing else ""
+        raise OutOfMemory(f"fine-tune: out of {memory_name(trainer.args.device)} at step "
+                          f"{trainer.state.global_step + 1} with {batch}: {fix}{more}, or use a shorter "
+                          f"max_length") from exc
+
+
 class QATrainer(Trainer):
     """The Trainer with the span loss of `loss.span_loss`, which reads `segment_ids` and flat
     label indices from either collator. `batching` says which kind of batch it trains on."""
@@ -180,6 +205,7 @@ class QATrainer(Trainer):
     batching = "padded"
     batching_note: str | None = None
     features_per_step: float | None = None  # packed: the plan's mean (see `loss.span_loss`)
+    pack_shape: tuple[int, int] | None = None  # packed: rows and tokens per row of every batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from qa_lib.loss import span_loss
@@ -246,7 +272,7 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     )
     trainer.batching, trainer.batching_note = batching, note
     if batching == "packed":
-        trainer.features_per_step = len(train_features) / len(dataset)
+        trainer.features_per_step, trainer.pack_shape = len(train_features) / len(dataset), (rows, width)
     if not progress_enabled():  # without its bar the Trainer prints each log dict instead
         trainer.remove_callback(PrinterCallback)
     elif any(isinstance(c, LossReporter) for c in callbacks or ()):

@@ -131,7 +131,7 @@ def test_a_long_context_shows_the_prediction_s_progress(trained_tiny, capsys, mo
     monkeypatch.delenv("QA_PIPELINE_NO_PROGRESS")  # the suite runs without bars, as a worker does
     assert main([*argv, "--context", long_ctx]) == 0
     out, err = capsys.readouterr()
-    assert "predict:" in err and "batch" in err, err[-500:]
+    assert "predict:" in err and "feature" in err, err[-500:]
     assert json.loads(out)["answer"] == long_ctx[json.loads(out)["start"]:json.loads(out)["end"]]
     assert main([*argv, "--context", long_ctx[:2_000]]) == 0
     assert capsys.readouterr().err == ""

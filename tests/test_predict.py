@@ -55,3 +55,55 @@ def test_logits_copied_back_in_several_rounds_and_from_a_selection_are_the_same(
     start_p, end_p = predict_logits(model, feats.select(perm), batch_size=8, progress=False)
     np.testing.assert_allclose(start_p, start[perm], atol=1e-4)
     np.testing.assert_allclose(end_p, end[perm], atol=1e-4)
+
+
+def _out_of_memory_above(rows_that_fit: int, seen: list[int]):
+    """A forward pre-hook that raises torch's own OutOfMemoryError for a batch of more rows than fit:
+    there is no GPU here to run out of, and this is what a device that holds `rows_that_fit` does."""
+    import torch
+
+    def hook(module, args, kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        seen.append(rows)
+        if rows > rows_that_fit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {rows * 96} MiB.")
+
+    return hook
+
+
+def test_a_batch_out_of_memory_goes_on_in_halves_and_gives_the_same_logits(tiny_model, dev_v1_examples, caplog):
+    import logging
+
+    import pytest
+
+    from qa_lib.errors import OutOfMemory
+
+    tok = load_tokenizer(str(tiny_model))
+    model = load_qa_model(str(tiny_model))
+    feats = build_eval_features(dev_v1_examples.select(range(30)), tok, 96, 32)
+    want_start, want_end = predict_logits(model, feats, batch_size=4, progress=False)
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(_out_of_memory_above(4, seen), with_kwargs=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qa_lib.predict"):
+            start, end = predict_logits(model, feats, batch_size=16, progress=False)
+        # Halved at the first batch, then every batch at the size that fits: none lost, none twice.
+        assert seen[:3] == [16, 8, 4] and set(seen[3:]) <= {4, len(feats) % 4 or 4}
+        assert sum(seen[2:]) == len(feats)
+        np.testing.assert_array_equal(start, want_start)
+        np.testing.assert_array_equal(end, want_end)
+        assert [r.getMessage() for r in caplog.records] == [
+            "predict: out of memory at 16 windows a batch; going on with 8 (a window's logits do not depend on its "
+            "batch)",
+            "predict: out of memory at 8 windows a batch; going on with 4 (a window's logits do not depend on its "
+            "batch)"]
+    finally:
+        handle.remove()
+    # A single window that does not fit is the config's to change, named as such.
+    handle = model.register_forward_pre_hook(_out_of_memory_above(0, []), with_kwargs=True)
+    try:
+        with pytest.raises(OutOfMemory, match=r"^predict: out of memory with a single window of \d+ tokens: use a "
+                                              r"shorter eval_max_length, a lower precision"):
+            predict_logits(model, feats, batch_size=2, progress=False)
+    finally:
+        handle.remove()

@@ -215,6 +215,35 @@ def test_a_diverging_run_fails_and_saves_no_model(tiny_model, train_examples, tm
     assert all(h["loss"] == h["loss"] for h in ok.log_history if "loss" in h)
 
 
+def test_running_out_of_memory_in_a_step_names_the_settings_to_lower(tiny_model, train_examples, tmp_path):
+    """torch's message names only bytes, and a retry with the same settings runs out again. No GPU here
+    to run out of: a global forward pre-hook raises torch's own OutOfMemoryError in the model's
+    forward, where a device too small for the batch raises it."""
+    import torch
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from qa_lib.errors import ConfigError, OutOfMemory
+
+    def too_big(module, args):
+        if type(module).__name__.endswith("ForQuestionAnswering") and module.training:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB.")
+
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    handle = register_module_forward_pre_hook(too_big)
+    try:
+        with pytest.raises(OutOfMemory) as caught:
+            fine_tune(_config(tiny_model, tmp_path, max_length=128, doc_stride=48), feats, tmp_path)
+    finally:
+        handle.remove()
+    assert isinstance(caught.value, ConfigError)  # never retried; one line on the command line
+    assert str(caught.value) == (
+        "fine-tune: out of memory at step 1 with per_device_train_batch_size 8 windows of up to 128 tokens: lower "
+        "per_device_train_batch_size (raising gradient_accumulation_steps as much keeps the effective batch), or "
+        "set activation_checkpointing: true, or use a shorter max_length")
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)  # the original, for --verbose and the log
+    assert not (tmp_path / "model").exists()
+
+
 def test_precision_auto_is_fp32_on_cpu():
     import torch
 
