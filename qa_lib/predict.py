@@ -7,7 +7,8 @@ past a feature's length hold -inf.
 
 On a GPU the loop never waits for the device: batches are cut from Arrow's flat buffers (no
 Python lists), and the logits stay on the device until a bounded amount has piled up, so the host
-prepares the next batch while the device runs this one.
+prepares the next batch while the device runs this one. A batch that runs out of memory is
+halved and sent again, for the same reason that the output does not depend on the batching.
 """
 
 from __future__ import annotations
