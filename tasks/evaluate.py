@@ -17,6 +17,7 @@ from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
 from qa_lib.predict import predict_logits, resolve_precision
 from qa_lib.progress import log_above_bars
+from qa_lib.sizes import human_duration
 from qa_lib.store import open_store
 from tasks.policy import RETRY, STAGE
 from tasks.stage import entry, fetch, run_stage
@@ -53,9 +54,9 @@ class _PredictionProgress:
             elapsed = now - self.started
             left = elapsed * (1 - token_share) / token_share
             log_above_bars(self.logger, logging.INFO,
-                           "predicted %d of %d features (%.0f %% of the tokens) in %.0f s, %.0f features/s, "
-                           "about %.0f s left",
-                           done, total, pct, elapsed, done / max(elapsed, 1e-9), left)
+                           "predicted %d of %d features (%.0f %% of the tokens) in %s, %.0f features/s, "
+                           "about %s left",
+                           done, total, pct, human_duration(elapsed), done / max(elapsed, 1e-9), human_duration(left))
             self.logged = now
 
 

@@ -16,6 +16,7 @@ from qa_lib.config import PipelineConfig
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.progress import log_above_bars
+from qa_lib.sizes import human_duration
 from qa_lib.store import open_store
 from qa_lib.train import LossReporter
 from qa_lib.train import fine_tune as qa_fine_tune
@@ -32,6 +33,7 @@ class _PrefectProgress(LossReporter):
         self.logger = logger
         self.artifact_id = None
         self.last = 0.0
+        self.first: tuple[float, int] | None = None  # (time, step) of the first loss logged
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start()
@@ -52,11 +54,24 @@ class _PrefectProgress(LossReporter):
             update_progress_artifact(self.artifact_id, pct)
             self.last = pct
         if logs and "loss" in logs:
-            log_loss(self.logger, step, max_steps, logs["loss"])
+            # Timed from the first loss logged, not from the start: that leaves out loading, a
+            # compile and the steps a resumed run skips.
+            now, left = time.monotonic(), None
+            if self.first is None:
+                self.first = (now, step)
+            elif step > self.first[1]:
+                per_step = (now - self.first[0]) / (step - self.first[1])
+                left = (per_step, per_step * (max_steps - step))
+            log_loss(self.logger, step, max_steps, logs["loss"], left)
 
 
-def log_loss(logger, step: int, max_steps: int, loss: float) -> None:
-    log_above_bars(logger, logging.INFO, "step %d/%d loss %.4f", step, max_steps, loss)
+def log_loss(logger, step: int, max_steps: int, loss: float, left: tuple[float, float] | None = None) -> None:
+    """`left`: seconds a step and seconds left, once known."""
+    if left is None:
+        log_above_bars(logger, logging.INFO, "step %d/%d loss %.4f", step, max_steps, loss)
+    else:
+        log_above_bars(logger, logging.INFO, "step %d/%d loss %.4f (%.2f s a step, about %s left)", step, max_steps,
+                       loss, left[0], human_duration(left[1]))
 
 
 @task(name="fine-tune", **STAGE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,8 +90,12 @@ def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server
     logs = read_logs(run_id, until="trained on padded batches")  # fine-tune's last line
     assert "launching data-parallel training on 2 processes" in logs
     assert "trained on padded batches, fp32 in 2 processes" in logs  # as the Trainer counted them
-    assert [line.split(" loss")[0] for line in logs.splitlines() if line.startswith("step ")] == [
-        "step 1/3", "step 2/3", "step 3/3"], logs
+    steps = [line for line in logs.splitlines() if line.startswith("step ")]
+    assert [line.split(" loss")[0] for line in steps] == ["step 1/3", "step 2/3", "step 3/3"], logs
+    # Timed from the first loss logged: the lines after it say the time a step and the time left.
+    assert re.fullmatch(r"step 1/3 loss [\d.]+", steps[0]), steps
+    assert re.fullmatch(r"step 2/3 loss [\d.]+ \(\d+\.\d\d s a step, about \d+ s left\)", steps[1]), steps
+    assert steps[2].endswith(" s a step, about 0 s left)"), steps
     assert artifacts(run_id)["training-progress"].data == 100.0
 
 
