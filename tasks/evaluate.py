@@ -30,6 +30,10 @@ def _model_path(storage, model: dict | str) -> str:
 # Seconds between prediction's log lines: a worker has no progress bar, and the SQuAD dev set takes
 # minutes on a CPU pool; a prediction shorter than this logs none.
 PREDICT_LOG_EVERY_S = 30.0
+# And between its artifact's updates: each is a request to the API (20 ms against a local server),
+# made between two batches; on a GPU a batch takes milliseconds, so one per percent would leave the
+# device waiting for about 2 s in all.
+PREDICT_ARTIFACT_EVERY_S = 2.0
 
 
 class _PredictionProgress:
@@ -39,17 +43,16 @@ class _PredictionProgress:
 
     def __init__(self, logger):
         self.logger = logger
-        self.started = self.logged = time.monotonic()
+        self.started = self.logged = self.updated = time.monotonic()
         self.artifact_id = create_progress_artifact(progress=0.0, key="prediction-progress",
                                                     description="prediction progress (% of the eval features' tokens)")
         self.shown = 0.0
 
     def __call__(self, done: int, total: int, token_share: float) -> None:
-        pct = 100.0 * token_share
-        if pct - self.shown >= 1 or done == total:
+        pct, now = 100.0 * token_share, time.monotonic()
+        if done == total or (pct - self.shown >= 1 and now - self.updated >= PREDICT_ARTIFACT_EVERY_S):
             update_progress_artifact(self.artifact_id, pct)
-            self.shown = pct
-        now = time.monotonic()
+            self.shown, self.updated = pct, now
         if now - self.logged >= PREDICT_LOG_EVERY_S:
             elapsed = now - self.started
             left = elapsed * (1 - token_share) / token_share
