@@ -72,7 +72,8 @@ def test_artifacts(first_run):
 def test_prediction_reports_its_progress_to_the_run(first_run):
     """A worker has no progress bar: prediction logs the features done, their rate and the time left."""
     cfg, store, result, run_id = first_run
-    lines = [line for line in read_logs(run_id, until="predicted").splitlines() if line.startswith("predicted ")]
+    logs = read_logs(run_id, until="features/s, about 0 s left")  # the last batch's line
+    lines = [line for line in logs.splitlines() if line.startswith("predicted ")]
     counts = [tuple(int(n) for n in line.split()[1:4:2]) for line in lines]  # (done, total)
     total = counts[-1][1]
     assert [done for done, _ in counts] == [min(k, total) for k in range(32, total + 32, 32)], lines
