@@ -60,14 +60,18 @@ def is_out_of_memory(exc: BaseException | None) -> bool:
     """Whether `exc` (or what caused it: a compiled step wraps it) is torch running out of memory:
     `torch.OutOfMemoryError` on a GPU, the CPU allocator's RuntimeError where the kernel refused an
     allocation."""
+    # Causes only, not __context__: an error raised while handling one is not it.
+    return any(any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__)
+               or "DefaultCPUAllocator: can't allocate memory" in str(e) for e in _chain(exc, context=False))
+
+
+def _chain(exc: BaseException | None, context: bool = True) -> Iterator[BaseException]:
+    """`exc` and what caused it, each once: its `__cause__`, else (with `context`) its `__context__`."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if (any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
-                or "DefaultCPUAllocator: can't allocate memory" in str(exc)):
-            return True
-        exc = exc.__cause__  # not __context__: an error raised while handling one is not it
-    return False
+        yield exc
+        exc = exc.__cause__ or (exc.__context__ if context else None)
 
 
 def memory_name(device) -> str:
@@ -83,17 +87,14 @@ def memory_name(device) -> str:
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc` (or what caused it) is a write that ran out of space. Libraries say so in their
     own ways: an `OSError`, `shutil.Error`'s list of failed copies, safetensors' "os error 28"."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
             return True
-        if isinstance(exc, shutil.Error):
-            if any(f"[Errno {code}]" in str(why) for *_, why in _copy_failures(exc) for code in _NO_SPACE):
+        if isinstance(e, shutil.Error):
+            if any(f"[Errno {code}]" in str(why) for *_, why in _copy_failures(e) for code in _NO_SPACE):
                 return True
-        elif "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+        elif "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
