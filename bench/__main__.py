@@ -1,7 +1,9 @@
 """`python -m bench [--quick]`: qa-pipeline against the tutorial's pipeline, side by side, one run.
 
 Prints each figure for both pipelines and the ratio. `--quick` shrinks every measurement so the
-whole run takes a few minutes (the tests run it; it asserts nothing about speed).
+whole run takes a few minutes (the tests run it; it asserts nothing about speed). `--model` fine-tunes
+another model in both pipelines (default: the bundled all-MiniLM-L6-v2); the tests give it a tiny
+random one, which checks that every stage runs without spending CI's minutes on MiniLM.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def bench_features(examples, tokenizer, out):
     return tut, ours
 
 
-def bench_training(tut_feats, our_feats, tut_steps, our_steps, tmp, out):
+def bench_training(model, tut_feats, our_feats, tut_steps, our_steps, tmp, out):
     """Features/s at equal max_length (384) and batch size (16), same model.
 
     Every tutorial step has the same shape (16 x 384), so a few steps give its rate. Ours vary in
@@ -85,14 +87,14 @@ def bench_training(tut_feats, our_feats, tut_steps, our_steps, tmp, out):
     from qa_lib.train import fine_tune
 
     args = tutorial.training_args(str(tmp / "tut"), max_steps=tut_steps)
-    trainer = Trainer(load_qa_model(MODEL, new_head_expected=True), args, train_dataset=tut_feats,
+    trainer = Trainer(load_qa_model(model, new_head_expected=True), args, train_dataset=tut_feats,
                       data_collator=default_data_collator)
     with measure(out, "tutorial_train_wall_s"):
         out["tutorial_train_s"] = trainer.train().metrics["train_runtime"]
     out["tutorial_train_features"] = tut_steps * 16
     sample = our_feats.shuffle(seed=0).select(range(min(len(our_feats), our_steps * 16)))
     cfg = PipelineConfig.from_yaml(ROOT / "configs/default.yaml", [
-        "max_length=384", "doc_stride=128", "per_device_train_batch_size=16", "num_train_epochs=1",
+        f"model={model}", "max_length=384", "doc_stride=128", "per_device_train_batch_size=16", "num_train_epochs=1",
         "save_steps=1000000", "logging_steps=1000000"])
     with measure(out, "ours_train_wall_s"):
         out["ours_train_s"] = fine_tune(cfg, sample, tmp / "ours").train_runtime_s
@@ -100,7 +102,7 @@ def bench_training(tut_feats, our_feats, tut_steps, our_steps, tmp, out):
     out["ours_train_mean_length"] = float(np.mean([len(x) for x in sample["input_ids"]]))
 
 
-def bench_predict_postprocess(examples, tokenizer, tmp: Path, out):
+def bench_predict_postprocess(model_name, examples, tokenizer, tmp: Path, out):
     from transformers import Trainer, default_data_collator
 
     from bench import tutorial
@@ -110,7 +112,7 @@ def bench_predict_postprocess(examples, tokenizer, tmp: Path, out):
     from qa_lib.postprocess import postprocess
     from qa_lib.predict import predict_logits
 
-    model = load_qa_model(MODEL, new_head_expected=True)
+    model = load_qa_model(model_name, new_head_expected=True)
     tut_feats = examples.map(tutorial.prepare_validation_features, batched=True, remove_columns=examples.column_names,
                              fn_kwargs={"tokenizer": tokenizer})
     our_feats = build_eval_features(examples, tokenizer, tutorial.MAX_LENGTH, tutorial.DOC_STRIDE)
@@ -137,13 +139,13 @@ def bench_predict_postprocess(examples, tokenizer, tmp: Path, out):
     out["postprocess_identical"] = dict(tut_answers) == ours.answers
 
 
-def bench_orchestration(quick, tmp, out):
+def bench_orchestration(model, quick, tmp, out):
     """The same small job through the flow and through qa_lib directly; then the flow again, cached."""
     from flows.train_qa import train_qa
     from qa_lib.config import PipelineConfig
     from qa_lib.pipeline import train_and_evaluate
 
-    raw = dict(model=MODEL, train_data={"path": str(DATA / "train-v1.1.sample.json"), "limit": 32 if quick else 400},
+    raw = dict(model=model, train_data={"path": str(DATA / "train-v1.1.sample.json"), "limit": 32 if quick else 400},
                eval_data={"path": str(DATA / "dev-v1.1.super_bowl_50.json"), "limit": 24 if quick else 200},
                max_length=256, doc_stride=96, per_device_train_batch_size=16, num_train_epochs=1, save_steps=10**6,
                max_steps=2 if quick else -1)
@@ -167,12 +169,12 @@ def bench_orchestration(quick, tmp, out):
     bench_fleet(raw, tmp, out, measure)
 
 
-def bench_race(train, dev, tokenizer, quick, tmp, out):
+def bench_race(model, train, dev, tokenizer, quick, tmp, out):
     from bench.race import ours_end_to_end, tutorial_end_to_end
 
-    tut = tutorial_end_to_end(train, dev, tokenizer, MODEL, tmp, max_steps=2 if quick else -1)
+    tut = tutorial_end_to_end(train, dev, tokenizer, model, tmp, max_steps=2 if quick else -1)
     out["race_tutorial"] = tut
-    overrides = [f"output_dir={tmp / 'race'}", "save_steps=1000000"]
+    overrides = [f"model={model}", f"output_dir={tmp / 'race'}", "save_steps=1000000"]
     if quick:
         overrides += [f"train_data.limit={len(train)}", "max_steps=4"]
     checks = {2, 4} if quick else {20, 40, 60, 80, 100, 150, 200, 300}
@@ -237,6 +239,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
     p.add_argument("--json", default=None, help="also write the raw figures here")
+    p.add_argument("--model", default=MODEL, help="the model both pipelines fine-tune, a Hub name or a local folder "
+                   "(default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--skip-race", action="store_true", help="leave out the end-to-end race (the tutorial's full "
                    "training takes most of an hour on 2 CPU cores)")
     args = p.parse_args(argv)
@@ -244,21 +248,21 @@ def main(argv=None) -> int:
     from qa_lib.data import load_examples
     from qa_lib.modeling import load_tokenizer
 
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(args.model)
     train = load_examples(str(DATA / "train-v1.1.sample.json"))
     dev = load_examples(str(DATA / "dev-v1.1.super_bowl_50.json"))
     if args.quick:
         train, dev = train.select(range(200)), dev.select(range(48))
-    out: dict = {"examples": len(train), "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
+    out: dict = {"model": args.model, "examples": len(train), "quick": args.quick, "date": time.strftime("%Y-%m-%d"),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch_threads": _threads()}
     tmp = Path(tempfile.mkdtemp(prefix="qa-bench-"))
     try:
         tut_feats, our_feats = bench_features(train, tokenizer, out)
-        bench_training(tut_feats, our_feats, 2 if args.quick else 30, 2 if args.quick else 60, tmp, out)
-        bench_predict_postprocess(dev, tokenizer, tmp, out)
-        bench_orchestration(args.quick, tmp, out)
+        bench_training(args.model, tut_feats, our_feats, 2 if args.quick else 30, 2 if args.quick else 60, tmp, out)
+        bench_predict_postprocess(args.model, dev, tokenizer, tmp, out)
+        bench_orchestration(args.model, args.quick, tmp, out)
         if not args.skip_race:
-            bench_race(train, dev, tokenizer, args.quick, tmp, out)
+            bench_race(args.model, train, dev, tokenizer, args.quick, tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(report(out))

