@@ -117,8 +117,8 @@ def pytest_runtest_teardown(item):
 
 # The slowest modules first: `make test` hands whole modules to its two workers in collection order
 # (`--dist loadscope --no-loadscope-reorder`), and a slow module started last runs alone at the end.
-SLOW_FIRST = ("test_bench.py", "test_fleet.py", "test_deployments.py", "test_flows.py", "test_cli.py",
-              "test_disk_full.py")
+SLOW_FIRST = ("test_deployments.py", "test_fleet.py", "test_cli.py", "test_flows.py", "test_train.py", "test_bench.py",
+              "test_families.py", "test_store.py", "test_disk_full.py")
 
 
 def pytest_collection_modifyitems(config, items):
