@@ -102,36 +102,36 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
 
     tokens_sent, tokens_total = 0, max(int(lengths.sum()), 1)
     progress = progress_enabled() if progress is None else progress
-    bar = tqdm(total=n, desc="predict", unit="feature", disable=not progress)
-    lo = 0
-    while lo < n:
-        idx = order[lo : lo + batch_size]
-        w = padding.width(int(lengths[idx].max()))
-        batch = {c: torch.from_numpy(ragged[c].padded(idx, w, padding.value(c))).to(device, non_blocking=True)
-                 for c in columns}
-        try:
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model(**batch)
-        except Exception as exc:  # noqa: BLE001 - only running out of memory is handled
-            if not is_out_of_memory(exc):
-                raise
-            out = None  # and `exc`, with the frames that hold the batch's activations, goes at the block's end
-        if out is None:
-            del batch
-            batch_size = _smaller_batch(batch_size, w, device)
-            copy_back()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        held.append((idx, out.start_logits.float(), out.end_logits.float()))
-        held_values += out.start_logits.numel() + out.end_logits.numel()
-        if held_values >= DEVICE_LOGITS_HELD:
-            copy_back()
-        lo += len(idx)
-        bar.update(len(idx))
-        if on_batch is not None:
-            tokens_sent += int(lengths[idx].sum())
-            on_batch(lo, n, tokens_sent / tokens_total)
-    bar.close()
+    # A with block: a batch that raises (out of memory at one window, an interrupt) still ends the bar's line.
+    with tqdm(total=n, desc="predict", unit="feature", disable=not progress) as bar:
+        lo = 0
+        while lo < n:
+            idx = order[lo : lo + batch_size]
+            w = padding.width(int(lengths[idx].max()))
+            batch = {c: torch.from_numpy(ragged[c].padded(idx, w, padding.value(c))).to(device, non_blocking=True)
+                     for c in columns}
+            try:
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    out = model(**batch)
+            except Exception as exc:  # noqa: BLE001 - only running out of memory is handled
+                if not is_out_of_memory(exc):
+                    raise
+                out = None  # and `exc`, with the frames that hold the batch's activations, goes at the block's end
+            if out is None:
+                del batch
+                batch_size = _smaller_batch(batch_size, w, device)
+                copy_back()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            held.append((idx, out.start_logits.float(), out.end_logits.float()))
+            held_values += out.start_logits.numel() + out.end_logits.numel()
+            if held_values >= DEVICE_LOGITS_HELD:
+                copy_back()
+            lo += len(idx)
+            bar.update(len(idx))
+            if on_batch is not None:
+                tokens_sent += int(lengths[idx].sum())
+                on_batch(lo, n, tokens_sent / tokens_total)
     copy_back()
     return start, end

@@ -107,3 +107,29 @@ def test_a_batch_out_of_memory_goes_on_in_halves_and_gives_the_same_logits(tiny_
             predict_logits(model, feats, batch_size=2, progress=False)
     finally:
         handle.remove()
+
+
+def test_a_batch_that_raises_still_ends_the_progress_bar(tiny_model, dev_v1_examples):
+    """An open bar stays in tqdm's list of bars after its function raised (the traceback holds it):
+    every later bar of the process, a retry's included, was drawn one line lower."""
+    import pytest
+    from tqdm.auto import tqdm
+
+    tok = load_tokenizer(str(tiny_model))
+    model = load_qa_model(str(tiny_model))
+    feats = build_eval_features(dev_v1_examples.select(range(12)), tok, 96, 32)
+    calls = []
+
+    def second_batch_fails(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+
+    handle = model.register_forward_pre_hook(second_batch_fails, with_kwargs=True)
+    try:
+        with pytest.raises(RuntimeError, match="device lost") as info:
+            predict_logits(model, feats, batch_size=4, progress=True)
+    finally:
+        handle.remove()
+    assert info.traceback  # the frames, the bar's with them, are still held here
+    assert not [bar for bar in getattr(tqdm, "_instances", ()) if bar.desc == "predict"]
