@@ -76,9 +76,36 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
-        # A flow-run process may sit in its own session: kill whatever still runs from this folder.
-        subprocess.run(["pkill", "-9", "-f", str(self.home)], check=False)
+        # A flow-run process may sit in its own session: kill whatever still runs from this folder,
+        # and wait till it has gone. Moved away while one was still dying (under CI's load), the
+        # folder came back: the process's last write to its cache (an absolute path) made it again.
+        _kill_processes_naming(self.home)
         self.home.rename(self.home.with_name(self.home.name + "-gone"))
+
+
+def _kill_processes_naming(folder: Path, timeout: float = 60) -> None:
+    """SIGKILL every process whose command line or environment names `folder`, until none is left."""
+    names = (str(folder).encode() + b"/", str(folder).encode() + b"\0")  # not another folder it is a prefix of
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                status = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+                if status != b"Z" and any(name in (proc / f).read_bytes() for f in ("cmdline", "environ")
+                                         for name in names):
+                    found.append(int(proc.name))
+            except (OSError, IndexError):  # gone meanwhile, or not ours to read
+                continue
+        if not found:
+            return
+        assert time.monotonic() < deadline, f"processes {found} naming {folder} would not die"
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
