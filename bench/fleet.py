@@ -1,6 +1,7 @@
 """The bench's flow job on an S3 store (moto's server on loopback) against the local store, and
 the same job rerun by a second, empty worker: a fresh process with its own Prefect home, its own
-local cache and nothing but the store in common."""
+local cache and nothing but the store (and the Prefect server, where PREFECT_API_URL names one) in
+common."""
 
 from __future__ import annotations
 
@@ -58,9 +59,10 @@ def bench_fleet(raw: dict, tmp: Path, out: dict, measure) -> None:
         out["s3_store_io_s"], out["s3_store_uploaded_mb"] = s3_store.io_s, s3_store.uploaded / 2**20
         second = tmp / "worker2"
         second.mkdir()
+        # A fleet's workers share its Prefect server: with one configured, the second worker reports
+        # to it; without one (ephemeral mode) it starts its own, as a lone machine does.
         env = {**os.environ, "PREFECT_HOME": str(second / "prefect"), "QA_PIPELINE_CACHE": str(second / "cache"),
                "HOME": str(second)}
-        env.pop("PREFECT_API_URL", None)
         t = time.perf_counter()
         run = subprocess.run([sys.executable, "-c", _SECOND_WORKER, config.model_dump_json(), store], cwd=ROOT,
                              env=env, capture_output=True, text=True)
