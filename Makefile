@@ -26,8 +26,9 @@ setup: $(STAMP)
 demo: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/qa-pipeline train configs/demo.yaml
 
-# Two workers (pytest-xdist), each given whole modules, slowest first (tests/conftest.py): on CI's 2
-# cores the suite takes 15 minutes instead of 25. TEST_WORKERS=0 runs it in one process.
+# Two workers (pytest-xdist), each given whole modules, slowest first (tests/conftest.py): the suite
+# took 20 min 14 s on 2 cores at d87c8d3. A third worker saved only 7 % there (the cores are busy
+# already). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15 \
