@@ -231,11 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         runs.prefect_defaults()
         previous_handler = bounded_interrupts()
         previous_term_handler = exit_on_terminate()
-        from flows.console import lines_above_bars, quiet_expected_tracebacks
-
-        lines_above_bars()
-        if not verbose:
-            quiet_expected_tracebacks()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -19,11 +19,18 @@ def prefect_defaults() -> None:
 
 
 def _load_config(args):
+    """The config, read and validated before Prefect is imported (4 s of a 5 s answer to a mistyped
+    key or value); then the console set up for the flow, and the API checked."""
     prefect_defaults()
-    from flows.server import check_api
     from qa_lib.config import PipelineConfig
 
     config = PipelineConfig.from_yaml(args.config, args.overrides)
+    from flows.console import lines_above_bars, quiet_expected_tracebacks
+    from flows.server import check_api
+
+    lines_above_bars()
+    if not getattr(args, "verbose", False):
+        quiet_expected_tracebacks()
     check_api()
     return config
 
@@ -101,6 +108,7 @@ def evaluate(args) -> int:
 def predict(args) -> int:
     """The answer_qa flow: every question of a file answered as evaluation would (the config's windows
     and post-processing), its stages kept in the store, the answers saved whole."""
+    config = _load_config(args)
     from qa_lib.answer import default_answer_model, default_answers_output, questions_config
     from qa_lib.errors import ConfigError
     from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
@@ -109,7 +117,6 @@ def predict(args) -> int:
 
     from cli.answer import data_source, source_options_given
 
-    config = _load_config(args)
     if args.questions is None and (option := source_options_given(args)):
         own = {"--column": "columns"}.get(option, option[2:])
         raise ConfigError(f"predict: {option} goes with --questions (the config's eval_data has its own {own})")

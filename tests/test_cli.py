@@ -265,6 +265,40 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
         assert proc.stdout == ""
 
 
+CHECK_IMPORTS = """
+import sys
+from cli.main import main
+code = main(sys.argv[1:])
+heavy = sorted(name for name in ("prefect", "torch", "transformers", "datasets") if name in sys.modules)
+print(code, *heavy)
+"""
+
+
+def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_model, tmp_path):
+    """A mistyped key or value is the commonest bad input; Prefect's import alone took 4 of the 5 s it
+    took to say so. Each flow command reads the config first, and nothing heavy is imported before."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.flow_helpers import tiny_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out").model_dump(mode="json")))
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "home"),
+           "QA_PIPELINE_STORE": str(tmp_path / "store")}
+    for command in ("train", "evaluate", "predict", "retrain"):
+        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), "lerning_rate=0.1"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.stdout == "2\n", (command, proc.stdout, proc.stderr[-2000:])
+        assert proc.stderr.startswith("error: ") and "lerning_rate: unknown key" in proc.stderr, proc.stderr
+    # The check can fail: a valid config goes on to Prefect (the dry run stops before any work).
+    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "train", str(config), "--dry-run"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.splitlines()[-1].startswith("0 ") and "prefect" in proc.stdout.split(), proc.stdout
+
+
 def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_model, tmp_path):
     """With a server of its own the run's end is recorded (not left Running), then the same exit."""
     from prefect.client.orchestration import get_client
