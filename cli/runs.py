@@ -19,8 +19,8 @@ def prefect_defaults() -> None:
 
 
 def _load_config(args):
-    """The config, read and validated before Prefect is imported (4 s of a 5 s answer to a mistyped
-    key or value); then the console set up for the flow, and the API checked."""
+    """The config, read and validated before Prefect is imported, whose import was most of the 3 s a
+    mistyped key or value took to be answered; then the console set up for the flow, and the API checked."""
     prefect_defaults()
     from qa_lib.config import PipelineConfig
 
