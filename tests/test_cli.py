@@ -237,21 +237,29 @@ def test_sigterm_saves_a_checkpoint_and_ends_with_one_line_and_no_orphaned_serve
         raise AssertionError("the temporary server outlived the terminated command")
 
 
-def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model, tmp_path):
-    """In Prefect's ephemeral mode a bad model or window started the temporary server (8 s), ran the
-    flow to its failed preflight task and printed Prefect's log of it around the error line; the
-    run's own first checks now come before Prefect, so the one line is all there is."""
+def _without_a_server(tiny_model, tmp_path) -> tuple[Path, dict[str, str]]:
+    """A tiny run's config file, and an environment with no Prefect server and its own Prefect home."""
     import os
-    import subprocess
-    import sys
 
-    from tests.conftest import ROOT
     from tests.flow_helpers import tiny_config
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out").model_dump(mode="json")))
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "home")}
+    return config, env
+
+
+def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model, tmp_path):
+    """In Prefect's ephemeral mode a bad model or window started the temporary server (8 s), ran the
+    flow to its failed preflight task and printed Prefect's log of it around the error line; the
+    run's own first checks now come before Prefect, so the one line is all there is."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    config, env = _without_a_server(tiny_model, tmp_path)
+    env.update(PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="INFO")
     cases = [
         (["evaluate", str(config), "--model", str(tmp_path / "none")], f"model folder not found: {tmp_path / 'none'}"),
         (["train", str(config), "max_length=600"], f"max_length (600) is longer than model {tiny_model} can take"),
@@ -275,19 +283,15 @@ print(code, *heavy)
 
 
 def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_model, tmp_path):
-    """A mistyped key or value is the commonest bad input; Prefect's import alone took 4 of the 5 s it
-    took to say so. Each flow command reads the config first, and nothing heavy is imported before."""
-    import os
+    """A mistyped key or value is the commonest bad input; Prefect's import was most of the 3 s it took
+    to say so. Each flow command reads the config first, and nothing heavy is imported before."""
     import subprocess
     import sys
 
     from tests.conftest import ROOT
-    from tests.flow_helpers import tiny_config
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(tiny_model, tmp_path / "out").model_dump(mode="json")))
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "home"),
-           "QA_PIPELINE_STORE": str(tmp_path / "store")}
+    config, env = _without_a_server(tiny_model, tmp_path)
+    env["QA_PIPELINE_STORE"] = str(tmp_path / "store")
     for command in ("train", "evaluate", "predict", "retrain"):
         proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), "lerning_rate=0.1"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
