@@ -257,6 +257,21 @@ def test_weights_that_miss_the_encoder_are_refused_and_a_few_missing_are_warned(
             "bert.encoder.layer.1.output.dense.bias); they start from random values") in caplog.text
 
 
+def test_models_load_with_their_own_layers_not_hub_kernels(tmp_path):
+    """transformers 5.25 turned Hub kernels on by default: from_pretrained swaps layers (ModernBERT's
+    rotary embedding) for kernels downloaded at load time, and refuses the meta device that the
+    weight check builds on, so every run failed in preflight."""
+    from qa_lib.answer import QuestionAnswerer
+    from qa_lib.modeling import load_qa_model
+    from tests.conftest import SQUAD
+    from tests.families import build_family
+
+    folder = str(build_family("modernbert-bpe", tmp_path / "modernbert", SQUAD))
+    check_model_source(folder)
+    assert load_qa_model(folder, new_head_expected=True).use_kernels is False
+    assert QuestionAnswerer(folder).model.use_kernels is False
+
+
 def test_output_dir_and_store_must_not_overlap(tmp_path):
     from qa_lib.errors import ConfigError
     from qa_lib.validate import check_output_apart_from_store
