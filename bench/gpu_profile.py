@@ -87,7 +87,7 @@ def plain_loop(model_dir, sample, batch, steps, collator) -> dict:
     from transformers import AutoModelForQuestionAnswering
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).to(dev).train()
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, use_kernels=False).to(dev).train()  # as training loads it
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev == "cuda")
     # Sorted by length, as close to the Trainer's length-grouped batches as a plain loop gets.
     order = sorted(range(len(sample)), key=lambda i: len(sample[i]["input_ids"]))
