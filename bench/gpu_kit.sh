@@ -23,12 +23,16 @@ rm -rf .whl && mkdir -p .whl/wheels
 
 version() { "$VENV_PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 # The versions the tests ran with here, and those of their needs that the machine lacks or may
-# hold too old (transformers checks regex's version on import; datasets caps fsspec).
+# hold too old (transformers checks regex's and, from 5.25, huggingface-hub>=2.4's version on import,
+# and that hub is built on httpx2; accelerate rides along to match that hub; datasets caps fsspec).
 specs=(
   "datasets==$(version datasets)" "transformers==$(version transformers)"
   "pydantic==$(version pydantic)" "pydantic-core==$(version pydantic-core)"
   "dill==$(version dill)" "multiprocess==$(version multiprocess)" "pyarrow==$(version pyarrow)"
   "fsspec==$(version fsspec)" "regex==$(version regex)" "xxhash==$(version xxhash)"
+  "huggingface-hub==$(version huggingface-hub)" "accelerate==$(version accelerate)"
+  "httpx2==$(version httpx2)" "httpcore2==$(version httpcore2)" "truststore==$(version truststore)"
+  "anyio==$(version anyio)" "h11==$(version h11)" "idna==$(version idna)"
   "annotated-types" "typing-inspection" "typing-extensions"
 )
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
