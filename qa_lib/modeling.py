@@ -219,10 +219,10 @@ def tokenizer_files_expected(tokenizer) -> str:
 _HIDDEN_DROPOUT_KEYS = ("hidden_dropout_prob", "dropout")
 _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
-# transformers 5.25 turned Hub kernels on by default: from_pretrained then swaps layers (ModernBERT's
-# rotary embedding, for one) for kernels it downloads at load time, which an offline fleet cannot,
-# and it refuses the meta device outright. Off, as in every release before, so one config trains
-# the same model whichever transformers a worker has.
+# transformers 5.25 turned Hub kernels on by default: on a GPU, from_pretrained then swaps layers
+# (ModernBERT's rotary embedding, for one) for kernels it downloads at load time, which an offline
+# fleet cannot, and it refuses the meta device outright. Off, as in every release before, so one
+# config trains the same model whichever transformers a worker has.
 _NO_HUB_KERNELS = {"use_kernels": False}
 
 
