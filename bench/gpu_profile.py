@@ -84,10 +84,11 @@ def run_variant(model_dir, sample, batch, steps, overrides, out: Path, profile: 
 def plain_loop(model_dir, sample, batch, steps, collator) -> dict:
     """fwd/bwd/AdamW over the same batches, already on the device, bf16 autocast where available."""
     import torch
-    from transformers import AutoModelForQuestionAnswering
+
+    from qa_lib.modeling import load_qa_model
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, use_kernels=False).to(dev).train()  # as training loads it
+    model = load_qa_model(model_dir, new_head_expected=True).to(dev).train()  # as training loads it
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev == "cuda")
     # Sorted by length, as close to the Trainer's length-grouped batches as a plain loop gets.
     order = sorted(range(len(sample)), key=lambda i: len(sample[i]["input_ids"]))

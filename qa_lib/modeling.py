@@ -223,7 +223,7 @@ _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 # (ModernBERT's rotary embedding, for one) for kernels it downloads at load time, which an offline
 # fleet cannot, and it refuses the meta device outright. Off, as in every release before, so one
 # config trains the same model whichever transformers a worker has.
-_NO_HUB_KERNELS = {"use_kernels": False}
+_HUB_KERNELS = False
 
 
 def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dropout: float | None = None,
@@ -247,8 +247,8 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            qa_model, info = AutoModelForQuestionAnswering.from_pretrained(path, config=config, output_loading_info=True,
-                                                                         **_NO_HUB_KERNELS)
+            qa_model, info = AutoModelForQuestionAnswering.from_pretrained(
+                path, config=config, output_loading_info=True, use_kernels=_HUB_KERNELS)
         finally:
             hf_logging.set_verbosity(verbosity)
     except Exception as exc:  # noqa: BLE001
@@ -295,8 +295,8 @@ def check_encoder_weights(model: str, resolved: str) -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar for loading nothing would only puzzle
     try:
-        qa_model, info = AutoModelForQuestionAnswering.from_pretrained(resolved, device_map="meta",
-                                                                       output_loading_info=True, **_NO_HUB_KERNELS)
+        qa_model, info = AutoModelForQuestionAnswering.from_pretrained(
+            resolved, device_map="meta", output_loading_info=True, use_kernels=_HUB_KERNELS)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"cannot load model {model!r}: {first_line(exc)}") from None
     finally:
