@@ -17,11 +17,9 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from transformers.utils import logging as hf_logging
-
-    from qa_lib.answer import answer, checked_inputs
+    from qa_lib.answer_inputs import checked_inputs
     from qa_lib.errors import ConfigError
-    from qa_lib.validate import check_trained_head
+    from qa_lib.modeling import resolve_model
 
     one = args.question is not None or args.context is not None or args.context_file is not None
     if args.questions is not None:
@@ -35,14 +33,22 @@ def _run(args) -> int:
     check_options(args)
     context = args.context if args.context is not None else read_context(args.context_file)
     checked_inputs(args.question, context, args.top_k, args.max_answer_len)
+    # A missing local folder is named here too (an s3:// model is downloaded once its inputs pass).
+    model = args.model if args.model.startswith("s3://") else resolve_model(args.model)
+    # Only now the model libraries (~10 s to import): the options, inputs and folder have passed.
+    from transformers.utils import logging as hf_logging
+
+    from qa_lib.answer import answer
+    from qa_lib.validate import check_trained_head
+
     # As with --questions and evaluate: a base model's random head would give a confident-looking
     # answer that means nothing (the library's QuestionAnswerer only warns, for experiments).
-    check_trained_head(args.model)
+    check_trained_head(model)
     # One model load for one answer: its "Loading weights" bar is only noise before the JSON.
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        result = answer(args.model, args.question, context, top_k=args.top_k,
+        result = answer(model, args.question, context, top_k=args.top_k,
                         max_answer_len=args.max_answer_len, handle_impossible_answer=args.handle_impossible_answer,
                         max_length=args.max_length, doc_stride=args.doc_stride, batch_size=args.batch_size,
                         precision=args.precision, progress=None)
@@ -60,15 +66,20 @@ _OPTION_NAMES = {"top_k": "--top-k", "max_answer_len": "--max-answer-len", "batc
 
 
 def check_options(args) -> None:
-    """The numeric options and --precision, checked before any file is read or model looked for."""
+    """The numeric options and --precision, checked before any file is read or model looked for, and
+    before torch is imported unless --precision names a GPU's (fp16, bf16: torch says if there is one)."""
     import re
 
-    from qa_lib.answer import check_answer_options, check_run_options
+    from qa_lib.answer_inputs import check_answer_options, check_run_values
     from qa_lib.errors import ConfigError
 
     try:
         check_answer_options(args.top_k, args.max_answer_len)
-        check_run_options(args.batch_size, args.precision, args.max_length, args.doc_stride)
+        check_run_values(args.batch_size, args.precision, args.max_length, args.doc_stride)
+        if args.precision in ("fp16", "bf16"):
+            from qa_lib.predict import resolve_precision
+
+            resolve_precision(args.precision)
     except ConfigError as exc:
         pattern = r"\b(" + "|".join(_OPTION_NAMES) + r")\b"
         raise ConfigError(re.sub(pattern, lambda m: _OPTION_NAMES[m.group(1)], str(exc))) from None
@@ -105,13 +116,8 @@ def run_file(args) -> int:
     """Every question of `args.questions`: the options, the output's place and a local model folder
     are checked first, then the file is read and checked, and only then the model loaded; the
     output (a file, or an `s3://` object) is written whole or not at all."""
-    from qa_lib.answer import QuestionAnswerer, answer_all
-    from qa_lib.data import load_questions
-    from qa_lib.errors import DataError
-    from qa_lib.features import check_questions_fit
-    from qa_lib.modeling import load_tokenizer, resolve_model
+    from qa_lib.modeling import resolve_model
     from qa_lib.outputs import check_output, save_output
-    from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
 
     check_options(args)
     source = data_source(args.questions, args, "answer")
@@ -120,6 +126,16 @@ def run_file(args) -> int:
     # A missing local folder is named before a long file is read; an s3:// model's download waits
     # until the file has passed.
     model_dir = None if args.model.startswith("s3://") else resolve_model(args.model)
+    # Only now the data and model libraries (~10 s to import): the options and places have passed.
+    from qa_lib.answer import QuestionAnswerer, answer_all
+    from qa_lib.data import load_questions
+    from qa_lib.errors import DataError
+    from qa_lib.features import check_questions_fit
+    from qa_lib.modeling import load_tokenizer
+    from qa_lib.progress import configure_progress
+    from qa_lib.validate import check_model_source, check_trained_head, check_windows_fit
+
+    configure_progress()  # QA_PIPELINE_NO_PROGRESS=1 quiets datasets' bars too, as the flows do
     examples = load_questions(source)
     model_dir = model_dir or resolve_model(args.model)
     try:  # with the tokenizer alone: a question too long for the window is named before the weights load

@@ -14,23 +14,16 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from qa_lib.answer_inputs import BATCH, PRECISION, STRIDE, WINDOW, check_run_values, checked_inputs
 from qa_lib.batching import Padding
 from qa_lib.config import MAX_ANSWER_LEN, DataSource, PipelineConfig
-from qa_lib.errors import ConfigError, DataError
+from qa_lib.errors import ConfigError
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
 from qa_lib.predict import predict_logits, resolve_precision
 from qa_lib.progress import datasets_bars_off, progress_enabled
 from qa_lib.validate import check_windows_fit
-
-
-# As the pipeline's evaluation does by default: the same window, batch and precision give the
-# same answers the evaluation scored (on a GPU, bf16 and fp32 can pick different spans).
-WINDOW = PipelineConfig.model_fields["eval_max_length"].default
-STRIDE = PipelineConfig.model_fields["eval_doc_stride"].default
-BATCH = PipelineConfig.model_fields["per_device_eval_batch_size"].default
-PRECISION = PipelineConfig.model_fields["precision"].default
 
 
 @dataclass
@@ -133,43 +126,11 @@ class QuestionAnswerer:
         return out
 
 
-def checked_inputs(question: str | list[str], context: str | list[str], top_k: int,
-                   max_answer_len: int) -> tuple[list[str], list[str]]:
-    """The questions and their contexts as lists, or the error that makes them unanswerable."""
-    check_answer_options(top_k, max_answer_len)
-    questions = [question] if isinstance(question, str) else list(question)
-    contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-    if len(questions) != len(contexts):
-        raise DataError("answer", [f"{len(questions)} questions but {len(contexts)} contexts"])
-    # As the transformers question-answering pipeline did: an empty input is an error, not a guess.
-    empty = [f"the {name} is empty" if isinstance(given, str) else f"{name} {i} is empty"  # a list's: by position
-             for i, (q, c) in enumerate(zip(questions, contexts))
-             for name, text, given in (("question", q, question), ("context", c, context)) if not (text or "").strip()]
-    if empty:
-        raise DataError("answer", empty)
-    return questions, contexts
-
-
-def check_answer_options(top_k: int, max_answer_len: int) -> None:
-    for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-        if value < 1:
-            raise ConfigError(f"{name} ({value}) must be at least 1")
-
-
 def check_run_options(batch_size: int, precision: str, max_length: int = WINDOW, doc_stride: int = STRIDE) -> str:
     """The precision the model will run in (`auto` resolved), or the error that the batch size,
     precision or window is: checked before a model is loaded."""
-    _check_window_values(max_length, doc_stride)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size ({batch_size}) must be at least 1")
+    check_run_values(batch_size, precision, max_length, doc_stride)
     return resolve_precision(precision)
-
-
-def _check_window_values(max_length: int, doc_stride: int) -> None:
-    if max_length < 1:
-        raise ConfigError(f"max_length ({max_length}) must be at least 1")
-    if not 0 <= doc_stride < max_length:
-        raise ConfigError(f"doc_stride ({doc_stride}) must be at least 0 and smaller than max_length ({max_length})")
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -14,14 +14,14 @@ halved and sent again, for the same reason that the output does not depend on th
 from __future__ import annotations
 
 import logging
-from typing import Callable, get_args
+from typing import Callable
 
 import datasets
 import numpy as np
 import torch
 
+from qa_lib.answer_inputs import check_precision_name
 from qa_lib.batching import MODEL_INPUTS, Padding
-from qa_lib.config import Precision
 from qa_lib.errors import ConfigError, OutOfMemory, is_out_of_memory, memory_name
 from qa_lib.progress import progress_enabled
 from qa_lib.ragged import Ragged, arrow_table
@@ -49,8 +49,7 @@ def _device() -> torch.device:
 
 def resolve_precision(precision: str) -> str:
     """`auto` → bf16 on a GPU that has it, fp16 on an older GPU, fp32 on the CPU."""
-    if precision not in get_args(Precision):  # a config checks this; code calling in directly may not
-        raise ConfigError(f"precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
+    check_precision_name(precision)
     has_cuda = torch.cuda.is_available()
     if precision == "auto":
         if not has_cuda:

@@ -303,6 +303,44 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
     assert proc.stdout.splitlines()[-1].startswith("0 ") and "prefect" in proc.stdout.split(), proc.stdout
 
 
+def test_answer_s_bad_options_and_inputs_are_answered_before_torch_is_imported(tiny_model, tmp_path):
+    """`answer --top-k 0` took 12 s to print its one line: the model libraries were imported first.
+    Each option, an empty question, a missing context file or model folder, and an output that
+    cannot be written is now said before any of them is imported."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "1", "question": "Who won?", "context": "The Broncos won."}\n')
+    one = ["--question", "Who won?", "--context", "The Broncos won."]
+    cases = {
+        "--top-k (0) must be at least 1": [*one, "--top-k", "0"],
+        "--max-answer-len (0) must be at least 1": [*one, "--max-answer-len", "0"],
+        "--batch-size (0) must be at least 1": ["--questions", str(questions), "--batch-size", "0"],
+        "--doc-stride (384) must be at least 0 and smaller than --max-length (384)":
+            ["--questions", str(questions), "--max-length", "384", "--doc-stride", "384"],
+        "answer: the question is empty": ["--question", " ", "--context", "The Broncos won."],
+        "file not found": ["--question", "Who won?", "--context-file", str(tmp_path / "none.txt")],
+        "cannot write here": ["--questions", str(questions), "--output", str(questions / "a.json")],
+    }
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    for message, argv in cases.items():
+        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "answer", "--model", str(tiny_model), *argv],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.stdout == "2\n", (argv, proc.stdout, proc.stderr[-2000:])
+        assert proc.stderr.startswith("error: ") and message in proc.stderr, (argv, proc.stderr)
+    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "answer", "--model", str(tmp_path / "none"), *one],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "2\n" and "model folder not found" in proc.stderr, (proc.stdout, proc.stderr)
+    # The check can fail: with every option and input good, answering goes on to the model libraries.
+    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "answer", "--model", str(tiny_model), *one],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert {"torch", "transformers"} <= set(proc.stdout.split()), (proc.stdout, proc.stderr[-2000:])
+
+
 def test_ctrl_c_on_a_server_records_the_run_as_crashed(prefect_server, tiny_model, tmp_path):
     """With a server of its own the run's end is recorded (not left Running), then the same exit."""
     from prefect.client.orchestration import get_client
