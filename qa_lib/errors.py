@@ -74,6 +74,15 @@ def _chain(exc: BaseException | None, context: bool = True) -> Iterator[BaseExce
         exc = exc.__cause__ or (exc.__context__ if context else None)
 
 
+def model_too_big(stage: str, model, device) -> OutOfMemory:
+    """Weights that do not fit on `device` at all, named with their size: no batch or window setting
+    helps, and a retry runs out again (torch's message names only the bytes of one allocation)."""
+    count = sum(p.numel() for p in model.parameters())
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return OutOfMemory(f"{stage}: the model does not fit in {memory_name(device)}: {count / 1e6:,.1f}M parameters, "
+                       f"{size / 2**30:.2f} GiB of weights; use a device with more memory or a smaller model")
+
+
 def memory_name(device) -> str:
     """`device`'s memory in a message: "GPU memory (NVIDIA H200, 139.8 GiB)", or "memory" on the CPU."""
     if getattr(device, "type", device) != "cuda":

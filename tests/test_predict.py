@@ -109,6 +109,26 @@ def test_a_batch_out_of_memory_goes_on_in_halves_and_gives_the_same_logits(tiny_
         handle.remove()
 
 
+def test_a_model_too_big_for_the_device_is_named_with_its_size(tiny_model, dev_v1_examples, monkeypatch):
+    """No batch size helps weights that do not fit at all: said as such, not as torch's raw error."""
+    import pytest
+    import torch
+
+    from qa_lib.errors import OutOfMemory
+
+    model = load_qa_model(str(tiny_model))
+    feats = build_eval_features(dev_v1_examples.select(range(3)), load_tokenizer(str(tiny_model)), 96, 32)
+
+    def too_big(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB.")
+
+    monkeypatch.setattr(model, "to", too_big)
+    count = sum(p.numel() for p in model.parameters())
+    with pytest.raises(OutOfMemory, match=rf"^predict: the model does not fit in memory: {count / 1e6:,.1f}M "
+                                          r"parameters, \d+\.\d\d GiB of weights; use a device with more memory"):
+        predict_logits(model, feats, batch_size=4, progress=False)
+
+
 def test_a_batch_that_raises_still_ends_the_progress_bar(tiny_model, dev_v1_examples):
     """An open bar stays in tqdm's list of bars after its function raised (the traceback holds it):
     every later bar of the process, a retry's included, was drawn one line lower."""

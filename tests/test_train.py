@@ -244,6 +244,36 @@ def test_running_out_of_memory_in_a_step_names_the_settings_to_lower(tiny_model,
     assert not (tmp_path / "model").exists()
 
 
+def test_a_model_too_big_for_the_device_is_named_with_its_size_not_retried(tiny_model, train_examples, tmp_path,
+                                                                           monkeypatch):
+    """Weights that do not fit at all (a large model on a small GPU) ran out of memory as the Trainer
+    placed them: torch's raw error, retried three times with the same result. No GPU here: the
+    placement raises torch's own OutOfMemoryError, as a device too small for the weights does."""
+    import torch
+
+    from qa_lib.errors import ConfigError, OutOfMemory
+    from qa_lib.modeling import load_qa_model
+
+    place = torch.nn.Module.to
+
+    def too_big(module, *args, **kwargs):
+        if type(module).__name__.endswith("ForQuestionAnswering"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB.")
+        return place(module, *args, **kwargs)
+
+    feats = build_train_features(train_examples.select(range(40)), load_tokenizer(str(tiny_model)), 128, 48)
+    count = sum(p.numel() for p in load_qa_model(str(tiny_model)).parameters())
+    monkeypatch.setattr(torch.nn.Module, "to", too_big)
+    with pytest.raises(OutOfMemory) as caught:
+        fine_tune(_config(tiny_model, tmp_path, max_length=128, doc_stride=48), feats, tmp_path)
+    assert isinstance(caught.value, ConfigError)  # never retried; one line on the command line
+    assert str(caught.value) == (
+        f"fine-tune: the model does not fit in memory: {count / 1e6:,.1f}M parameters, {count * 4 / 2**30:.2f} GiB "
+        f"of weights; use a device with more memory or a smaller model")
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
+    assert not (tmp_path / "model").exists()
+
+
 def test_precision_auto_is_fp32_on_cpu():
     import torch
 
