@@ -4,9 +4,7 @@ second, not after the ~10 s import of the model libraries that answering itself 
 
 from __future__ import annotations
 
-from typing import get_args
-
-from qa_lib.config import PipelineConfig, Precision
+from qa_lib.config import PipelineConfig, check_precision_name
 from qa_lib.errors import ConfigError, DataError
 
 # As the pipeline's evaluation does by default: the same window, batch and precision give the
@@ -50,8 +48,3 @@ def check_run_values(batch_size: int, precision: str, max_length: int = WINDOW, 
     if batch_size < 1:
         raise ConfigError(f"batch_size ({batch_size}) must be at least 1")
     check_precision_name(precision)
-
-
-def check_precision_name(precision: str) -> None:
-    if precision not in get_args(Precision):  # a config checks this; code calling in directly may not
-        raise ConfigError(f"precision: {precision!r} is not one of {', '.join(get_args(Precision))}")

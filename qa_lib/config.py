@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Collection, Literal
+from typing import Any, Collection, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +26,12 @@ PackedAttention = Literal["mask", "varlen"]
 # not after the features are built.
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt"]
+
+
+def check_precision_name(precision: str) -> None:
+    """For code that takes a precision without a config (which checks it as it is read)."""
+    if precision not in get_args(Precision):
+        raise ConfigError(f"precision: {precision!r} is not one of {', '.join(get_args(Precision))}")
 
 
 # `qa-pipeline answer` and `qa_lib.answer`: the longest answer in tokens, as transformers'

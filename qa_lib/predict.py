@@ -20,8 +20,8 @@ import datasets
 import numpy as np
 import torch
 
-from qa_lib.answer_inputs import check_precision_name
 from qa_lib.batching import MODEL_INPUTS, Padding
+from qa_lib.config import check_precision_name
 from qa_lib.errors import ConfigError, OutOfMemory, is_out_of_memory, memory_name, model_too_big
 from qa_lib.progress import progress_enabled
 from qa_lib.ragged import Ragged, arrow_table
