@@ -56,12 +56,14 @@ def check_source_exists(source: DataSource) -> None:
         from qa_lib.s3 import check_cache_writable, object_fingerprint
 
         _check_whole_file(source)  # an object is one file: refused before S3 is asked
+        _check_file_type(Path(path), path)
         object_fingerprint(path)
         check_cache_writable()  # where it will be downloaded
         return
     local = source.local_path
     if local.is_file():
         _check_whole_file(source)
+        _check_file_type(local, path)
     if local.exists():
         return
     if local.suffix in (*_FLAT_SUFFIXES, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
@@ -79,6 +81,20 @@ def _check_whole_file(source: DataSource) -> None:
             raise DataError(source.path, [f"{key} {value!r} given for a single file, which has no {key}s and is read "
                                           f"whole; remove it ({key} chooses among a data folder's or Hub dataset's "
                                           f"{key}s)"])
+
+
+def _check_file_type(file: Path, name: str) -> None:
+    """A file the loaders cannot read, refused by its name alone: a README or a .txt given for the
+    data was found only once the run had started and Prefect had logged around it."""
+    suffix = file.suffix.lower()
+    if suffix in COMPRESSIONS:  # read as the file inside
+        inner = Path(file.stem).suffix
+        if inner.lower() not in _FLAT_SUFFIXES:
+            raise DataError(name, [f"unsupported file type {inner + file.suffix!r} ({_FILE_TYPES})"])
+    elif not suffix:
+        raise DataError(name, [f"no file type in the name ({_FILE_TYPES})"])
+    elif suffix not in _FLAT_SUFFIXES:
+        raise DataError(name, [f"unsupported file type {suffix!r} ({_FILE_TYPES})"])
 
 
 def _check_hub_reachable(name: str) -> None:
@@ -137,6 +153,7 @@ def load_questions(source: DataSource | str, columns: dict[str, str] | None = No
 
 
 def _load_file(path: Path) -> datasets.Dataset:
+    _check_file_type(path, str(path))
     suffix = path.suffix.lower()
     if suffix in COMPRESSIONS:
         return _load_compressed(path)
@@ -144,8 +161,6 @@ def _load_file(path: Path) -> datasets.Dataset:
         squad = _read_squad_json(path)
         if squad is not None:
             return squad
-    if suffix not in _FLAT_SUFFIXES:
-        raise DataError(str(path), [f"unsupported file type {suffix!r} ({_FILE_TYPES})"])
     if suffix in (".json", ".jsonl"):
         check_json_lines(path, read_utf8(path))
     elif suffix == ".csv":
@@ -159,9 +174,6 @@ def _load_file(path: Path) -> datasets.Dataset:
 
 def _load_compressed(path: Path) -> datasets.Dataset:
     """A compressed file, read as the file inside (every reader and check as for the plain file)."""
-    inner = Path(path.stem)
-    if inner.suffix.lower() not in _FLAT_SUFFIXES:
-        raise DataError(str(path), [f"unsupported file type {inner.suffix + path.suffix!r} ({_FILE_TYPES})"])
     with unpacked(path) as plain:
         return _load_file(plain)
 

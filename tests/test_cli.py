@@ -264,6 +264,7 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
         (["evaluate", str(config), "--model", str(tmp_path / "none")], f"model folder not found: {tmp_path / 'none'}"),
         (["train", str(config), "max_length=600"], f"max_length (600) is longer than model {tiny_model} can take"),
         (["predict", str(config), "--model", str(tiny_model), "-o", str(tmp_path)], f"{tmp_path}: a folder; give"),
+        (["train", str(config), f"train_data.path={ROOT / 'README.md'}"], f"{ROOT / 'README.md'}: unsupported file type"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=tmp_path, env=env, capture_output=True,

@@ -127,6 +127,27 @@ def test_a_split_given_for_a_single_file_is_refused(tmp_path):
         check_source_exists(DataSource(path=str(path)))
 
 
+def test_a_file_of_a_type_no_loader_reads_is_refused_by_preflight_s_cheap_check(tmp_path):
+    """It was found only by the loader, once the run had started (and, on the CLI without a server,
+    after Prefect's temporary server had started and logged around the error)."""
+    from qa_lib.data import check_source_exists
+
+    for name, problem in (("notes.txt", "unsupported file type '.txt'"), ("README", "no file type in the name"),
+                          ("notes.txt.gz", "unsupported file type '.txt.gz'"),
+                          ("dev.json.gz.gz", "unsupported file type '.gz.gz'")):
+        (tmp_path / name).write_bytes(b"not data")
+        for check in (check_source_exists, load_examples):
+            with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / name))}: {re.escape(problem)} \(use SQuAD "
+                                                r"\.json, "):
+                check(DataSource(path=str(tmp_path / name)))
+    # An object's name says as much: refused before S3 is asked (no endpoint here to ask).
+    with pytest.raises(DataError, match=r"^s3://bucket/notes\.txt: unsupported file type '\.txt'"):
+        check_source_exists(DataSource(path="s3://bucket/notes.txt"))
+    for good in ("dev.JSON", "train.jsonl.xz", "q.csv", "q.parquet.bz2"):
+        (tmp_path / good).write_bytes(b"")
+        check_source_exists(DataSource(path=str(tmp_path / good)))
+
+
 def test_limit(dev_v1_examples):
     assert len(load_examples(DataSource(path=str(DEV_V1), limit=7))) == 7
 
