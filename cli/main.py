@@ -139,13 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from typing import get_args
 
-    from qa_lib.config import MAX_ANSWER_LEN, PipelineConfig, Precision
+    from qa_lib.answer_inputs import BATCH, PRECISION, STRIDE, WINDOW  # as evaluation windows and batches
+    from qa_lib.config import MAX_ANSWER_LEN, Precision
 
-    # `answer` windows a context as evaluation does.
-    answer_window = PipelineConfig.model_fields["eval_max_length"].default
-    answer_stride = PipelineConfig.model_fields["eval_doc_stride"].default
-    answer_precision = PipelineConfig.model_fields["precision"].default
-    answer_batch = PipelineConfig.model_fields["per_device_eval_batch_size"].default
     a = sub.add_parser("answer", parents=[common], help="answer a question about a context with a trained model",
                        description="Answer --question about --context (or --context-file), or every question of a "
                                    "data file with --questions.")
@@ -168,19 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top-k", type=int, default=1, help="how many answers, best first (default 1)")
     a.add_argument("--max-answer-len", type=int, default=MAX_ANSWER_LEN,
                    help=f"longest answer, in tokens (default {MAX_ANSWER_LEN}, as transformers' pipeline)")
-    a.add_argument("--max-length", type=int, default=answer_window,
-                   help=f"tokens per window, question included (default {answer_window}, the evaluation window)")
-    a.add_argument("--doc-stride", type=int, default=answer_stride,
-                   help=f"tokens shared by consecutive windows of a long context (default {answer_stride})")
+    a.add_argument("--max-length", type=int, default=WINDOW,
+                   help=f"tokens per window, question included (default {WINDOW}, the evaluation window)")
+    a.add_argument("--doc-stride", type=int, default=STRIDE,
+                   help=f"tokens shared by consecutive windows of a long context (default {STRIDE})")
     a.add_argument("--handle-impossible-answer", action="store_true",
                    help="allow the empty answer (SQuAD v2 models) when it scores best")
-    a.add_argument("--precision", choices=get_args(Precision), default=answer_precision,
-                   help=f"as the config's precision (default {answer_precision}: bf16 or fp16 on a GPU, fp32 on "
+    a.add_argument("--precision", choices=get_args(Precision), default=PRECISION,
+                   help=f"as the config's precision (default {PRECISION}: bf16 or fp16 on a GPU, fp32 on "
                         "the CPU, as evaluation runs)")
     a.add_argument("--dry-run", action="store_true",
                    help="with --questions: check the options, the output's place, the file and the model, then stop")
-    a.add_argument("--batch-size", type=int, default=answer_batch,
-                   help=f"windows per forward pass (default {answer_batch}, the evaluation batch)")
+    a.add_argument("--batch-size", type=int, default=BATCH,
+                   help=f"windows per forward pass (default {BATCH}, the evaluation batch)")
     a.set_defaults(func=answer.run)
 
     d = sub.add_parser("deploy", parents=[common], help="register the Prefect deployments with the configured server")

@@ -74,13 +74,21 @@ def _chain(exc: BaseException | None, context: bool = True) -> Iterator[BaseExce
         exc = exc.__cause__ or (exc.__context__ if context else None)
 
 
-def model_too_big(stage: str, model, device) -> OutOfMemory:
-    """Weights that do not fit on `device` at all, named with their size: no batch or window setting
-    helps, and a retry runs out again (torch's message names only the bytes of one allocation)."""
-    count = sum(p.numel() for p in model.parameters())
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return OutOfMemory(f"{stage}: the model does not fit in {memory_name(device)}: {count / 1e6:,.1f}M parameters, "
-                       f"{size / 2**30:.2f} GiB of weights; use a device with more memory or a smaller model")
+@contextlib.contextmanager
+def placing_model(stage: str, model, device) -> Iterator[None]:
+    """`model` moved to `device` in the block: weights that do not fit there at all are one
+    `OutOfMemory` naming their size, since no batch or window setting helps and a retry runs out
+    again (torch's message names only the bytes of one allocation)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only running out of memory is renamed
+        if not is_out_of_memory(exc):
+            raise
+        count = sum(p.numel() for p in model.parameters())
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        raise OutOfMemory(f"{stage}: the model does not fit in {memory_name(device)}: {count / 1e6:,.1f}M "
+                          f"parameters, {size / 2**30:.2f} GiB of weights; use a device with more memory or a "
+                          f"smaller model") from exc
 
 
 def memory_name(device) -> str:

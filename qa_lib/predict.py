@@ -22,7 +22,7 @@ import torch
 
 from qa_lib.batching import MODEL_INPUTS, Padding
 from qa_lib.config import check_precision_name
-from qa_lib.errors import ConfigError, OutOfMemory, is_out_of_memory, memory_name, model_too_big
+from qa_lib.errors import ConfigError, OutOfMemory, is_out_of_memory, memory_name, placing_model
 from qa_lib.progress import progress_enabled
 from qa_lib.ragged import Ragged, arrow_table
 
@@ -74,12 +74,8 @@ def predict_logits(model, features: datasets.Dataset, batch_size: int = 64, prec
     from tqdm.auto import tqdm
 
     device = _device()
-    try:
+    with placing_model("predict", model, device):
         model = model.to(device).eval()
-    except Exception as exc:  # noqa: BLE001 - only running out of memory is renamed
-        if not is_out_of_memory(exc):
-            raise
-        raise model_too_big("predict", model, device) from exc
     if padding is None:
         padding = Padding(pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
     columns = [c for c in MODEL_INPUTS if c in features.column_names]

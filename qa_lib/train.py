@@ -27,7 +27,7 @@ import datasets
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from qa_lib.config import PipelineConfig
-from qa_lib.errors import ConfigError, ModelError, OutOfMemory, is_out_of_memory, memory_name, model_too_big
+from qa_lib.errors import ConfigError, ModelError, OutOfMemory, is_out_of_memory, memory_name, placing_model
 from qa_lib.predict import resolve_precision
 from qa_lib.progress import configure_progress, progress_enabled
 from qa_lib.termination import SaveOnSignal, SignalOwner
@@ -208,12 +208,8 @@ class QATrainer(Trainer):
     pack_shape: tuple[int, int] | None = None  # packed: rows and tokens per row of every batch
 
     def _move_model_to_device(self, model, device):
-        try:
+        with placing_model("fine-tune", model, device):
             super()._move_model_to_device(model, device)
-        except Exception as exc:  # noqa: BLE001 - only running out of memory is renamed
-            if not is_out_of_memory(exc):
-                raise
-            raise model_too_big("fine-tune", model, device) from exc
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from qa_lib.loss import span_loss
