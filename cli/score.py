@@ -75,11 +75,14 @@ def _dataset(args, read) -> dict:
     data file the pipeline reads (JSONL, CSV, Parquet, flat JSON records, a dataset folder, a Hub
     dataset) through `load_examples`, as one article of its examples, v2.0 when a question has no
     answer. An `s3://` object is either, downloaded once into this worker's cache."""
-    from qa_lib.text_files import COMPRESSIONS
+    from qa_lib.text_files import COMPRESSIONS, check_file_type
 
     from cli.answer import data_source, source_options_given
 
     source = data_source(args.data_file, args, "score")
+    named = Path(args.data_file).expanduser()
+    if args.data_file.startswith("s3://") or named.is_file():  # an object is a file too: said before S3 is asked
+        check_file_type(named, args.data_file)
     path = _local(args.data_file)
     plain = path.with_suffix("") if path.suffix in COMPRESSIONS else path
     if plain.suffix == ".json" or (not path.exists() and plain.suffix in (".jsonl", ".csv", ".parquet")):

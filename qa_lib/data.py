@@ -24,7 +24,8 @@ import datasets
 from qa_lib.config import DataSource
 from qa_lib.errors import DataError, first_line
 from qa_lib.progress import datasets_bars_off
-from qa_lib.text_files import COMPRESSIONS, check_csv, check_json_lines, json_type, read_utf8, unpacked
+from qa_lib.text_files import (COMPRESSIONS, FLAT_READERS, check_csv, check_file_type, check_json_lines, json_type,
+                               read_utf8, unpacked)
 
 _log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ FEATURES = datasets.Features(
     }
 )
 
-_FLAT_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
-_FILE_TYPES = "use SQuAD .json, .jsonl, .csv or .parquet, each also as .gz, .bz2 or .xz"
 
 
 def check_source_exists(source: DataSource) -> None:
@@ -56,17 +55,17 @@ def check_source_exists(source: DataSource) -> None:
         from qa_lib.s3 import check_cache_writable, object_fingerprint
 
         _check_whole_file(source)  # an object is one file: refused before S3 is asked
-        _check_file_type(Path(path), path)
+        check_file_type(Path(path), path)
         object_fingerprint(path)
         check_cache_writable()  # where it will be downloaded
         return
     local = source.local_path
     if local.is_file():
         _check_whole_file(source)
-        _check_file_type(local, path)
+        check_file_type(local, path)
     if local.exists():
         return
-    if local.suffix in (*_FLAT_SUFFIXES, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
+    if local.suffix in (*FLAT_READERS, *COMPRESSIONS) or "/" in path and path.startswith((".", "/", "~")):
         # Relative paths are read from the current folder, not the config file's: say which.
         where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(path, [f"file or folder not found{where}"])
@@ -81,20 +80,6 @@ def _check_whole_file(source: DataSource) -> None:
             raise DataError(source.path, [f"{key} {value!r} given for a single file, which has no {key}s and is read "
                                           f"whole; remove it ({key} chooses among a data folder's or Hub dataset's "
                                           f"{key}s)"])
-
-
-def _check_file_type(file: Path, name: str) -> None:
-    """A file the loaders cannot read, refused by its name alone: a README or a .txt given for the
-    data was found only once the run had started and Prefect had logged around it."""
-    suffix = file.suffix.lower()
-    if suffix in COMPRESSIONS:  # read as the file inside
-        inner = Path(file.stem).suffix
-        if inner.lower() not in _FLAT_SUFFIXES:
-            raise DataError(name, [f"unsupported file type {inner + file.suffix!r} ({_FILE_TYPES})"])
-    elif not suffix:
-        raise DataError(name, [f"no file type in the name ({_FILE_TYPES})"])
-    elif suffix not in _FLAT_SUFFIXES:
-        raise DataError(name, [f"unsupported file type {suffix!r} ({_FILE_TYPES})"])
 
 
 def _check_hub_reachable(name: str) -> None:
@@ -153,7 +138,7 @@ def load_questions(source: DataSource | str, columns: dict[str, str] | None = No
 
 
 def _load_file(path: Path) -> datasets.Dataset:
-    _check_file_type(path, str(path))
+    check_file_type(path, str(path))
     suffix = path.suffix.lower()
     if suffix in COMPRESSIONS:
         return _load_compressed(path)
@@ -167,7 +152,7 @@ def _load_file(path: Path) -> datasets.Dataset:
         check_csv(path, read_utf8(path))
     try:
         kwargs = {"features": _csv_as_text(path)} if suffix == ".csv" else {}
-        return _load_in_memory(_FLAT_SUFFIXES[suffix], data_files=str(path), split="train", **kwargs)
+        return _load_in_memory(FLAT_READERS[suffix], data_files=str(path), split="train", **kwargs)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem to report
         raise DataError(str(path), [f"cannot read {suffix} file: {_reader_error(exc)}"]) from None
 

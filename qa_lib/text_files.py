@@ -24,6 +24,25 @@ from qa_lib.errors import DataError, StorageError, naming_full_disk
 
 # `train.jsonl.gz` and the like: read as the file inside, opened with that module's `open`.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+# A data file's type, by its suffix: the `datasets` builder that reads it.
+FLAT_READERS = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".json": "json"}
+_FILE_TYPES = "use SQuAD .json, .jsonl, .csv or .parquet, each also as .gz, .bz2 or .xz"
+
+
+def check_file_type(file: Path, name: str) -> None:
+    """A file the loaders cannot read, refused by its name alone: a README or a .txt given for the
+    data was found only once the run had started and Prefect had logged around it. Here, not in
+    `data`, so that `score` can say it before `datasets` is imported (seconds)."""
+    suffix = file.suffix.lower()
+    if suffix in COMPRESSIONS:  # read as the file inside
+        inner = Path(file.stem).suffix
+        if inner.lower() not in FLAT_READERS:
+            raise DataError(name, [f"unsupported file type {inner + file.suffix!r} ({_FILE_TYPES})"])
+    elif not suffix:
+        raise DataError(name, [f"no file type in the name ({_FILE_TYPES})"])
+    elif suffix not in FLAT_READERS:
+        raise DataError(name, [f"unsupported file type {suffix!r} ({_FILE_TYPES})"])
+
 
 # Byte-order marks of encodings that are not UTF-8, named so the user knows what to convert from.
 _BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),

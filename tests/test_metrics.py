@@ -211,6 +211,44 @@ def test_score_cli_names_the_bad_file(tmp_path, capsys):
         assert message in err and err.count("\n") == 1 and "SECRET" not in err, err[:500]
 
 
+def test_score_refuses_a_file_of_no_readable_type_before_datasets_is_imported(tmp_path):
+    """`score README.md preds.json` imported datasets (seconds) before it said the type was not one
+    it reads, and an s3:// .txt object was asked of S3 first: both are said by name at once now."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import DEV_V1, ROOT
+    from tests.test_cli import CHECK_IMPORTS
+
+    preds = tmp_path / "p.json"
+    preds.write_text("{}")
+    (tmp_path / "Makefile").write_text("all:\n")
+    cases = {str(ROOT / "README.md"): "unsupported file type '.md'",
+             "s3://bucket/notes.txt": "unsupported file type '.txt'",
+             str(tmp_path / "Makefile"): "no file type in the name"}
+    # Nothing listens there: were S3 asked, the error would be that it cannot be reached.
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "s", "QA_PIPELINE_CACHE": str(tmp_path / "cache")}
+    for data, message in cases.items():
+        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "score", data, str(preds)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.stdout == "2\n", (data, proc.stdout, proc.stderr[-2000:])
+        assert proc.stderr == f"error: {data}: {message} (use SQuAD .json, .jsonl, .csv or .parquet, each also as " \
+                              ".gz, .bz2 or .xz)\n", proc.stderr
+    # The check can fail: a file of a type it reads goes on to the loaders.
+    doc = json.loads(DEV_V1.read_text())
+    rows = tmp_path / "dev.jsonl"
+    rows.write_text("".join(json.dumps({"id": q["id"], "context": p["context"], "question": q["question"],
+                                        "answers": {"text": [a["text"] for a in q["answers"]],
+                                                    "answer_start": [a["answer_start"] for a in q["answers"]]}}) + "\n"
+                            for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]))
+    preds.write_text(json.dumps({q["id"]: "" for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]}))
+    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "score", str(rows), str(preds)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.splitlines()[-1].split() == ["0", "datasets"], (proc.stdout, proc.stderr[-2000:])
+
+
 def test_score_reads_compressed_files_as_the_file_inside(tmp_path, capsys):
     """The official dev file as it is often kept (dev-v2.0.json.gz): the same numbers as the plain
     file; a corrupt or missing one is one message naming it."""
