@@ -13,8 +13,8 @@ it) or the run would compute it.
 from __future__ import annotations
 
 from qa_lib.config import PipelineConfig
-from qa_lib.data import check_source_exists
 from qa_lib.errors import ConfigError
+from qa_lib.sources import check_source_exists
 from qa_lib.store import open_store
 from qa_lib.validate import (check_activation_checkpointing, check_model_source, check_output_apart_from_store,
                              check_output_dir, check_trained_head, check_windows_fit)

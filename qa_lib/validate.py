@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from qa_lib.errors import ConfigError, DataError, ModelError, first_line
+
+if TYPE_CHECKING:  # imported for its types only: preflight's checks run before datasets is (seconds)
+    import datasets
 
 
 def find_problems(examples: datasets.Dataset, version_2_with_negative: bool, check_answers: bool = True) -> list[str]:

@@ -298,6 +298,14 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert proc.stdout == "2\n", (command, proc.stdout, proc.stderr[-2000:])
         assert proc.stderr.startswith("error: ") and "lerning_rate: unknown key" in proc.stderr, proc.stderr
+    # A data file that is not there: said before datasets (seconds) or the model libraries are imported;
+    # Prefect is, as it decides whether a server records the failure instead.
+    for command in ("train", "evaluate"):
+        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config),
+                               f"eval_data.path={tmp_path / 'none.json'}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.stdout == "2 prefect\n", (command, proc.stdout, proc.stderr[-2000:])
+        assert proc.stderr == f"error: {tmp_path / 'none.json'}: file or folder not found\n", proc.stderr
     # The check can fail: a valid config goes on to Prefect (the dry run stops before any work).
     proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "train", str(config), "--dry-run"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

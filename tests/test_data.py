@@ -112,7 +112,7 @@ def test_a_split_given_for_a_single_file_is_refused(tmp_path):
     import gzip
     import shutil
 
-    from qa_lib.data import check_source_exists
+    from qa_lib.sources import check_source_exists
 
     packed = tmp_path / "dev.json.gz"
     with DEV_V1.open("rb") as src, gzip.open(packed, "wb") as dst:
@@ -130,7 +130,7 @@ def test_a_split_given_for_a_single_file_is_refused(tmp_path):
 def test_a_file_of_a_type_no_loader_reads_is_refused_by_preflight_s_cheap_check(tmp_path):
     """It was found only by the loader, once the run had started (and, on the CLI without a server,
     after Prefect's temporary server had started and logged around the error)."""
-    from qa_lib.data import check_source_exists
+    from qa_lib.sources import check_source_exists
 
     for name, problem in (("notes.txt", "unsupported file type '.txt'"), ("README", "no file type in the name"),
                           ("notes.txt.gz", "unsupported file type '.txt.gz'"),
@@ -232,7 +232,7 @@ def test_a_hub_dataset_without_the_hub_is_one_error_at_once(tmp_path, monkeypatc
     from huggingface_hub import constants
 
     from qa_lib import hub_reach
-    from qa_lib.data import check_source_exists
+    from qa_lib.sources import check_source_exists
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -218,7 +218,7 @@ def test_s3_data_source_and_champion_answer(moto, bucket, tiny_model, monkeypatc
     # A missing object is named as one (a HEAD's bare 404 was reported as "bucket does not exist"),
     # and preflight's existence check asks S3 too.
     from qa_lib.config import DataSource
-    from qa_lib.data import check_source_exists
+    from qa_lib.sources import check_source_exists
 
     check_source_exists(DataSource(path=f"s3://{bucket}/data/dev.json"))
     for check in (check_source_exists, load_examples):  # an object is a file: one split, read whole

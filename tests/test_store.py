@@ -482,7 +482,7 @@ def test_an_unwritable_local_cache_is_named_by_the_checks(s3env, tmp_path, monke
     """An s3 store computes and downloads through this worker's cache: one that cannot be written
     (a read-only home in a hardened pod) failed the first stage three times, then an OSError, exit 1."""
     from qa_lib.config import DataSource
-    from qa_lib.data import check_source_exists
+    from qa_lib.sources import check_source_exists
 
     (tmp_path / "file").write_text("")
     cache = tmp_path / "file" / "cache"  # under a file: not writable, even by root
