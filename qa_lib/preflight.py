@@ -34,9 +34,10 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
     for source in (config.train_data if training else None, config.eval_data):
         if source is not None:
             check_source_exists(source)
-    from qa_lib.predict import resolve_precision
+    if config.precision in ("fp16", "bf16"):  # the others always resolve: torch (seconds) is not imported for them
+        from qa_lib.predict import resolve_precision
 
-    resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
+        resolve_precision(config.precision)  # fp16 on a machine without a GPU fails here, not after the features
     check_model_source(model or config.model)
     windows = {"eval_max_length": config.eval_window[0]}
     if training:
