@@ -23,6 +23,7 @@ os.environ.setdefault("QA_PIPELINE_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # as the CLI (cli/runs.py)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import numpy as np  # noqa: E402

@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     verbose = getattr(args, "verbose", False)
     previous_handler = previous_term_handler = None
-    if args.command in ("train", "evaluate", "predict", "retrain"):
+    if args.command in ("train", "evaluate", "predict", "retrain", "deploy"):  # the commands that import Prefect
         runs.prefect_defaults()
+    if args.command in ("train", "evaluate", "predict", "retrain"):
         previous_handler = bounded_interrupts()
         previous_term_handler = exit_on_terminate()
     try:

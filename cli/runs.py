@@ -16,6 +16,10 @@ def prefect_defaults() -> None:
     # The ephemeral server boots a database on first use: slow on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's client telemetry (3.9), whose only switch this is: on its first import in a terminal
+    # it printed a four-line notice above a bad input's one line, and sent events to an outside host
+    # (none is reachable from a training cluster). DO_NOT_TRACK=0 turns it back on.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def _load_config(args):

@@ -274,6 +274,44 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
         assert proc.stdout == ""
 
 
+def test_in_a_terminal_on_a_fresh_machine_a_bad_input_is_still_one_line(tiny_model, tmp_path):
+    """Prefect 3.9 prints a telemetry notice on its first import in a terminal, and sends events to
+    an outside host: on a fresh machine a bad input's one line came under four lines of it. The
+    captured output of the other tests is no terminal, so this one runs the command in a pty."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    from tests.conftest import ROOT
+
+    config, env = _without_a_server(tiny_model, tmp_path)
+    for name in ("DO_NOT_TRACK", *CI_ENV_VARS):  # a CI's variables turn Prefect's telemetry off too
+        env.pop(name, None)
+    reader, terminal = pty.openpty()
+    try:
+        code = subprocess.run([sys.executable, "-m", "cli", "train", str(config), f"model={tmp_path / 'none'}"],
+                              cwd=ROOT, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                              timeout=120).returncode
+        os.close(terminal)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(reader, 4096)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(reader)
+    assert code == 2
+    assert output.decode().replace("\r\n", "\n") == f"error: model folder not found: {tmp_path / 'none'}\n", output
+    assert not (tmp_path / "home" / ".sdk_telemetry").exists()
+
+
 CHECK_IMPORTS = """
 import sys
 from cli.main import main
@@ -298,14 +336,17 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert proc.stdout == "2\n", (command, proc.stdout, proc.stderr[-2000:])
         assert proc.stderr.startswith("error: ") and "lerning_rate: unknown key" in proc.stderr, proc.stderr
-    # A data file that is not there: said before datasets (seconds) or the model libraries are imported;
-    # Prefect is, as it decides whether a server records the failure instead.
-    for command in ("train", "evaluate"):
-        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config),
-                               f"eval_data.path={tmp_path / 'none.json'}"],
+    # A data file or model folder that is not there: said before datasets or the model libraries are
+    # imported (seconds); Prefect is, as it decides whether a server records the failure instead.
+    no_file = f"{tmp_path / 'none.json'}: file or folder not found"
+    missing = {("train", f"eval_data.path={tmp_path / 'none.json'}"): no_file,
+               ("evaluate", f"eval_data.path={tmp_path / 'none.json'}"): no_file,
+               ("evaluate", "--model", str(tmp_path / "none")): f"model folder not found: {tmp_path / 'none'}"}
+    for (command, *argv), message in missing.items():
+        proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), *argv],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert proc.stdout == "2 prefect\n", (command, proc.stdout, proc.stderr[-2000:])
-        assert proc.stderr == f"error: {tmp_path / 'none.json'}: file or folder not found\n", proc.stderr
+        assert proc.stderr == f"error: {message}\n", proc.stderr
     # The check can fail: a valid config goes on to Prefect (the dry run stops before any work).
     proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "train", str(config), "--dry-run"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
