@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from qa_lib.batching import LABELS, MODEL_INPUTS, Padding
+from qa_lib.validate import packing_refused
 
 ROW_FEATURES = 2  # row width, in longest features
 
@@ -287,8 +288,8 @@ def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width
     of 256 tokens, before it fails."""
     if not sample:
         return None
-    if not getattr(model, "_supports_attention_backend", False):
-        return "its attention is not built on transformers' AttentionInterface, which a packed row's mask needs"
+    if problem := packing_refused(type(model)):
+        return problem
     was_training = model.training
     model.eval()
     try:

@@ -17,7 +17,7 @@ from qa_lib.errors import ConfigError
 from qa_lib.sources import check_source_exists
 from qa_lib.store import open_store
 from qa_lib.validate import (check_activation_checkpointing, check_model_source, check_output_apart_from_store,
-                             check_output_dir, check_trained_head, check_windows_fit)
+                             check_output_dir, check_packed_batches, check_trained_head, check_windows_fit)
 
 
 def check_run(config: PipelineConfig, training: bool, model: str | None = None, store: str | None = None) -> None:
@@ -44,6 +44,8 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
         windows["max_length"] = config.max_length
         if config.activation_checkpointing:
             check_activation_checkpointing(model or config.model)
+        if config.batching == "packed":
+            check_packed_batches(model or config.model)
     else:
         check_trained_head(model or config.model)
     check_windows_fit(model or config.model, windows)

@@ -164,6 +164,14 @@ def check_qa_architecture(model: str, resolved: str) -> None:
 def check_activation_checkpointing(model: str) -> None:
     """`activation_checkpointing: true` for an architecture whose code cannot recompute its layers,
     refused by name before any data is read (the Trainer would fail once training starts)."""
+    model_type, cls = _qa_model_class(model)
+    if cls is not None and not getattr(cls, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"activation_checkpointing: {model_type} models ({cls.__name__}) do not support it; "
+                          "set activation_checkpointing: false")
+
+
+def _qa_model_class(model: str) -> tuple[str, type | None]:
+    """`model`'s type and the class AutoModelForQuestionAnswering would build, from its config alone."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
 
@@ -171,10 +179,26 @@ def check_activation_checkpointing(model: str) -> None:
 
     config = _model_config(resolve_model(model), model)
     name = MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES.get(config.model_type)
-    cls = getattr(transformers, name, None) if name else None
-    if cls is not None and not getattr(cls, "supports_gradient_checkpointing", False):
-        raise ConfigError(f"activation_checkpointing: {config.model_type} models ({name}) do not support it; "
-                          "set activation_checkpointing: false")
+    return config.model_type, getattr(transformers, name, None) if name else None
+
+
+# Why a model class cannot take packed rows whatever its numbers: it builds its own masks from a 2D one.
+NO_ATTENTION_BACKEND = "its attention is not built on transformers' AttentionInterface, which a packed row's mask needs"
+
+
+def packing_refused(model_class: type) -> str | None:
+    """`NO_ATTENTION_BACKEND` for a QA model class packed rows cannot work with, else None."""
+    return None if getattr(model_class, "_supports_attention_backend", False) else NO_ATTENTION_BACKEND
+
+
+def check_packed_batches(model: str) -> None:
+    """`batching: packed` for an architecture that cannot take packed rows (XLNet, DeBERTa,
+    Longformer...), refused by name before any data is read: it was found by the fine-tune task,
+    after the features were built. Whether packed logits match padded ones needs the weights; the
+    fine-tune task checks that."""
+    model_type, cls = _qa_model_class(model)
+    if cls is not None and (problem := packing_refused(cls)):
+        raise ConfigError(f"batching: packed does not work with {model_type} models ({problem}); use padded or auto")
 
 
 # Models that number positions from pad_token_id + 1 (fairseq's convention): 514 embeddings, 512 tokens.

@@ -19,6 +19,7 @@ from qa_lib.features import build_train_features
 from qa_lib.loss import span_loss
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.packing import block_mask, first_fit, model_inputs, packed_collator, packing_problem, plan_batches
+from qa_lib.preflight import check_run
 from qa_lib.varlen_attention import NAME as VARLEN
 from qa_lib.varlen_attention import register as register_varlen
 from tests.conftest import SQUAD
@@ -229,11 +230,22 @@ def test_families_that_cannot_take_packed_rows_are_found_and_trained_padded(name
     with pytest.raises(ConfigError, match="batching: packed does not work with .* models"):
         choose_batching(auto.model_copy(update={"batching": "packed"}), model, padding, feats, feature_lengths(feats),
                         on_gpu=True)
+    # Asked for by the config, it is refused by preflight, before any data is read or feature built.
+    with pytest.raises(ConfigError, match=f"^batching: packed does not work with {model.config.model_type} models "
+                                          r"\(its attention is not built on transformers' AttentionInterface"):
+        check_run(_packed_run(folder, tmp_path), training=True, store=str(tmp_path / "store"))
+
+
+def _packed_run(folder, tmp_path) -> PipelineConfig:
+    return PipelineConfig(model=str(folder), max_length=128, doc_stride=48, batching="packed",
+                          output_dir=str(tmp_path / "out"), train_data={"path": str(SQUAD / "train-v1.1.sample.json")})
 
 
 @pytest.mark.parametrize("name", PACKABLE)
-def test_packable_families_pass_the_check(name, families, windows):
+def test_packable_families_pass_the_check(name, families, windows, tmp_path):
     from qa_lib.train import choose_batching
+
+    check_run(_packed_run(families[name], tmp_path), training=True, store=str(tmp_path / "store"))  # preflight too
 
     folder = families[name]
     feats = windows(folder)
