@@ -332,6 +332,8 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
                                  f"source's own: columns.{name}=<column> in a config, --column {name}=<column> on "
                                  "the command line)"])
 
+    for column in ("context", "question"):
+        _check_text_column(ds, column, source)
     if "answers" not in cols or ds.features["answers"] != FEATURES["answers"] or "title" not in cols:
         try:
             ds = ds.map(_flat_to_squad, batched=True, remove_columns=ds.column_names, features=FEATURES,
@@ -344,6 +346,24 @@ def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
     # files, that is into the user's data folder, changing its fingerprint (and so every stage's key).
     with datasets_bars_off():  # a cast of a few columns, done before a bar could say anything
         return ds.select_columns(list(COLUMNS)).cast(FEATURES, keep_in_memory=True)
+
+
+def _check_text_column(ds: datasets.Dataset, column: str, source: str) -> None:
+    """A context or question that is not text (a number, a list) is refused, as official SQuAD JSON's
+    are: cast to a string, a numeric column mapped by mistake (`--column question=qid`) trained on "7".
+    A CSV's cells are all text; JSON lines give a typed column, or one of mixed values row by row."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Value):
+        if feature.dtype in ("string", "large_string", "null"):  # null: no value at all, said as empty later
+            return
+        raise DataError(source, [f"column {column!r} holds {feature.dtype} values, not text (name the source's own "
+                                 f"text column: columns.{column}=<column> in a config, --column {column}=<column> on "
+                                 "the command line)"])
+    for row, value in enumerate(ds[column]):
+        if value is not None and not isinstance(value, str):
+            ex_id = ds[row]["id"]
+            where = ex_id if _is_id(ex_id) else f"row {row}"
+            raise DataError(source, [f"{where}: {column} is a JSON {json_type(value)}, not text"])
 
 
 def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from qa_lib.config import DataSource
-from qa_lib.data import load_examples
+from qa_lib.data import load_examples, load_questions
 from qa_lib.errors import DataError
 from qa_lib.validate import validate_examples
 from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
@@ -373,6 +373,33 @@ def test_ids_questions_and_offsets_of_the_wrong_type_are_malformed_not_converted
     with pytest.raises(DataError) as info:
         validate_examples(load_examples(str(flat)), False, str(flat))
     assert info.value.problems == [f"example {n} (from 0) has no id (an id is a string or an integer)" for n in (0, 2)]
+
+
+def test_a_flat_file_s_context_or_question_that_is_not_text_is_malformed_not_converted(tmp_path):
+    """As official JSON's: a question column of numbers (a mapping that named the wrong column) was
+    cast to text and trained on "7"; JSON lines mixing text and numbers name the first such row."""
+    import pandas as pd
+
+    row = {"id": "a", "context": "Bob went home.", "question": "Who went home?",
+           "answers": {"text": ["Bob"], "answer_start": [0]}}
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_text(json.dumps({**row, "question": 7}) + "\n")
+    table = tmp_path / "table.parquet"
+    pd.DataFrame([{"id": "a", "context": 12, "question": "Who?", "answer_text": "1", "answer_start": 0}]).to_parquet(table)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in (row, {**row, "id": "b", "context": ["Bob", "went"]})))
+    cases = {numbers: "column 'question' holds int64 values, not text (name the source's own text column: "
+                      "columns.question=<column>",
+             table: "column 'context' holds int64 values, not text",
+             mixed: "b: context is a JSON list, not text"}
+    for path, problem in cases.items():
+        for load in (load_examples, load_questions):
+            with pytest.raises(DataError) as info:
+                load(str(path))
+            assert info.value.problems[0].startswith(problem), (path, info.value.problems)
+    # The check can pass: numbers as text, and text columns, are read.
+    numbers.write_text(json.dumps({**row, "question": "7"}) + "\n")
+    assert load_examples(str(numbers))["question"] == ["7"]
 
 
 def test_squad_json_structure_problems_are_located(tmp_path):
