@@ -113,7 +113,7 @@ def predict(args) -> int:
     """The answer_qa flow: every question of a file answered as evaluation would (the config's windows
     and post-processing), its stages kept in the store, the answers saved whole."""
     config = _load_config(args)
-    from qa_lib.answer import default_answer_model, default_answers_output, questions_config
+    from qa_lib.answer_inputs import default_answer_model, default_answers_output, questions_config
     from qa_lib.errors import ConfigError
     from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
     from qa_lib.progress import datasets_bars_off

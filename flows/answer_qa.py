@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from qa_lib.answer import answers_dir, default_answer_model, default_answers_output, questions_config
+from qa_lib.answer_inputs import answers_dir, default_answer_model, default_answers_output, questions_config
 from qa_lib.config import DataSource, PipelineConfig
 from qa_lib.modeling import resolve_model
 from qa_lib.plan import answer_keys

@@ -9,15 +9,13 @@ the same sliding windows as training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import datasets
 import numpy as np
 
 from qa_lib.answer_inputs import BATCH, PRECISION, STRIDE, WINDOW, check_run_values, checked_inputs
 from qa_lib.batching import Padding
-from qa_lib.config import MAX_ANSWER_LEN, DataSource, PipelineConfig
-from qa_lib.errors import ConfigError
+from qa_lib.config import MAX_ANSWER_LEN
 from qa_lib.features import build_eval_features
 from qa_lib.modeling import load_qa_model, load_tokenizer, resolve_model
 from qa_lib.postprocess import RaggedOffsets, candidate_spans
@@ -163,37 +161,3 @@ def answer_all(qa: QuestionAnswerer, examples: datasets.Dataset, top_k: int = 1,
     if top_k == 1:
         return {ex_id: a.answer for ex_id, a in zip(examples["id"], results)}
     return {ex_id: [a.to_dict() for a in answers] for ex_id, answers in zip(examples["id"], results)}
-
-
-def questions_config(config: PipelineConfig, questions: DataSource | dict | str | None) -> PipelineConfig:
-    """`config` with the questions to answer as its eval set (the answer_qa flow answers the eval
-    set's questions when it is given none), checked as the config is: one line naming a bad field."""
-    if questions is None:
-        if config.eval_data is None:
-            raise ConfigError("questions: give a questions file (or set eval_data in the config)")
-        return config
-    if isinstance(questions, str):
-        questions = {"path": questions}
-    elif isinstance(questions, DataSource):
-        questions = questions.model_dump()
-    try:
-        return PipelineConfig.parse({**config.model_dump(), "eval_data": questions}, where="the run's parameters")
-    except ConfigError as exc:  # named as the parameter the caller set
-        raise ConfigError(str(exc).replace("eval_data.", "questions.")) from None
-
-
-def default_answer_model(config: PipelineConfig) -> str:
-    """The model answer_qa uses when it is named none: the champion of the config's publish_target
-    (what retrain promotes), else `config.model`."""
-    from qa_lib.publish.run import champion_reference
-
-    return champion_reference(config.publish_target) if config.publish_target else config.model
-
-
-def answers_dir(config: PipelineConfig) -> Path:
-    """Where answer_qa keeps its summary, and its answers when it is given no output."""
-    return Path(config.output_dir).expanduser().resolve() / "answers"
-
-
-def default_answers_output(config: PipelineConfig) -> str:
-    return str(answers_dir(config) / "predictions.json")

@@ -1,10 +1,13 @@
-"""What answering is given (questions, contexts, window, batch, precision, answers per question),
-checked without torch: a mistyped option or an empty question on the command line is named in a
-second, not after the ~10 s import of the model libraries that answering itself needs."""
+"""What answering is given (questions, contexts, window, batch, precision, answers per question;
+answer_qa's questions, model and output), checked without torch: a mistyped option, an empty
+question or a missing file is named in a second, not after the ~10 s import of the model
+libraries that answering itself needs."""
 
 from __future__ import annotations
 
-from qa_lib.config import PipelineConfig, check_precision_name
+from pathlib import Path
+
+from qa_lib.config import DataSource, PipelineConfig, check_precision_name
 from qa_lib.errors import ConfigError, DataError
 
 # As the pipeline's evaluation does by default: the same window, batch and precision give the
@@ -48,3 +51,37 @@ def check_run_values(batch_size: int, precision: str, max_length: int = WINDOW, 
     if batch_size < 1:
         raise ConfigError(f"batch_size ({batch_size}) must be at least 1")
     check_precision_name(precision)
+
+
+def questions_config(config: PipelineConfig, questions: DataSource | dict | str | None) -> PipelineConfig:
+    """`config` with the questions to answer as its eval set (the answer_qa flow answers the eval
+    set's questions when it is given none), checked as the config is: one line naming a bad field."""
+    if questions is None:
+        if config.eval_data is None:
+            raise ConfigError("questions: give a questions file (or set eval_data in the config)")
+        return config
+    if isinstance(questions, str):
+        questions = {"path": questions}
+    elif isinstance(questions, DataSource):
+        questions = questions.model_dump()
+    try:
+        return PipelineConfig.parse({**config.model_dump(), "eval_data": questions}, where="the run's parameters")
+    except ConfigError as exc:  # named as the parameter the caller set
+        raise ConfigError(str(exc).replace("eval_data.", "questions.")) from None
+
+
+def default_answer_model(config: PipelineConfig) -> str:
+    """The model answer_qa uses when it is named none: the champion of the config's publish_target
+    (what retrain promotes), else `config.model`."""
+    from qa_lib.publish.run import champion_reference
+
+    return champion_reference(config.publish_target) if config.publish_target else config.model
+
+
+def answers_dir(config: PipelineConfig) -> Path:
+    """Where answer_qa keeps its summary, and its answers when it is given no output."""
+    return Path(config.output_dir).expanduser().resolve() / "answers"
+
+
+def default_answers_output(config: PipelineConfig) -> str:
+    return str(answers_dir(config) / "predictions.json")

@@ -341,7 +341,8 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
     no_file = f"{tmp_path / 'none.json'}: file or folder not found"
     missing = {("train", f"eval_data.path={tmp_path / 'none.json'}"): no_file,
                ("evaluate", f"eval_data.path={tmp_path / 'none.json'}"): no_file,
-               ("evaluate", "--model", str(tmp_path / "none")): f"model folder not found: {tmp_path / 'none'}"}
+               ("evaluate", "--model", str(tmp_path / "none")): f"model folder not found: {tmp_path / 'none'}",
+               ("predict", "--questions", str(tmp_path / "none.json")): no_file}
     for (command, *argv), message in missing.items():
         proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), *argv],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
