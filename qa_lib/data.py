@@ -46,7 +46,6 @@ FEATURES = datasets.Features(
 )
 
 
-
 def load_examples(source: DataSource | str, default_split: str = "train",
                   answers_required: bool = True) -> datasets.Dataset:
     """Load a source into the SQuAD columns. Raises `DataError` naming the source on failure.
