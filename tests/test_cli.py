@@ -292,10 +292,12 @@ def test_in_a_terminal_on_a_fresh_machine_a_bad_input_is_still_one_line(tiny_mod
         env.pop(name, None)
     reader, terminal = pty.openpty()
     try:
-        code = subprocess.run([sys.executable, "-m", "cli", "train", str(config), f"model={tmp_path / 'none'}"],
-                              cwd=ROOT, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
-                              timeout=120).returncode
-        os.close(terminal)
+        try:
+            code = subprocess.run([sys.executable, "-m", "cli", "train", str(config), f"model={tmp_path / 'none'}"],
+                                  cwd=ROOT, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                                  timeout=120).returncode
+        finally:
+            os.close(terminal)  # so that reading ends where the command's output does
         output = b""
         while True:
             try:
