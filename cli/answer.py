@@ -185,6 +185,9 @@ def read_context(name: str) -> str:
     from qa_lib.text_files import read_utf8
 
     if name == "-":
+        if sys.stdin.isatty():  # typed, not piped: without a word, the wait for it looked like a hang
+            print("answer: reading the context from the terminal; end it with Ctrl-D on a line of its own",
+                  file=sys.stderr)
         data = sys.stdin.buffer.read()
         try:
             return data.decode("utf-8-sig")

@@ -108,7 +108,18 @@ def test_answer_cli_reads_the_context_from_a_file_or_stdin(trained_tiny, tmp_pat
     assert json.loads(capsys.readouterr().out) == inline
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(ctx.encode())))
     assert main([*argv, "--context-file", "-"]) == 0
-    assert json.loads(capsys.readouterr().out) == inline
+    piped = capsys.readouterr()
+    assert json.loads(piped.out) == inline and piped.err == ""
+
+    class Typed(io.TextIOWrapper):  # a terminal: the text is typed, and the command says what it waits for
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Typed(io.BytesIO(ctx.encode())))
+    assert main([*argv, "--context-file", "-"]) == 0
+    typed = capsys.readouterr()
+    assert json.loads(typed.out) == inline
+    assert typed.err == "answer: reading the context from the terminal; end it with Ctrl-D on a line of its own\n"
     (tmp_path / "latin1.txt").write_bytes(ctx.encode("latin-1"))
     assert main([*argv, "--context-file", str(tmp_path / "latin1.txt")]) == 2
     err = capsys.readouterr().err
