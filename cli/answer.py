@@ -87,6 +87,7 @@ def check_options(args) -> None:
 
 def column_option(items: list[str], command: str) -> dict[str, str]:
     """`--column ours=theirs`, repeated: our column names mapped to a data file's own."""
+    from qa_lib.config import column_name_problem
     from qa_lib.errors import ConfigError
 
     columns = {}
@@ -94,6 +95,8 @@ def column_option(items: list[str], command: str) -> dict[str, str]:
         ours, _, theirs = (part.strip() for part in item.partition("="))
         if not (ours and theirs):
             raise ConfigError(f"{command}: --column {item!r} is not of the form ours=theirs (e.g. question=query)")
+        if problem := column_name_problem(ours):
+            raise ConfigError(f"{command}: --column {item!r}: {problem}")
         columns[ours] = theirs
     return columns
 

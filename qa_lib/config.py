@@ -46,6 +46,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+# Our names for a data source's columns, which `columns:` and `--column` map to the source's own:
+# the SQuAD columns, and a flat file's single answer as text and start.
+COLUMN_NAMES = ("id", "title", "context", "question", "answers", "answer_text", "answer_start")
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why `name` cannot be mapped (it is none of `COLUMN_NAMES`), with the nearest one where a typo
+    is likely; None if it can."""
+    import difflib
+
+    if name in COLUMN_NAMES:
+        return None
+    close = difflib.get_close_matches(name, COLUMN_NAMES, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{name!r} is not one of our columns ({', '.join(COLUMN_NAMES)}){hint}"
+
+
 class DataSource(_Strict):
     """Where examples come from.
 
@@ -65,6 +82,15 @@ class DataSource(_Strict):
         "answer_text, answer_start) to the source's column names.",
     )
     limit: int | None = Field(None, gt=0, description="Keep only the first N examples.")
+
+    @field_validator("columns")
+    @classmethod
+    def _our_columns(cls, columns: dict[str, str]) -> dict[str, str]:
+        # A mistyped name (`qestion: query`) was found only once the data was read, in the run.
+        for name in columns:
+            if problem := column_name_problem(name):
+                raise ValueError(problem)
+        return columns
 
     @property
     def local_path(self) -> Path:
@@ -283,7 +309,9 @@ class PipelineConfig(_Strict):
             error = exc.errors()[0]
             first = ".".join(str(p) for p in error["loc"])
             # A cross-field check has no field of its own: it names the fields in its message.
+            # The override may also have set a key inside the field that failed (columns.qestion=...).
             key = next((k for k in overridden if first == k or first.startswith(k + ".")
+                        or first and k.startswith(first + ".")
                         or not first and re.search(rf"\b{re.escape(k)}\b", error["msg"])), None)
             raise ConfigError(_explain(exc, f"the override {key}=... (on top of {where})" if key else where)) from None
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import datasets
 
-from qa_lib.config import DataSource
+from qa_lib.config import COLUMN_NAMES, DataSource
 from qa_lib.errors import DataError, first_line
 from qa_lib.progress import datasets_bars_off
 from qa_lib.sources import check_source_exists, check_whole_file
@@ -306,7 +306,7 @@ def _missing_subset_hint(message: str) -> str:
 def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
                answers_required: bool = True) -> datasets.Dataset:
     """Rename mapped columns, build `answers` from flat columns, and check what is missing."""
-    unknown = set(mapping) - {*COLUMNS, "answer_text", "answer_start"}
+    unknown = set(mapping) - set(COLUMN_NAMES)
     if unknown:
         raise DataError(source, [f"column mapping names unknown target column(s): {sorted(unknown)}"])
     renames = {src: dst for dst, src in mapping.items() if src != dst}

@@ -403,7 +403,11 @@ def test_a_bad_questions_file_is_one_line_before_the_model_loads(tmp_path, capsy
              (["--questions", str(tmp_path / "ok.jsonl"), "--column", "question"],
               "error: answer: --column 'question' is not of the form ours=theirs"),
              (["--questions", str(tmp_path / "ok.jsonl"), "--column", "query=question"],
-              f"error: {tmp_path / 'ok.jsonl'}: column mapping names unknown target column(s): ['query']"),
+              "error: answer: --column 'query=question': 'query' is not one of our columns (id, title, context, "
+              "question, answers, answer_text, answer_start)"),
+             (["--questions", str(tmp_path / "ok.jsonl"), "--column", "qestion=query"],
+              "error: answer: --column 'qestion=query': 'qestion' is not one of our columns (id, title, context, "
+              "question, answers, answer_text, answer_start); did you mean question?"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--column", "id=qid"],
               "error: answer: --column goes with --questions"),
              (["--question", "Who won?", "--context", "The Broncos won.", "--subset", "en"],

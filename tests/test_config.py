@@ -126,6 +126,23 @@ def test_a_bad_override_is_named_as_the_override(tmp_path):
         PipelineConfig.from_yaml(good, ["seed=3"])
 
 
+def test_a_column_mapping_to_none_of_our_columns_is_a_config_error(tmp_path):
+    """`columns: {qestion: query}` was found only when the run read the data (after Prefect had
+    started, or its temporary server): it is the config's own mistake, named with the nearest name."""
+    good = tmp_path / "good.yaml"
+    good.write_text("train_data: {path: t.jsonl, columns: {question: query, answer_text: reply}}\n")
+    assert PipelineConfig.from_yaml(good).train_data.columns == {"question": "query", "answer_text": "reply"}
+    with pytest.raises(ConfigError) as info:
+        PipelineConfig.from_yaml(good, ["train_data.columns.qestion=q"])
+    assert str(info.value) == (f"invalid configuration in the override train_data.columns.qestion=... (on top of "
+                               f"{good}): train_data.columns: 'qestion' is not one of our columns (id, title, "
+                               "context, question, answers, answer_text, answer_start); did you mean question?")
+    good.write_text("eval_data: {path: t.jsonl, columns: {query: question}}\n")
+    with pytest.raises(ConfigError, match=rf"^invalid configuration in {good}: eval_data.columns: 'query' is not one "
+                                          r"of our columns \(id, .*answer_start\)$"):
+        PipelineConfig.from_yaml(good)
+
+
 def _ok(tmp_path):
     p = tmp_path / "ok.yaml"
     p.write_text("{}")
