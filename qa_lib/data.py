@@ -21,7 +21,7 @@ from typing import Any
 
 import datasets
 
-from qa_lib.config import COLUMN_NAMES, DataSource
+from qa_lib.config import DataSource
 from qa_lib.errors import DataError, first_line
 from qa_lib.progress import datasets_bars_off
 from qa_lib.sources import check_source_exists, check_whole_file
@@ -305,10 +305,8 @@ def _missing_subset_hint(message: str) -> str:
 
 def _normalize(ds: datasets.Dataset, mapping: dict[str, str], source: str,
                answers_required: bool = True) -> datasets.Dataset:
-    """Rename mapped columns, build `answers` from flat columns, and check what is missing."""
-    unknown = set(mapping) - set(COLUMN_NAMES)
-    if unknown:
-        raise DataError(source, [f"column mapping names unknown target column(s): {sorted(unknown)}"])
+    """Rename mapped columns, build `answers` from flat columns, and check what is missing. `mapping`
+    is a `DataSource`'s `columns`, whose names it has checked already."""
     renames = {src: dst for dst, src in mapping.items() if src != dst}
     absent = [src for src in renames if src not in ds.column_names]
     if absent:
