@@ -456,8 +456,10 @@ def _run(args, tmp: Path) -> int:
                 out[key] = {"error": _failure(key, exc)}
                 failed = True
             save()
-    for model in args.models.split(","):
-        for variant in args.variants.split(","):
+    # Variant by variant, each model in turn: if the one device call runs out of time, what is
+    # lost is the last variants (given last on the command line), not the second model's figures.
+    for variant in args.variants.split(","):
+        for model in args.models.split(","):
             name = f"{model} {variant}"
             try:
                 fig = measure(dirs[model], feats, args.batch, args.seconds, args.warm, tmp / name.replace(" ", "-"),
