@@ -404,9 +404,13 @@ def main(argv=None) -> int:
                    "package's); without weights in it, its architecture is trained from random weights")
     p.add_argument("--no-cudnn-attention", action="store_true",
                    help="turn off PyTorch's cuDNN attention backend (SDPA then picks flash or memory-efficient)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds this run may take in all (a device call's limit): a training measurement that "
+                   "would not end inside it, by the longest one so far, is skipped and recorded as such")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that it runs (CPU)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    args.deadline = time.monotonic() + args.budget if args.budget is not None else None
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if args.quick:
@@ -458,9 +462,18 @@ def _run(args, tmp: Path) -> int:
             save()
     # Variant by variant, each model in turn: if the one device call runs out of time, what is
     # lost is the last variants (given last on the command line), not the second model's figures.
+    longest = args.seconds  # the guess for the first measurement: its timed window alone
     for variant in args.variants.split(","):
         for model in args.models.split(","):
             name = f"{model} {variant}"
+            if args.deadline is not None and (left := args.deadline - time.monotonic()) < longest:
+                # Killed at the call's limit, the run would lose the table below and the time spent on
+                # this measurement; skipped, it says so and the next (cheaper) one may still fit.
+                out["training"][name] = {"skipped": f"{left:.0f} s of the budget left, {longest:.0f} s needed"}
+                print(f"{name}: skipped, {out['training'][name]['skipped']}", flush=True)
+                save()
+                continue
+            t_measure = time.monotonic()
             try:
                 fig = measure(dirs[model], feats, args.batch, args.seconds, args.warm, tmp / name.replace(" ", "-"),
                               args.profile_steps, max_length=args.max_length, doc_stride=args.doc_stride,
@@ -469,6 +482,7 @@ def _run(args, tmp: Path) -> int:
                 out["training"][name] = {"error": _failure(name, exc)}
                 save()
                 continue
+            longest = max(longest, time.monotonic() - t_measure)
             if peak:
                 fig["mfu"] = fig["model_flops_per_s"] / (peak * 1e12)
             out["training"][name] = fig
@@ -483,8 +497,8 @@ def _run(args, tmp: Path) -> int:
           "device busy |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, f in out["training"].items():
-        if "error" in f:
-            print(f"| {name} | failed: {f['error']} |")
+        if "error" in f or "skipped" in f:
+            print(f"| {name} | {'failed: ' + f['error'] if 'error' in f else 'skipped: ' + f['skipped']} |")
             continue
         prof = f.get("profile", {})
         mfu = f"{100 * f['mfu']:.1f} %" if "mfu" in f else "n/a"

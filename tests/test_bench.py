@@ -108,6 +108,20 @@ def test_gpu_bench_records_a_failed_variant_and_runs_the_rest(tmp_path, tiny_mod
     assert "| minilm no-such-variant | failed: KeyError: 'no-such-variant' |" in out.stdout
 
 
+def test_gpu_bench_skips_what_its_budget_cannot_hold_and_still_prints_the_table(tmp_path, tiny_model):
+    """Killed at the device call's limit, the bench would lose its table and the measurement under
+    way: with `--budget`, a measurement that would not end in time is skipped, and said to be."""
+    import json
+
+    out = run_bench(["bench.gpu", "--quick", "--variants", "padded,packed", "--e2e-train", "0", "--budget", "0",
+                     "--model-files", str(tiny_model), "--json", str(tmp_path / "g.json")], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "g.json").read_text())["training"]
+    assert set(result) == {"minilm padded", "minilm packed"}
+    assert all(fig["skipped"].endswith("s of the budget left, 1 s needed") for fig in result.values()), result
+    assert "| minilm packed | skipped: " in out.stdout
+
+
 def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path, tiny_model):
     """`bench.gpu_profile` times each TrainingArguments variant, a plain loop and a profiled run."""
     from bench.gpu_profile import VARIANTS
