@@ -2,8 +2,8 @@
 
 `check_run` is the flows' first step (`tasks.preflight`) and the CLI's `--dry-run`, cheapest first:
 the config's cross-checks, the output folder, that every data source exists (before any is read),
-the precision on this machine (the first to import torch), the model (loadable, windows that fit it,
-a trained head to evaluate: seconds, as it loads the model) and the store.
+the store (a request or two), the precision on this machine (the first to import torch), and the
+model (loadable, windows that fit it, a trained head to evaluate: seconds, as it loads the model).
 `check_data` (the dry run's, as the run's load and feature stages would) reads and validates the data
 sources and checks that each question fits its window;
 `planned_stages` then says, per stage, whether the store already holds it (the run will reuse
@@ -34,6 +34,10 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
     for source in (config.train_data if training else None, config.eval_data):
         if source is not None:
             check_source_exists(source)
+    if store is not None:
+        # A missing bucket, bad credentials, an unreachable endpoint or a folder that cannot be written
+        # fail here, in one line: a request or two, so before torch is imported and the model loaded.
+        storage.check()
     if config.precision in ("fp16", "bf16"):  # the others always resolve: torch (seconds) is not imported for them
         from qa_lib.predict import resolve_precision
 
@@ -49,9 +53,6 @@ def check_run(config: PipelineConfig, training: bool, model: str | None = None, 
     else:
         check_trained_head(model or config.model)
     check_windows_fit(model or config.model, windows)
-    if store is not None:
-        # A missing bucket, bad credentials or a folder that cannot be written fail here, in one line.
-        storage.check()
 
 
 def unpublished_settings(config: PipelineConfig) -> str | None:

@@ -345,6 +345,12 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
                ("evaluate", f"eval_data.path={tmp_path / 'none.json'}"): no_file,
                ("evaluate", "--model", str(tmp_path / "none")): f"model folder not found: {tmp_path / 'none'}",
                ("predict", "--questions", str(tmp_path / "none.json")): no_file}
+    # A store that cannot be written (or an S3 one that cannot be reached) is a request or two to find:
+    # it was checked after the model, so it waited for torch and the weights.
+    (tmp_path / "a-file").write_text("")
+    bad_store = tmp_path / "a-file" / "store"
+    for command in ("train", "evaluate", "retrain"):
+        missing[(command, "--store", str(bad_store))] = f"store {bad_store}: cannot write there: Not a directory"
     for (command, *argv), message in missing.items():
         proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), *argv],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
