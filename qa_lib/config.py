@@ -47,8 +47,10 @@ class _Strict(BaseModel):
 
 
 # Our names for a data source's columns, which `columns:` and `--column` map to the source's own:
-# the SQuAD columns, and a flat file's single answer as text and start.
-COLUMN_NAMES = ("id", "title", "context", "question", "answers", "answer_text", "answer_start")
+# the SQuAD columns (what the loader returns, in this order), and a flat file's single answer as
+# text and start.
+SQUAD_COLUMNS = ("id", "title", "context", "question", "answers")
+COLUMN_NAMES = (*SQUAD_COLUMNS, "answer_text", "answer_start")
 
 
 def column_name_problem(name: str) -> str | None:

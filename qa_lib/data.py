@@ -21,7 +21,7 @@ from typing import Any
 
 import datasets
 
-from qa_lib.config import DataSource
+from qa_lib.config import SQUAD_COLUMNS as COLUMNS, DataSource
 from qa_lib.errors import DataError, first_line
 from qa_lib.progress import datasets_bars_off
 from qa_lib.sources import check_source_exists, check_whole_file
@@ -30,7 +30,6 @@ from qa_lib.text_files import (COMPRESSIONS, FLAT_READERS, check_csv, check_file
 
 _log = logging.getLogger(__name__)
 
-COLUMNS = ("id", "title", "context", "question", "answers")
 
 FEATURES = datasets.Features(
     {
