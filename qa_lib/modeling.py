@@ -256,6 +256,8 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
         raise ModelError(f"cannot load model {model!r}: {first}") from None
     missing = sorted(info.get("missing_keys") or [])
     _check_encoder_loaded(model, qa_model, missing)
+    if qa_model.config.model_type == "longformer":
+        _attend_globally_to_the_question(qa_model, load_tokenizer(model).sep_token_id)
     if missing:
         if new_head_expected:
             _log.info("%s: new weights for %s (a base model gets its QA head here)", model, ", ".join(missing))
@@ -263,6 +265,23 @@ def load_qa_model(model: str, hidden_dropout: float | None = None, attention_dro
             _log.warning("%s: no trained weights for %s; its answers are noise until it is fine-tuned",
                          model, ", ".join(missing))
     return qa_model
+
+
+def _attend_globally_to_the_question(qa_model, sep_token_id: int) -> None:
+    """Longformer's QA head gives global attention to the question: every token before the first
+    separator. Its forward finds that separator only in RoBERTa's pair layout, asserting exactly three
+    per row (`<s> q </s></s> c </s>`), so a BERT-style tokenizer's two (`[CLS] q [SEP] c [SEP]`) failed
+    training and prediction alike; and it takes the separator from config.json, which need not be
+    the tokenizer's. The same mask is given here, from the separator the features were built with:
+    for RoBERTa's layout it is the one the model computes itself."""
+
+    def give_mask(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("global_attention_mask") is None and input_ids is not None:
+            kwargs["global_attention_mask"] = ((input_ids == sep_token_id).cumsum(-1) == 0).long()
+        return args, kwargs
+
+    qa_model.register_forward_pre_hook(give_mask, with_kwargs=True)
 
 
 def _check_encoder_loaded(model: str, qa_model, missing: list[str]) -> None:

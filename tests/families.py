@@ -13,6 +13,8 @@ model of the matching architecture.
 | xlm-roberta-unigram | Unigram + Metaspace, RoBERTa's architecture | positions numbered after the pad id   |
 | albert-unigram      | Unigram + Metaspace, lower-cased            | offsets into the original-case text   |
 | modernbert-bpe      | byte-level BPE in a plain tokenizer.json    | sliding-window layers (packing tests) |
+| longformer-bpe      | byte-level BPE, Longformer's architecture   | global attention on the question       |
+| longformer-wordpiece| the bundled WordPiece, Longformer's         | two separators, not RoBERTa's three   |
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def build_family(family: str, folder: Path, squad_dir: Path) -> Path:
         from tests.conftest import build_tiny_model
 
         return build_tiny_model(folder)
+    if family == "longformer-wordpiece":
+        # As Longformers trained on a BERT vocabulary are shipped: config.json keeps Longformer's
+        # default sep_token_id (2), which is not the tokenizer's [SEP].
+        from transformers import LongformerConfig
+
+        from qa_lib.modeling import load_tokenizer
+
+        tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+        config = LongformerConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=1026,
+                                  attention_window=[16, 16], pad_token_id=tokenizer.pad_token_id, **_TINY)
+        torch.manual_seed(0)
+        AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return folder
     texts = squad_text(squad_dir)
     if family.startswith("roberta-bpe"):
         from transformers import RobertaConfig, RobertaTokenizer
@@ -79,6 +95,14 @@ def build_family(family: str, folder: Path, squad_dir: Path) -> Path:
         tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=family.endswith("prefix"))
         config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id,
                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **_TINY)
+    elif family == "longformer-bpe":
+        from transformers import LongformerConfig, RobertaTokenizer
+
+        vocab, merges = _bpe_parts(texts)
+        tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
+        config = LongformerConfig(vocab_size=len(tokenizer), max_position_embeddings=1026, attention_window=[16, 16],
+                                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, sep_token_id=tokenizer.sep_token_id, **_TINY)
     elif family == "deberta-v2-unigram":
         from transformers import DebertaV2Config, DebertaV2Tokenizer
 

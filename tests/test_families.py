@@ -228,3 +228,41 @@ def test_a_model_with_segment_embeddings_is_told_the_question_from_the_context(f
     # What data-parallel training must look for at every step: only XLNet's pretraining-only mask_emb.
     unused = unused_parameters(model, QACollator(Padding.of(tok)), feature)
     assert unused == (["transformer.mask_emb"] if name == "xlnet-left" else []), (name, unused)
+
+
+@pytest.mark.parametrize("name", ["longformer-bpe", "longformer-wordpiece"])
+def test_longformer_attends_globally_to_the_question_with_either_tokenizer_layout(name, train_600, dev_v1_examples,
+                                                                                  tmp_path):
+    """Longformer's QA forward found the question by counting RoBERTa's three separators, and failed
+    an assertion on a WordPiece pair's two; the loaded model is now given the mask: the CLS and
+    question tokens (sequence 0), the model's own choice where it could find them."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    from qa_lib.answer import QuestionAnswerer
+    from qa_lib.config import PipelineConfig
+    from qa_lib.modeling import load_qa_model
+    from qa_lib.train import fine_tune
+
+    folder = build_family(name, tmp_path / name, SQUAD)
+    tok = load_tokenizer(str(folder))
+    rows = dev_v1_examples.select(range(6))
+    enc = tok(list(rows["question"]), list(rows["context"]), truncation="only_second", max_length=96, padding=True,
+              return_tensors="pt")
+    question_ends = [max(j for j, s in enumerate(enc.sequence_ids(i)) if s == 0) for i in range(len(rows))]
+    question = torch.arange(enc["input_ids"].shape[1])[None, :] <= torch.tensor(question_ends)[:, None]
+    plain = AutoModelForQuestionAnswering.from_pretrained(folder).eval()
+    loaded = load_qa_model(str(folder)).eval()
+    with torch.no_grad():
+        given = plain(**enc, global_attention_mask=question.long())
+        found = loaded(**enc)
+        if name == "longformer-bpe":  # RoBERTa's layout: the same mask the model computes itself
+            assert torch.equal(plain(**enc).start_logits, given.start_logits)
+    assert torch.equal(found.start_logits, given.start_logits) and torch.equal(found.end_logits, given.end_logits)
+    # Both ends of the path that failed: a few training steps and an answer.
+    features = build_train_features(train_600.select(range(40)), tok, 96, 32)
+    config = PipelineConfig(model=str(folder), max_steps=3, per_device_train_batch_size=8, save_steps=1000)
+    model_dir = fine_tune(config, features, tmp_path / "run").model_dir
+    ex = dev_v1_examples[0]
+    got = QuestionAnswerer(str(model_dir), max_length=96, doc_stride=32)(ex["question"], ex["context"])
+    assert got.answer and ex["context"][got.start:got.end] == got.answer
