@@ -119,6 +119,14 @@ def check_json_lines(path: Path, text: str) -> None:
         raise DataError(str(path), ["empty file: no JSON records"])
 
 
+def _separator_hint(header: list[str]) -> str:
+    """Why a header might read as one field: a spreadsheet's export with another separator."""
+    if len(header) != 1:
+        return ""
+    found = [name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")) if sep in header[0]]
+    return f" (it is separated by {found[0]}; CSV files are read comma-separated)" if found else ""
+
+
 def check_csv(path: Path, text: str) -> None:
     """A header and at least one row, each row with the header's number of fields."""
     # strict: an unclosed quote is an error here, not a row that swallows the rest of the file.
@@ -134,7 +142,7 @@ def check_csv(path: Path, text: str) -> None:
             count += 1
             if len(row) != len(header):
                 raise DataError(str(path), [f"line {rows.line_num}: {len(row)} fields, but the header has "
-                                            f"{len(header)}"])
+                                            f"{len(header)}{_separator_hint(header)}"])
     except csv.Error as exc:
         raise DataError(str(path), [f"line {rows.line_num}: malformed CSV ({exc})"]) from None
     if count == 0:

@@ -192,6 +192,16 @@ def test_reader_errors_do_not_quote_the_data(tmp_path):
         load_examples(str(unclosed))
 
 
+def test_a_csv_separated_by_semicolons_or_tabs_is_named_as_such(tmp_path):
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        path = tmp_path / f"export-{name}.csv"
+        path.write_text(sep.join(["id", "context", "question", "answer_text", "answer_start"]) + "\n"
+                        + sep.join(["a", "The sky, blue.", "What?", "blue", "9"]) + "\n")
+        with pytest.raises(DataError, match=rf"export-{name}.csv: line 2: 2 fields, but the header has 1 "
+                                            rf"\(it is separated by {name}; CSV files are read comma-separated\)"):
+            load_examples(str(path))
+
+
 def test_mapping_to_absent_column(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"id": "a", "context": "c", "question": "q", "answers": []}) + "\n")
