@@ -51,6 +51,7 @@ class QuestionAnswerer:
         check_windows_fit(self.model_dir, {"max_length": max_length})
         self.tokenizer = load_tokenizer(self.model_dir)
         self.model = load_qa_model(self.model_dir)
+        self.padding = Padding.of(self.tokenizer).for_model(self.model, max_length)
         self.max_length = max_length
         self.doc_stride = doc_stride
         self.batch_size = batch_size
@@ -75,7 +76,7 @@ class QuestionAnswerer:
         if progress is None:  # a book-length context is minutes of silent work on a CPU otherwise
             progress = len(features) > _QUIET_BATCHES * self.batch_size and progress_enabled()
         start, end = predict_logits(self.model, features, self.batch_size, self.precision, progress=progress,
-                                    padding=Padding.of(self.tokenizer))
+                                    padding=self.padding)
         results = self._decode(features, contexts, start, end, top_k, max_answer_len, handle_impossible_answer)
         if single:
             return results[0][0] if top_k == 1 else results[0]

@@ -13,7 +13,7 @@ which the side makes no difference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,6 +37,7 @@ class Padding:
     pad_token_id: int = 0
     pad_token_type_id: int = 0
     multiple_of: int | None = None  # tensor cores like widths in multiples of 8 in half precision
+    window: int | None = None  # every row padded to this width (`for_model`)
 
     @classmethod
     def of(cls, tokenizer, multiple_of: int | None = None) -> Padding:
@@ -44,7 +45,16 @@ class Padding:
         return cls(pad_token_id=0 if pad_id is None else int(pad_id),
                    pad_token_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0), multiple_of=multiple_of)
 
+    def for_model(self, model, window: int) -> Padding:
+        """This padding, or the same to the full `window` for a model whose logits change with the
+        padding after a row's tokens (Funnel pools and FNet mixes the whole row, padding included):
+        padded to each batch's longest row, the same feature got other logits in another batch, and
+        training saw widths prediction does not.
+        Padded to the window, as the reference scripts pad every model, a feature's logits are its own."""
+        return replace(self, window=window) if padding_changes_logits(model, self, window) else self
+
     def width(self, longest: int) -> int:
+        longest = max(longest, self.window or 0)
         m = self.multiple_of
         return longest if not m else -(-longest // m) * m
 
@@ -58,6 +68,35 @@ class Padding:
         for i, values in enumerate(rows):
             out[i, : len(values)] = values
         return out
+
+
+def padding_changes_logits(model, padding: Padding, window: int, tokens: int = 16) -> bool:
+    """Whether a row of `tokens` tokens gets other logits padded to `window` (at most 128 wide: the
+    probe is one small forward pass, on whatever device the model is) than unpadded; a forward that
+    fails at either width counts as a change (a window it cannot take fails in training all the
+    same, with the model's own error). Measured, since no config says it."""
+    import torch
+
+    width = max(2, min(window, 128))
+    tokens = max(1, min(tokens, width // 2))
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0) or padding.pad_token_id + tokens + 1
+    ids = [(7 + 31 * i) % vocab for i in range(tokens)]
+    ids = [(i + 1) % vocab if i == padding.pad_token_id else i for i in ids]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        logits = []
+        with torch.no_grad():
+            for w in (tokens, width):
+                out = model(input_ids=torch.from_numpy(padding.pad("input_ids", [ids], w)).to(device),
+                            attention_mask=torch.from_numpy(padding.pad("attention_mask", [[1] * tokens], w)).to(device))
+                logits.append(torch.cat([out.start_logits[0, :tokens], out.end_logits[0, :tokens]]).float())
+    except Exception:  # noqa: BLE001 - e.g. a width the model's attention cannot split
+        return True
+    finally:
+        model.train(was_training)
+    return not torch.allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
 
 
 class QACollator:

@@ -26,8 +26,9 @@ def evaluate_model(config: PipelineConfig, model_dir: str, out_dir: str | Path, 
         validate_examples(eval_examples, config.version_2_with_negative, config.eval_data.path)
     tokenizer = load_tokenizer(model_dir)
     features = build_eval_features(eval_examples, tokenizer, *config.eval_window, config.num_proc)
-    start, end = predict_logits(load_qa_model(model_dir), features, config.per_device_eval_batch_size,
-                                resolve_precision(config.precision), padding=Padding.of(tokenizer))
+    model = load_qa_model(model_dir)
+    start, end = predict_logits(model, features, config.per_device_eval_batch_size, resolve_precision(config.precision),
+                                padding=Padding.of(tokenizer).for_model(model, config.eval_window[0]))
     preds = postprocess(eval_examples, features, start, end, config.n_best_size, config.max_answer_length,
                         config.version_2_with_negative, config.null_score_diff_threshold)
     preds.write(out_dir)

@@ -241,10 +241,13 @@ def build_trainer(config: PipelineConfig, train_features: datasets.Dataset, chec
     model = load_qa_model(config.model, config.hidden_dropout, config.attention_dropout, new_head_expected=True)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    padding = Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None)
+    padding = Padding.of(tokenizer, multiple_of=8 if precision != "fp32" else None).for_model(model, config.max_length)
     on_gpu = torch.cuda.is_available()
     lengths = feature_lengths(train_features)
     batching, note = choose_batching(config, model, padding, train_features, lengths, on_gpu)
+    if batching == "padded" and padding.window:  # said in the run's "trained on" line
+        note = "; ".join(filter(None, (note, f"each to the {padding.window}-token window, as the model's logits "
+                                             "change with padding")))
     if batching == "packed":
         width = pack_width(config, lengths)
         rows = rows_per_batch(config, lengths, width)

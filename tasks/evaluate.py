@@ -64,13 +64,14 @@ class _PredictionProgress:
 
 
 @task(name="predict", **STAGE, **RETRY)
-def _predict(model: dict | str, features: dict, batch_size: int, precision: str, store: str, stage: str,
+def _predict(model: dict | str, features: dict, batch_size: int, precision: str, window: int, store: str, stage: str,
              key: str) -> dict:
     storage = open_store(store)
     model_dir = _model_path(storage, model)
     feats = datasets.load_from_disk(str(fetch(storage, features)))
-    start, end = predict_logits(load_qa_model(model_dir), feats, batch_size, resolve_precision(precision),
-                                padding=Padding.of(load_tokenizer(model_dir)),
+    qa_model = load_qa_model(model_dir)
+    start, end = predict_logits(qa_model, feats, batch_size, resolve_precision(precision),
+                                padding=Padding.of(load_tokenizer(model_dir)).for_model(qa_model, window),
                                 on_batch=_PredictionProgress(get_run_logger()))
     with storage.writing(stage, key) as tmp:
         np.savez(tmp / "logits.npz", start=start, end=end)
@@ -108,7 +109,8 @@ def _compute_metrics(data: dict, predictions: dict, version_2_with_negative: boo
 
 def predict(model: dict | str, features: dict, config: PipelineConfig) -> dict:
     """Start and end logits of every eval feature; `model` is a trained-model result or a folder."""
-    return run_stage(_predict, "logits", model, features, config.per_device_eval_batch_size, config.precision)
+    return run_stage(_predict, "logits", model, features, config.per_device_eval_batch_size, config.precision,
+                     config.eval_window[0])
 
 
 def post_process(data: dict, features: dict, logits: dict, config: PipelineConfig) -> dict:

@@ -15,6 +15,8 @@ model of the matching architecture.
 | modernbert-bpe      | byte-level BPE in a plain tokenizer.json    | sliding-window layers (packing tests) |
 | longformer-bpe      | byte-level BPE, Longformer's architecture   | global attention on the question       |
 | longformer-wordpiece| the bundled WordPiece, Longformer's         | two separators, not RoBERTa's three   |
+| funnel-wordpiece    | the bundled WordPiece, Funnel's             | logits change with padding (pooling)  |
+| fnet-wordpiece      | the bundled WordPiece, FNet's               | logits change with padding (Fourier)  |
 """
 
 from __future__ import annotations
@@ -73,6 +75,22 @@ def build_family(family: str, folder: Path, squad_dir: Path) -> Path:
         from tests.conftest import build_tiny_model
 
         return build_tiny_model(folder)
+    if family in ("funnel-wordpiece", "fnet-wordpiece"):
+        from transformers import FNetConfig, FunnelConfig
+
+        from qa_lib.modeling import load_tokenizer
+
+        tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+        if family == "funnel-wordpiece":
+            config = FunnelConfig(vocab_size=tokenizer.vocab_size, block_sizes=[1, 1], d_model=32, n_head=2, d_head=16,
+                                  d_inner=64)
+        else:
+            config = FNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return folder
     if family == "longformer-wordpiece":
         # As Longformers trained on a BERT vocabulary are shipped: config.json keeps Longformer's
         # default sep_token_id (2), which is not the tokenizer's [SEP].

@@ -173,6 +173,7 @@ def test_prediction_does_not_depend_on_the_batch(family, dev_v1_examples):
     model = load_qa_model(str(folder))
     feats = build_eval_features(dev_v1_examples.select(range(24)), tok, 96, 32)
     pad = Padding.of(tok)
+    assert pad.for_model(model, 96) == pad  # their logits ignore padding: each batch padded to its longest row
     s7, e7 = predict_logits(model, feats, batch_size=7, progress=False, padding=pad)
     s1, e1 = predict_logits(model, feats, batch_size=1, progress=False, padding=pad)
     np.testing.assert_allclose(s7, s1, atol=1e-4)
@@ -266,3 +267,36 @@ def test_longformer_attends_globally_to_the_question_with_either_tokenizer_layou
     ex = dev_v1_examples[0]
     got = QuestionAnswerer(str(model_dir), max_length=96, doc_stride=32)(ex["question"], ex["context"])
     assert got.answer and ex["context"][got.start:got.end] == got.answer
+
+
+@pytest.mark.parametrize("name", ["funnel-wordpiece", "fnet-wordpiece"])
+def test_a_model_whose_logits_change_with_padding_is_padded_to_its_window(name, train_600, dev_v1_examples, tmp_path):
+    """Funnel pools and FNet mixes a whole row, padding included: padded to each batch's longest row,
+    a feature's logits depended on the batch it fell in, and training saw widths prediction did not."""
+    from qa_lib.batching import Padding, QACollator
+    from qa_lib.modeling import load_qa_model
+    from qa_lib.predict import predict_logits
+
+    folder = build_family(name, tmp_path / name, SQUAD)
+    tok = load_tokenizer(str(folder))
+    model = load_qa_model(str(folder))
+    feats = build_eval_features(dev_v1_examples.select(range(24)), tok, 96, 32)
+    assert len(set(map(len, feats["input_ids"]))) > 1  # rows of several widths
+    pad = Padding.of(tok)
+    fixed = pad.for_model(model, 96)
+    assert fixed.window == 96 and fixed.width(40) == 96
+    logits = {(p, b): predict_logits(model, feats, batch_size=b, progress=False, padding=p)
+              for p in (pad, fixed) for b in (1, 7)}
+    for i in (0, 1):
+        np.testing.assert_allclose(logits[fixed, 7][i], logits[fixed, 1][i], atol=1e-4)
+        finite = np.isfinite(logits[pad, 1][i])
+        assert np.abs(logits[pad, 7][i][finite] - logits[pad, 1][i][finite]).max() > 1e-3  # what it was
+    train = build_train_features(train_600.select(range(20)), tok, 96, 32)
+    batch = QACollator(fixed)([train[i] for i in range(4)])
+    assert min(map(len, train["input_ids"][:4])) < 96 and batch["input_ids"].shape == (4, 96)
+    from qa_lib.config import PipelineConfig
+    from qa_lib.train import fine_tune
+
+    config = PipelineConfig(model=str(folder), max_length=96, doc_stride=32, max_steps=2, per_device_train_batch_size=4,
+                            save_steps=1000)
+    assert "each to the 96-token window" in fine_tune(config, train, tmp_path / "run").batching_note
