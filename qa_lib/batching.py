@@ -13,6 +13,7 @@ which the side makes no difference.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -70,6 +71,17 @@ class Padding:
         return out
 
 
+@contextmanager
+def evaluating(model):
+    """`model` in eval mode (no dropout) for a probe's forward passes, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def padding_changes_logits(model, padding: Padding, window: int, tokens: int = 16) -> bool:
     """Whether a row of `tokens` tokens gets other logits padded to `window` (at most 128 wide: the
     probe is one small forward pass, on whatever device the model is) than unpadded; a forward that
@@ -83,19 +95,15 @@ def padding_changes_logits(model, padding: Padding, window: int, tokens: int = 1
     ids = [(7 + 31 * i) % vocab for i in range(tokens)]
     ids = [(i + 1) % vocab if i == padding.pad_token_id else i for i in ids]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    logits = []
     try:
-        logits = []
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             for w in (tokens, width):
                 out = model(input_ids=torch.from_numpy(padding.pad("input_ids", [ids], w)).to(device),
                             attention_mask=torch.from_numpy(padding.pad("attention_mask", [[1] * tokens], w)).to(device))
                 logits.append(torch.cat([out.start_logits[0, :tokens], out.end_logits[0, :tokens]]).float())
     except Exception:  # noqa: BLE001 - e.g. a width the model's attention cannot split
         return True
-    finally:
-        model.train(was_training)
     return not torch.allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qa_lib.batching import LABELS, MODEL_INPUTS, Padding
+from qa_lib.batching import LABELS, MODEL_INPUTS, Padding, evaluating
 from qa_lib.validate import packing_refused
 
 ROW_FEATURES = 2  # row width, in longest features
@@ -290,14 +290,11 @@ def packing_problem(model, padding: Padding, sample: list[dict[str, Any]], width
         return None
     if problem := packing_refused(type(model)):
         return problem
-    was_training = model.training
-    model.eval()
     try:
-        found = packed_logit_gap(model, padding, sample, width, rows=max(1, len(sample) - 1))
+        with evaluating(model):
+            found = packed_logit_gap(model, padding, sample, width, rows=max(1, len(sample) - 1))
     except Exception as exc:  # noqa: BLE001 - any failure means this family cannot take packed rows
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
-    finally:
-        model.train(was_training)
     if found is None:
         return None  # nothing to compare: the sample is wider than a row
     worst, scale = found
