@@ -22,7 +22,7 @@ from typing import Any
 import datasets
 
 from qa_lib.config import SQUAD_COLUMNS as COLUMNS, DataSource
-from qa_lib.errors import DataError, first_line
+from qa_lib.errors import DataError, first_line, shown_id
 from qa_lib.progress import datasets_bars_off
 from qa_lib.sources import check_source_exists, check_whole_file
 from qa_lib.text_files import (COMPRESSIONS, FLAT_READERS, check_csv, check_file_type, check_json_lines, json_type,
@@ -198,7 +198,7 @@ def _read_squad_json(path: Path) -> datasets.Dataset | None:
                 if not isinstance(qa, dict):
                     problems.append(f"data[{a}].paragraphs[{p}].qas[{q}]: not an object")
                     continue
-                where = qa.get("id", f"data[{a}].paragraphs[{p}].qas[{q}]")
+                where = shown_id(qa["id"]) if _is_id(qa.get("id")) else f"data[{a}].paragraphs[{p}].qas[{q}]"
                 if "id" not in qa or "question" not in qa:
                     problems.append(f"{where}: missing 'id' or 'question'")
                     continue
@@ -358,7 +358,7 @@ def _check_text_column(ds: datasets.Dataset, column: str, source: str) -> None:
     for row, value in enumerate(ds[column]):
         if value is not None and not isinstance(value, str):
             ex_id = ds[row]["id"]
-            where = ex_id if _is_id(ex_id) else f"row {row}"
+            where = shown_id(ex_id) if _is_id(ex_id) else f"row {row}"
             raise DataError(source, [f"{where}: {column} is a JSON {json_type(value)}, not text"])
 
 
@@ -376,10 +376,10 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             try:
                 out["answers"].append(_parse_answers(value))
             except json.JSONDecodeError:
-                raise _BadAnswers(f"{ex_id}: answers is not valid JSON") from None
+                raise _BadAnswers(f"{shown_id(ex_id)}: answers is not valid JSON") from None
             except (KeyError, TypeError, ValueError):
-                raise _BadAnswers(f"{ex_id}: answers must be {{text: [...], answer_start: [int, ...]}} or a list of "
-                                  "{text, answer_start} records") from None
+                raise _BadAnswers(f"{shown_id(ex_id)}: answers must be {{text: [...], answer_start: [int, ...]}} or "
+                                  "a list of {text, answer_start} records") from None
     elif "answer_text" not in batch or "answer_start" not in batch:  # questions only (answers not required)
         out["answers"] = [{"text": [], "answer_start": []} for _ in range(n)]
     else:
@@ -390,7 +390,7 @@ def _flat_to_squad(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             try:
                 out["answers"].append({"text": [str(text)], "answer_start": [_start(start)]})
             except (TypeError, ValueError):
-                raise _BadAnswers(f"{ex_id}: answer_start is not an integer") from None
+                raise _BadAnswers(f"{shown_id(ex_id)}: answer_start is not an integer") from None
     return out
 
 

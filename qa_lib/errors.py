@@ -18,6 +18,17 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit]
 
 
+def shown_id(value: object, limit: int = 48) -> str:
+    """An example's id as a message names it: as it is when it is short printable text; otherwise its
+    first `limit` characters with the unprintable ones escaped, and its length. An id is the data's own
+    text: one with a newline or a terminal's control codes broke the one error line, or rewrote it."""
+    text = str(value)
+    if len(text) <= limit and text.isprintable():
+        return text
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text):,} characters)"
+
+
 class QAPipelineError(Exception):
     """Base class: a deterministic failure that retrying will not fix."""
 

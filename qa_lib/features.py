@@ -24,7 +24,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from qa_lib.errors import DataError, ModelError
+from qa_lib.errors import DataError, ModelError, shown_id
 
 _log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
             sample_map.extend([i] * len(windows))
             type_ids.extend(_window_type_ids(windows, context_id))
     if narrowed:
-        first = batch["id"][narrowed[0]] if "id" in batch else narrowed[0]
+        first = shown_id(batch["id"][narrowed[0]] if "id" in batch else narrowed[0])
         _log.warning("%d example(s) (the first: %s) have a question so long that fewer than doc_stride (%d) tokens of "
                      "the %d-token window are left for the context; their windows overlap by half of what is left",
                      len(narrowed), first, doc_stride, max_length)
@@ -123,8 +123,8 @@ def _tokenize(tokenizer, batch: dict[str, list[Any]], max_length: int, doc_strid
 
 
 def _no_room(example, question_tokens: int, max_length: int, detail: str = "") -> str:
-    return (f"example {example}: the question is {question_tokens} tokens, which leaves no room for the context in "
-            f"a {max_length}-token window{detail}; use a longer window or drop the question")
+    return (f"example {shown_id(example)}: the question is {question_tokens} tokens, which leaves no room for the "
+            f"context in a {max_length}-token window{detail}; use a longer window or drop the question")
 
 
 def check_questions_fit(examples: datasets.Dataset, tokenizer, max_length: int) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qa_lib.errors import ConfigError, DataError, ModelError, first_line
+from qa_lib.errors import ConfigError, DataError, ModelError, first_line, shown_id
 
 if TYPE_CHECKING:  # imported for its types only: preflight's checks run before datasets is (seconds)
     import datasets
@@ -25,31 +25,32 @@ def find_problems(examples: datasets.Dataset, version_2_with_negative: bool, che
             problems.append(f"example {row} (from 0) has no id (an id is a string or an integer)")
             ex_id = f"example {row}"
         elif ex_id in seen:
-            problems.append(f"{ex_id}: duplicate id")
+            problems.append(f"{shown_id(ex_id)}: duplicate id")
         seen.add(ex_id)
         if not (question or "").strip():
-            problems.append(f"{ex_id}: empty question")
+            problems.append(f"{shown_id(ex_id)}: empty question")
         if not (context or "").strip():
-            problems.append(f"{ex_id}: empty context")
+            problems.append(f"{shown_id(ex_id)}: empty context")
             continue
         if not check_answers:
             continue
         texts, starts = answers["text"], answers["answer_start"]
         if len(texts) != len(starts):
-            problems.append(f"{ex_id}: {len(texts)} answer texts but {len(starts)} answer_start values")
+            problems.append(f"{shown_id(ex_id)}: {len(texts)} answer texts but {len(starts)} answer_start values")
             continue
         if not texts and not version_2_with_negative:
-            problems.append(f"{ex_id}: no answer, but version_2_with_negative is false (SQuAD v1 needs answers)")
+            problems.append(f"{shown_id(ex_id)}: no answer, but version_2_with_negative is false "
+                            "(SQuAD v1 needs answers)")
         for k, (text, start) in enumerate(zip(texts, starts), 1):
             if not text:
-                problems.append(f"{ex_id}: answer {k} has empty text")
+                problems.append(f"{shown_id(ex_id)}: answer {k} has empty text")
             elif start < 0 or context[start : start + len(text)] != text:
                 # Where, not what: the data's own text is never quoted in an error (it may be
                 # private, and it is in the file for whoever fixes it).
                 at = context.find(text)
                 where = f"the context has it at {at}" if at >= 0 else "the context does not contain it"
-                problems.append(f"{ex_id}: answer {k} ({len(text)} characters) not found at answer_start {start}; "
-                                f"{where}")
+                problems.append(f"{shown_id(ex_id)}: answer {k} ({len(text)} characters) not found at "
+                                f"answer_start {start}; {where}")
     return problems
 
 

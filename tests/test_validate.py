@@ -42,6 +42,26 @@ def test_each_problem_names_the_example(tmp_path):
     assert msg.startswith("m.json: ")
 
 
+def test_an_id_is_named_on_one_clean_line_however_it_is_written(tmp_path):
+    """An id is the data's own text: one holding a newline or a terminal's escape codes cut the one error
+    line short or rewrote it, and a 10,000-character one filled the screen. Each is named escaped and cut."""
+    long_id = "q" * 10_000
+
+    def mutate(doc, qas):
+        qas[0]["id"] = qas[1]["id"] = "a\nTraceback \x1b[2Jb"
+        qas[2]["id"] = qas[3]["id"] = long_id
+        qas[4]["answers"][0]["answer_start"] += 1
+        qas[4]["id"] = "\u76ee\u6807-7"  # printable text of any script is named as it is
+    ds, _ = _mutated(tmp_path, mutate)
+    with pytest.raises(DataError) as info:
+        validate_examples(ds, False, "m.json")
+    problems = str(info.value).splitlines()[1:]
+    assert problems[0] == "  a\\nTraceback \\x1b[2Jb: duplicate id"
+    assert problems[1] == f"  {'q' * 48}... (10,000 characters): duplicate id"
+    assert problems[2].startswith("  \u76ee\u6807-7: answer 1 (")
+    assert "\x1b" not in str(info.value) and long_id not in str(info.value)
+
+
 def test_unanswerable_rows_in_v1_mode(dev_v2_examples):
     problems = find_problems(dev_v2_examples, False)
     assert len(problems) == 541
