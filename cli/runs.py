@@ -67,17 +67,19 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
 
 
 def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None) -> None:
-    """Without a Prefect server, the run's first checks (its preflight's) before Prefect starts a
-    temporary one, and before the flows' imports (seconds): a bad path, model, window, output folder
-    or store is then one line, not after the server's start-up and a log of the failed task. The flow
-    checks again (its caches make that instant); with a server, the failure is left to the flow,
-    which records it there."""
+    """Without a Prefect server, the run's first checks (its preflight's) and its data's before Prefect
+    starts a temporary one, and before the flows' imports (seconds): a bad path, model, window, output
+    folder, store or data file is then one line, not after the server's start-up and a log of the
+    failed task. The flow checks again (its caches make that instant, and the data checked here is
+    kept in the store for it); with a server, the failure is left to the flow, which records it there."""
     if api_url() is not None:
         return
-    from qa_lib.preflight import check_run
+    from qa_lib.preflight import check_and_keep_data, check_run
     from qa_lib.store import open_store
 
-    check_run(config, training, model, open_store(store).location)
+    location = open_store(store).location
+    check_run(config, training, model, location)
+    check_and_keep_data(config, training, model, location)
 
 
 def train(args) -> int:
@@ -115,7 +117,7 @@ def predict(args) -> int:
     config = _load_config(args)
     from qa_lib.answer_inputs import default_answer_model, default_answers_output, questions_config
     from qa_lib.errors import ConfigError
-    from qa_lib.preflight import check_answer_run, check_questions, planned_answer_stages
+    from qa_lib.preflight import check_and_keep_questions, check_answer_run, check_questions, planned_answer_stages
     from qa_lib.progress import datasets_bars_off
     from qa_lib.store import open_store
 
@@ -130,6 +132,8 @@ def predict(args) -> int:
     location = open_store(args.store).location
     if args.dry_run or api_url() is None:  # as _checked_before_prefect, with answering's own checks
         check_answer_run(answering, model, args.output or default_answers_output(answering), location)
+    if not args.dry_run and api_url() is None:
+        check_and_keep_questions(answering, model, location)
     if args.dry_run:
         stages = planned_answer_stages(answering, model, location)
         checked = {}

@@ -75,6 +75,13 @@ def load_examples(source: DataSource | str, default_split: str = "train",
     return ds
 
 
+def save_dataset(dataset: datasets.Dataset, folder: Path) -> None:
+    """Write `dataset` as Arrow into `folder` (a store entry being written), without datasets' "Saving
+    the dataset" bars: a second's copy that printed three bars per stage between the ones worth watching."""
+    with datasets_bars_off():
+        dataset.save_to_disk(str(folder))
+
+
 def load_questions(source: DataSource | str, columns: dict[str, str] | None = None) -> datasets.Dataset:
     """Questions to answer from any data source the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet,
     a folder, s3://...), with or without answers: ids must be unique (a file without them is keyed

@@ -12,6 +12,9 @@ it) or the run would compute it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from qa_lib.config import PipelineConfig
 from qa_lib.errors import ConfigError
 from qa_lib.sources import check_source_exists
@@ -83,12 +86,13 @@ def check_answer_run(config: PipelineConfig, model: str, output: str, store: str
 
 
 def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozenset(),
-               model: str | None = None) -> dict[str, int]:
+               model: str | None = None, keep: Callable[[str, Any], None] | None = None) -> dict[str, int]:
     """Load and validate each data source the run reads, as its first stages will, and check that
     every question leaves room for its context in the windows (a dry run's check: a truncated file,
     an answer that does not match its context or a question longer than the window is refused
     here, not after the dry run said yes). `skip` names the slots ("train_data", "eval_data")
-    already in the store: checked when they were stored. Returns the examples per slot checked."""
+    already in the store: checked when they were stored. `keep(slot, examples)` is given each source
+    that passed. Returns the examples per slot checked."""
     from qa_lib.data import load_examples
     from qa_lib.features import check_questions_fit
     from qa_lib.modeling import load_tokenizer
@@ -105,7 +109,46 @@ def check_data(config: PipelineConfig, training: bool, skip: set[str] = frozense
         tokenizer = tokenizer or load_tokenizer(model or config.model)
         check_questions_fit(examples, tokenizer, window)
         counts[slot] = len(examples)
+        if keep is not None:
+            keep(slot, examples)
     return counts
+
+
+def check_and_keep_data(config: PipelineConfig, training: bool, model: str | None = None,
+                        store: str | None = None) -> None:
+    """`check_data` for a run about to start without a Prefect server (from the command line): bad
+    data is then one line before Prefect starts a temporary server (seconds) and logs a failed task
+    around it. Each source that passes is kept in the store under the run's key, where the run's
+    load stage finds it: checked here, the data is not read a second time."""
+    from qa_lib.plan import data_key
+
+    sources = {"train_data": config.train_data if training else None, "eval_data": config.eval_data}
+    keep = _DataKeeper({slot: data_key(source, config.version_2_with_negative)
+                    for slot, source in sources.items() if source is not None}, store)
+    check_data(config, training, skip=set(sources) - set(keep.keys), model=model, keep=keep)
+
+
+def check_and_keep_questions(config: PipelineConfig, model: str, store: str | None = None) -> None:
+    """`check_and_keep_data` for answering `config.eval_data`'s questions (answer_qa)."""
+    from qa_lib.plan import questions_key
+
+    keep = _DataKeeper({"questions": questions_key(config.eval_data, config.version_2_with_negative)}, store)
+    if keep.keys:
+        keep("questions", _checked_questions(config, model))
+
+
+class _DataKeeper:
+    """Keeps a slot's checked examples in the store under its data key; `keys`: the slots it lacks."""
+
+    def __init__(self, keys: dict[str, str], store: str | None):
+        self.storage = open_store(store)
+        self.keys = {slot: key for slot, key in keys.items() if not self.storage.has("data", key)}
+
+    def __call__(self, slot: str, examples) -> None:
+        from qa_lib.data import save_dataset
+
+        with self.storage.writing("data", self.keys[slot]) as tmp:
+            save_dataset(examples, tmp / "examples")
 
 
 def check_retrain_config(config: PipelineConfig) -> None:
@@ -155,10 +198,14 @@ def _stored_or_not(keys: dict[str, str], store: str | None) -> list[tuple[str, s
 def check_questions(config: PipelineConfig, model: str) -> int:
     """The dry run's reading of the questions to answer (`config.eval_data`), as answer_qa's
     load-questions and feature stages would refuse them; returns how many there are."""
+    return len(_checked_questions(config, model))
+
+
+def _checked_questions(config: PipelineConfig, model: str):
     from qa_lib.data import load_questions
     from qa_lib.features import check_questions_fit
     from qa_lib.modeling import load_tokenizer
 
     examples = load_questions(config.eval_data)
     check_questions_fit(examples, load_tokenizer(model), config.eval_window[0])
-    return len(examples)
+    return examples

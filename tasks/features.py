@@ -4,11 +4,12 @@ import datasets
 from prefect import task
 
 from qa_lib.config import PipelineConfig
+from qa_lib.data import save_dataset
 from qa_lib.features import build_eval_features, build_train_features
 from qa_lib.modeling import load_tokenizer
 from qa_lib.store import open_store
 from tasks.policy import RETRY, STAGE
-from tasks.stage import entry, fetch, run_stage, save_dataset
+from tasks.stage import entry, fetch, run_stage
 
 
 @task(name="build-features", **STAGE, **RETRY)

@@ -23,7 +23,6 @@ from typing import Iterator
 from prefect.logging import get_run_logger
 
 from qa_lib.plan import LABELS, STAGE_OF
-from qa_lib.progress import datasets_bars_off
 from qa_lib.store import Store, open_store
 from tasks.results import result_storage_for
 
@@ -83,9 +82,3 @@ def fetch(store: Store, ref: dict) -> Path:
         get_run_logger().info("downloaded %s/%s from %s: %d bytes", ref["stage"], ref["key"], store.location, got)
     return path
 
-
-def save_dataset(dataset, folder: Path) -> None:
-    """Write `dataset` into a store entry being written, without datasets' "Saving the dataset" bars:
-    a second's copy that printed three bars per stage between the ones worth watching."""
-    with datasets_bars_off():
-        dataset.save_to_disk(str(folder))

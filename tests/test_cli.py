@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
+import pytest
 import yaml
 
 from cli.main import main
+from qa_lib.data import load_examples
+from qa_lib.errors import DataError
 from tests.conftest import DEV_V1, DEV_V2, TRAIN_V1
 
 
@@ -260,11 +264,19 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
 
     config, env = _without_a_server(tiny_model, tmp_path)
     env.update(PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="INFO")
+    # Bad data, too: it was found by the run's load and feature tasks, after the server's start-up.
+    duplicated, moved, long_question = (_broken_copy(tmp_path, name) for name in ("duplicated", "moved", "long"))
     cases = [
         (["evaluate", str(config), "--model", str(tmp_path / "none")], f"model folder not found: {tmp_path / 'none'}"),
         (["train", str(config), "max_length=600"], f"max_length (600) is longer than model {tiny_model} can take"),
         (["predict", str(config), "--model", str(tiny_model), "-o", str(tmp_path)], f"{tmp_path}: a folder; give"),
         (["train", str(config), f"train_data.path={ROOT / 'README.md'}"], f"{ROOT / 'README.md'}: unsupported file type"),
+        (["train", str(config), f"train_data.path={duplicated[0]}"], f"{duplicated[0]}: {duplicated[1]}: duplicate id"),
+        (["evaluate", str(config), "--model", str(tiny_model), f"eval_data.path={moved[0]}"],
+         f"{moved[0]}: {moved[1]}: answer 1 ("),
+        (["train", str(config), f"train_data.path={long_question[0]}"], f"features: example {long_question[1]}: the "),
+        (["predict", str(config), "--model", str(tiny_model), "--questions", str(duplicated[0])],
+         f"{duplicated[0]}: {duplicated[1]}: duplicate id"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=tmp_path, env=env, capture_output=True,
@@ -272,6 +284,53 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
         assert proc.stdout == ""
+
+
+def _broken_copy(folder: Path, how: str) -> tuple[Path, str]:
+    """A copy of the dev sample with one thing wrong in its first paragraph, and the id it concerns."""
+    raw = json.loads(DEV_V2.read_text())
+    qas = raw["data"][0]["paragraphs"][0]["qas"]
+    answered = next(q for q in qas if q["answers"])
+    if how == "duplicated":
+        qas[1]["id"] = qas[0]["id"]
+        concerned = qas[0]["id"]
+    elif how == "moved":
+        answered["answers"][0]["answer_start"] += 1
+        concerned = answered["id"]
+    else:  # a question of 200 words, in a 128-token window
+        answered["question"] = " ".join(["why"] * 200) + "?"
+        concerned = answered["id"]
+    path = folder / f"{how}.json"
+    path.write_text(json.dumps(raw))
+    return path, concerned
+
+
+def test_without_a_server_the_run_reads_the_data_its_first_check_kept(tiny_model, tmp_path):
+    """The data checked before Prefect starts is kept in the store under the run's keys, and the run's
+    load tasks take it from there instead of reading and validating the files a second time."""
+    from qa_lib.config import DataSource
+    from qa_lib.preflight import check_and_keep_data, check_and_keep_questions, planned_answer_stages, planned_stages
+    from tasks.data import _load_dataset, _load_questions
+    from tests.flow_helpers import tiny_config
+
+    store = str(tmp_path / "store")
+    config = tiny_config(tiny_model, tmp_path / "out")
+    check_and_keep_data(config, True, store=store)
+    stages = {slot: (key, stored) for slot, stage, key, stored in planned_stages(config, True, store=store)}
+    assert stages["train_data"][1] and stages["eval_data"][1] and not stages["train_features"][1]
+    check_and_keep_questions(config, str(tiny_model), store=store)
+    questions, _, key, stored = planned_answer_stages(config, str(tiny_model), store=store)[0]
+    assert questions == "questions" and stored and key != stages["eval_data"][0]
+
+    # Given a source that is no longer there, each task still answers from the store.
+    gone = DataSource(path=str(tmp_path / "gone.json"))
+    train = _load_dataset.fn(gone, True, "train", store, "data", stages["train_data"][0])
+    assert train == {"stage": "data", "key": stages["train_data"][0], "name": "examples", "kind": "train"}
+    assert _load_questions.fn(gone, store, "data", key)["kind"] == "eval"
+    kept = datasets.load_from_disk(str(tmp_path / "store" / "data" / stages["eval_data"][0] / "examples"))
+    assert list(kept["id"]) == list(load_examples(config.eval_data, default_split="validation")["id"])
+    with pytest.raises(DataError, match="gone.json"):  # and a key it lacks is read from the source
+        _load_dataset.fn(gone, True, "train", store, "data", "0" * 24)
 
 
 def test_in_a_terminal_on_a_fresh_machine_a_bad_input_is_still_one_line(tiny_model, tmp_path):

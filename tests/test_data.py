@@ -540,7 +540,7 @@ def test_loading_and_storing_examples_draw_no_bars_of_their_own(tmp_path, capfd,
     cast of a loaded file and the store's copy of each stage were three more bars per stage, and a
     flat file's read was "Generating train split", for an eval file too."""
     from qa_lib.features import build_eval_features
-    from tasks.stage import save_dataset
+    from qa_lib.data import save_dataset
 
     datasets.enable_progress_bars()
     try:
