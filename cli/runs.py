@@ -66,10 +66,11 @@ def _print_plan(location: str, stages, checked: dict[str, int]) -> int:
     return 0
 
 
-def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None) -> None:
+def _checked_before_prefect(config, training: bool, store: str | None, model: str | None = None,
+                            retraining: bool = False) -> None:
     """Without a Prefect server, the run's first checks (its preflight's) and its data's before Prefect
     starts a temporary one, and before the flows' imports (seconds): a bad path, model, window, output
-    folder, store or data file is then one line, not after the server's start-up and a log of the
+    folder, store, data file or (`retraining`) publish target is then one line, not after the server's start-up and a log of the
     failed task. The flow checks again (its caches make that instant, and the data checked here is
     kept in the store for it); with a server, the failure is left to the flow, which records it there."""
     if api_url() is not None:
@@ -78,8 +79,20 @@ def _checked_before_prefect(config, training: bool, store: str | None, model: st
     from qa_lib.store import open_store
 
     location = open_store(store).location
+    if retraining:  # first, as in the flow
+        _retrain_targets_checked(config)
     check_run(config, training, model, location)
     check_and_keep_data(config, training, model, location)
+
+
+def _retrain_targets_checked(config) -> None:
+    """retrain's own first checks: its settings, the publish target, and the Hub repo when the token is
+    in the environment (one kept in a Prefect Secret block is read, and the repo checked, by the flow)."""
+    from qa_lib.preflight import check_retrain
+    from qa_lib.publish.hub import env_token
+
+    token = env_token()
+    check_retrain(config if token or not config.hub_repo_id else config.model_copy(update={"hub_repo_id": None}), token)
 
 
 def train(args) -> int:
@@ -159,7 +172,7 @@ def retrain(args) -> int:
 
         check_retrain(config, hub_token())
         return _dry_run(config, True, args.store)
-    _checked_before_prefect(config, True, args.store)
+    _checked_before_prefect(config, True, args.store, retraining=True)
     from flows.retrain import retrain
 
     result = retrain(config=config, store_root=args.store)

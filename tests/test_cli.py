@@ -277,6 +277,9 @@ def test_without_a_server_bad_input_is_one_line_before_prefect_starts(tiny_model
         (["train", str(config), f"train_data.path={long_question[0]}"], f"features: example {long_question[1]}: the "),
         (["predict", str(config), "--model", str(tiny_model), "--questions", str(duplicated[0])],
          f"{duplicated[0]}: {duplicated[1]}: duplicate id"),
+        # and retrain's own: its settings and its publish target (checked by its flow's first tasks)
+        (["retrain", str(config)], "retrain needs publish_target and eval_data"),
+        (["retrain", str(config), f"publish_target={config}/pub"], f"publish target {config}/pub is not writable"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "cli", *argv], cwd=tmp_path, env=env, capture_output=True,
@@ -409,7 +412,9 @@ def test_a_config_error_is_answered_before_prefect_or_torch_is_imported(tiny_mod
     (tmp_path / "a-file").write_text("")
     bad_store = tmp_path / "a-file" / "store"
     for command in ("train", "evaluate", "retrain"):
-        missing[(command, "--store", str(bad_store))] = f"store {bad_store}: cannot write there: Not a directory"
+        target = [f"publish_target={tmp_path / 'published'}"] if command == "retrain" else []  # checked first
+        missing[(command, "--store", str(bad_store), *target)] = (f"store {bad_store}: cannot write there: "
+                                                                  "Not a directory")
     for (command, *argv), message in missing.items():
         proc = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, command, str(config), *argv],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
