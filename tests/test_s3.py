@@ -468,3 +468,32 @@ def test_answer_qa_on_a_fleet_reads_and_writes_only_s3(prefect_server, moto, buc
     with pytest.raises(StorageError, match="^s3://no-such-answers-bucket: bucket does not exist"):
         state.result()
     assert [r.name.rsplit("-", 1)[0] for r in task_runs(state.state_details.flow_run_id)] == ["preflight"]
+
+
+def test_data_checked_before_prefect_is_kept_in_an_s3_store_for_every_worker(moto, bucket, tiny_model, tmp_path,
+                                                                             monkeypatch):
+    """The command line's check of the data (without a Prefect server) keeps it in the shared store:
+    another worker, with its own cache and without the source file, loads it from there."""
+    import datasets
+
+    from qa_lib.config import DataSource
+    from qa_lib.preflight import check_and_keep_data
+    from qa_lib.plan import data_key
+    from qa_lib.store import _open
+    from tasks.data import _load_dataset
+    from tests.flow_helpers import tiny_config
+
+    store = f"s3://{bucket}/store"
+    config = tiny_config(tiny_model, tmp_path / "out")
+    monkeypatch.setenv("QA_S3_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache-a"))
+    check_and_keep_data(config, True, store=store)
+    key = data_key(config.eval_data, config.version_2_with_negative)
+
+    monkeypatch.setenv("QA_PIPELINE_CACHE", str(tmp_path / "cache-b"))  # the other worker
+    _open.cache_clear()
+    gone = DataSource(path=str(tmp_path / "gone.json"))
+    ref = _load_dataset.fn(gone, True, "validation", store, "data", key)
+    assert ref == {"stage": "data", "key": key, "name": "examples", "kind": "eval"}
+    fetched = S3Store(store, tmp_path / "cache-b").fetch("data", key) / "examples"
+    assert datasets.load_from_disk(str(fetched)).num_rows == 60
