@@ -123,8 +123,9 @@ def check_and_keep_data(config: PipelineConfig, training: bool, model: str | Non
     from qa_lib.plan import data_key
 
     sources = {"train_data": config.train_data if training else None, "eval_data": config.eval_data}
-    keep = _DataKeeper({slot: data_key(source, config.version_2_with_negative)
-                    for slot, source in sources.items() if source is not None}, store)
+    keys = {slot: data_key(source, config.version_2_with_negative)
+            for slot, source in sources.items() if source is not None}
+    keep = _DataKeeper(keys, store)
     check_data(config, training, skip=set(sources) - set(keep.keys), model=model, keep=keep)
 
 
