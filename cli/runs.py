@@ -70,9 +70,10 @@ def _checked_before_prefect(config, training: bool, store: str | None, model: st
                             retraining: bool = False) -> None:
     """Without a Prefect server, the run's first checks (its preflight's) and its data's before Prefect
     starts a temporary one, and before the flows' imports (seconds): a bad path, model, window, output
-    folder, store, data file or (`retraining`) publish target is then one line, not after the server's start-up and a log of the
-    failed task. The flow checks again (its caches make that instant, and the data checked here is
-    kept in the store for it); with a server, the failure is left to the flow, which records it there."""
+    folder, store, data file or (`retraining`) publish target is then one line, not after the server's
+    start-up and a log of the failed task. The flow checks again (its caches make that instant, and the
+    data checked here is kept in the store for it); with a server, the failure is left to the flow,
+    which records it there."""
     if api_url() is not None:
         return
     from qa_lib.preflight import check_and_keep_data, check_run
@@ -92,7 +93,9 @@ def _retrain_targets_checked(config) -> None:
     from qa_lib.publish.hub import env_token
 
     token = env_token()
-    check_retrain(config if token or not config.hub_repo_id else config.model_copy(update={"hub_repo_id": None}), token)
+    if config.hub_repo_id and not token:
+        config = config.model_copy(update={"hub_repo_id": None})
+    check_retrain(config, token)
 
 
 def train(args) -> int:
@@ -145,8 +148,8 @@ def predict(args) -> int:
     location = open_store(args.store).location
     if args.dry_run or api_url() is None:  # as _checked_before_prefect, with answering's own checks
         check_answer_run(answering, model, args.output or default_answers_output(answering), location)
-    if not args.dry_run and api_url() is None:
-        check_and_keep_questions(answering, model, location)
+        if not args.dry_run:
+            check_and_keep_questions(answering, model, location)
     if args.dry_run:
         stages = planned_answer_stages(answering, model, location)
         checked = {}

@@ -82,6 +82,13 @@ def save_dataset(dataset: datasets.Dataset, folder: Path) -> None:
         dataset.save_to_disk(str(folder))
 
 
+def keep_examples(storage, stage: str, key: str, examples: datasets.Dataset) -> None:
+    """Write `examples` as the store entry `stage/key`, in the one layout every reader of it expects
+    (its `examples` folder): the load tasks' and the command line's check before Prefect."""
+    with storage.writing(stage, key) as tmp:
+        save_dataset(examples, tmp / "examples")
+
+
 def load_questions(source: DataSource | str, columns: dict[str, str] | None = None) -> datasets.Dataset:
     """Questions to answer from any data source the pipeline reads (SQuAD JSON, JSONL, CSV, Parquet,
     a folder, s3://...), with or without answers: ids must be unique (a file without them is keyed

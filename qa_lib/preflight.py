@@ -146,10 +146,9 @@ class _DataKeeper:
         self.keys = {slot: key for slot, key in keys.items() if not self.storage.has("data", key)}
 
     def __call__(self, slot: str, examples) -> None:
-        from qa_lib.data import save_dataset
+        from qa_lib.data import keep_examples
 
-        with self.storage.writing("data", self.keys[slot]) as tmp:
-            save_dataset(examples, tmp / "examples")
+        keep_examples(self.storage, "data", self.keys[slot], examples)
 
 
 def check_retrain_config(config: PipelineConfig) -> None:

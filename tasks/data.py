@@ -3,7 +3,7 @@ from __future__ import annotations
 from prefect import task
 
 from qa_lib.config import DataSource, PipelineConfig
-from qa_lib.data import load_examples, load_questions as read_questions, save_dataset
+from qa_lib.data import keep_examples, load_examples, load_questions as read_questions
 from qa_lib.store import open_store
 from qa_lib.validate import validate_examples
 from tasks.policy import RETRY, STAGE
@@ -21,8 +21,7 @@ def _load_dataset(source: DataSource, version_2_with_negative: bool, split: str,
     if not storage.has(stage, key):
         examples = load_examples(source, default_split=split)
         validate_examples(examples, version_2_with_negative, source.path)
-        with storage.writing(stage, key) as tmp:
-            save_dataset(examples, tmp / "examples")
+        keep_examples(storage, stage, key, examples)
     return entry(stage, key, "examples", kind="train" if split == "train" else "eval")
 
 
@@ -38,9 +37,7 @@ def _load_questions(source: DataSource, store: str, stage: str, key: str) -> dic
     """Load questions to answer (answers neither needed nor checked); keep them as Arrow in the store."""
     storage = open_store(store)
     if not storage.has(stage, key):
-        examples = read_questions(source)
-        with storage.writing(stage, key) as tmp:
-            save_dataset(examples, tmp / "examples")
+        keep_examples(storage, stage, key, read_questions(source))
     # Their features are evaluation windows, built as an eval set's.
     return entry(stage, key, "examples", kind="eval")
 
