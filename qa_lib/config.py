@@ -171,7 +171,8 @@ class PipelineConfig(_Strict):
     seed: int = Field(42, ge=0, lt=2**32,  # numpy's seeding range
                       description="Seeds the new QA head, data order and dropout: same config, same model.")
     precision: Precision = Field("auto", description="auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 "
-                                 "on the CPU. bf16 on the CPU is CPU autocast; fp16 needs a GPU.")
+                                 "on every CPU. bf16 on the CPU is CPU autocast: faster where the CPU has bf16 "
+                                 "instructions (AVX512-BF16, AMX), slower where it emulates them; fp16 needs a GPU.")
     batching: Batching = Field(
         "auto", description="Training batches. padded: each feature in its own row, padded to the batch's "
         "longest (length-grouped). packed: features end to end in rows of a fixed width, a fixed token budget "

@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 
 from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
+from qa_lib.cpu_precision import bf16_note, native_bf16_cpu
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
 from qa_lib.progress import log_above_bars
@@ -113,6 +114,8 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         logger.info("trained on %s batches%s, %s%s%s", result["batching"], f" ({details})" if details else "",
                     result["precision"], processes,
                     f"; {result['batching_note']}" if result.get("batching_note") else "")
+        if note := bf16_note(config.precision, result["precision"], native_bf16_cpu()):
+            logger.info(note)
         if result["resumed_from"]:
             step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")
             logger.info("resumed from step %s (%s)", step, result["resumed_from"])

@@ -93,6 +93,10 @@ def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server
     logs = read_logs(run_id, until="trained on padded batches")  # fine-tune's last line
     assert "launching data-parallel training on 2 processes" in logs
     assert "trained on padded batches, fp32 in 2 processes" in logs  # as the Trainer counted them
+    from qa_lib.cpu_precision import native_bf16_cpu
+
+    if native_bf16_cpu():  # fp32 by auto on a CPU that has bf16 instructions: the run says bf16 is faster
+        assert "precision=bf16 trains faster here" in read_logs(run_id, until="precision=bf16 trains faster")
     steps = [line for line in logs.splitlines() if line.startswith("step ")]
     assert [line.split(" loss")[0] for line in steps] == ["step 1/3", "step 2/3", "step 3/3"], logs
     # Timed from the first loss logged: the lines after it say the time a step and the time left.

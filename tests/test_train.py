@@ -286,6 +286,23 @@ def test_precision_auto_is_fp32_on_cpu():
         resolve_precision("fp16")
 
 
+def test_a_cpu_with_bf16_instructions_is_told_of_precision_bf16_and_only_then():
+    from qa_lib.cpu_precision import bf16_note, native_bf16_cpu
+
+    note = bf16_note("auto", "fp32", native_bf16=True)
+    assert note.startswith("this CPU has bf16 instructions: precision=bf16 trains faster here")
+    # Chosen (either way), on a GPU (auto is never fp32 there), or emulated (slower): nothing to say.
+    for requested, resolved, native in (("fp32", "fp32", True), ("bf16", "bf16", True), ("auto", "bf16", True),
+                                        ("auto", "fp16", True), ("auto", "fp32", False)):
+        assert bf16_note(requested, resolved, native_bf16=native) is None
+    # The probe agrees with the flags the kernel reports (torch also checks the OS enables them).
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert native_bf16_cpu() == bool(flags & {"avx512_bf16", "amx_tile"})
+
+
 def test_bf16_trains_on_the_cpu(tiny_model, train_examples, tmp_path):
     """bf16 asked for on a machine without a GPU: CPU autocast. The Trainer refused it ("Your setup
     doesn't support bf16/gpu"), after the features were built, with a ValueError, exit 1."""
