@@ -159,6 +159,10 @@ def run_file(args) -> int:
         return 0
     qa = QuestionAnswerer(model_dir, max_length=args.max_length, doc_stride=args.doc_stride,
                           batch_size=args.batch_size, precision=args.precision)
+    from qa_lib.cpu_precision import cpu_bf16_advice
+
+    if advice := cpu_bf16_advice(args.precision, qa.precision, training=False):  # a file's worth of windows
+        print(f"warning: {advice[1]}", file=sys.stderr)
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,
                          handle_impossible_answer=args.handle_impossible_answer)

@@ -1,14 +1,23 @@
-"""Whether this CPU computes bf16 in hardware, and what a CPU training run says about it.
+"""Whether this CPU computes bf16 in hardware, and what a run on the CPU says about bf16.
 
-`precision: auto` trains in fp32 on every CPU, so that a pool of mixed CPUs trains the same weights
+`precision: auto` runs in fp32 on every CPU, so that a pool of mixed CPUs trains the same weights
 under one store key and a CPU run's scores match the fp32 reference's. Where the CPU has bf16
 instructions (AVX512-BF16 or AMX: Intel since Cooper Lake, AMD since Zen 4), `precision: bf16`
-(autocast, weights kept in fp32) is a choice worth knowing: it trained the default recipe faster
-at the same F1 within a seed's spread (BENCHMARKS.md, "bf16 on the CPU"); without them bf16 is
-emulated and slower, so nothing is said there.
+(autocast, weights kept in fp32) trained the default recipe in 0.72x the time at the same F1
+within a seed's spread; where it has none, oneDNN emulates bf16 and a training step took 2.1x
+(AVX-512) to 22x (AVX2) as long as in fp32 (BENCHMARKS.md, "bf16 on the CPU"). Neither is a
+default's business, both are worth a line in the run's log.
 """
 
 from __future__ import annotations
+
+import logging
+
+# The figures of BENCHMARKS.md's "bf16 on the CPU", quoted by the lines below.
+_EMULATED = ("this CPU has no bf16 instructions: precision=bf16 is emulated here, measured 2x to 22x slower than "
+             "fp32 (BENCHMARKS.md, bf16 on the CPU); use precision=fp32 (or auto) on this machine")
+_NATIVE = ("this CPU has bf16 instructions: precision=bf16 trains faster here (autocast, 0.72x the default recipe's "
+           "time in BENCHMARKS.md, bf16 on the CPU); auto stays fp32 so that every CPU trains the same weights")
 
 
 def native_bf16_cpu() -> bool:
@@ -19,10 +28,23 @@ def native_bf16_cpu() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def bf16_note(requested: str, resolved: str, native_bf16: bool) -> str | None:
-    """The line a training run adds when `auto` trained it in fp32 (which it does only without a GPU)
-    on a CPU that computes bf16."""
-    if requested != "auto" or resolved != "fp32" or not native_bf16:
+def bf16_advice(requested: str, resolved: str, on_cpu: bool, native_bf16: bool,
+                training: bool) -> tuple[int, str] | None:
+    """(log level, line) a run on the CPU gives about bf16, or None: a warning when it will compute in
+    emulated bf16; a note when `auto` trains in fp32 where bf16 is native (not for prediction, where
+    bf16 changes answers: 7 of 810 in the benchmark)."""
+    if not on_cpu:
         return None
-    return ("this CPU has bf16 instructions: precision=bf16 trains faster here (autocast; fp32 stays the default so "
-            "that every CPU trains the same weights; see BENCHMARKS.md, bf16 on the CPU)")
+    if resolved == "bf16" and not native_bf16:
+        return logging.WARNING, _EMULATED
+    if training and requested == "auto" and resolved == "fp32" and native_bf16:
+        return logging.INFO, _NATIVE
+    return None
+
+
+def cpu_bf16_advice(requested: str, resolved: str, training: bool) -> tuple[int, str] | None:
+    """`bf16_advice` for this machine. Imports torch."""
+    import torch
+
+    on_cpu = not torch.cuda.is_available()
+    return bf16_advice(requested, resolved, on_cpu, on_cpu and native_bf16_cpu(), training)

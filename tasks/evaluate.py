@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from qa_lib.batching import Padding
 from qa_lib.config import PipelineConfig
+from qa_lib.cpu_precision import cpu_bf16_advice
 from qa_lib.metrics import score
 from qa_lib.modeling import load_qa_model, load_tokenizer
 from qa_lib.postprocess import postprocess
@@ -70,7 +71,9 @@ def _predict(model: dict | str, features: dict, batch_size: int, precision: str,
     model_dir = _model_path(storage, model)
     feats = datasets.load_from_disk(str(fetch(storage, features)))
     qa_model = load_qa_model(model_dir)
-    start, end = predict_logits(qa_model, feats, batch_size, resolve_precision(precision),
+    if advice := cpu_bf16_advice(precision, resolved := resolve_precision(precision), training=False):
+        get_run_logger().log(*advice)
+    start, end = predict_logits(qa_model, feats, batch_size, resolved,
                                 padding=Padding.of(load_tokenizer(model_dir)).for_model(qa_model, window),
                                 on_batch=_PredictionProgress(get_run_logger()))
     with storage.writing(stage, key) as tmp:

@@ -13,9 +13,10 @@ from prefect.logging import get_run_logger
 
 from qa_lib.checkpoint_sync import CheckpointToStore
 from qa_lib.config import PipelineConfig
-from qa_lib.cpu_precision import bf16_note, native_bf16_cpu
+from qa_lib.cpu_precision import cpu_bf16_advice
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
+from qa_lib.predict import resolve_precision
 from qa_lib.progress import log_above_bars
 from qa_lib.sizes import human_duration
 from qa_lib.store import open_store
@@ -91,6 +92,8 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         restored = storage.restore_checkpoint(stage, key, work / "checkpoints")
         if restored:
             logger.info("%s of this model found in %s", restored, storage.location)
+        if advice := cpu_bf16_advice(config.precision, resolve_precision(config.precision), training=True):
+            logger.log(*advice)
         nproc = process_count()
         # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
         with naming_full_disk(f"fine-tune's checkpoints in {work}"):
@@ -114,8 +117,6 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         logger.info("trained on %s batches%s, %s%s%s", result["batching"], f" ({details})" if details else "",
                     result["precision"], processes,
                     f"; {result['batching_note']}" if result.get("batching_note") else "")
-        if note := bf16_note(config.precision, result["precision"], native_bf16_cpu()):
-            logger.info(note)
         if result["resumed_from"]:
             step = Path(result["resumed_from"]).name.removeprefix("checkpoint-")
             logger.info("resumed from step %s (%s)", step, result["resumed_from"])

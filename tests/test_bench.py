@@ -136,3 +136,14 @@ def test_gpu_step_profile_runs_every_variant_on_the_cpu(tmp_path, tiny_model):
     assert result["plain_loop"]["steps"] >= 2 and result["plain_loop"]["ms_per_step"] > 0
     assert result["profiled"]["ms_per_step"] > 0
     assert "Self CPU time total" in out.stdout  # the profiler's table, what the tool is for
+
+
+def test_cpu_bf16_bench_runs_each_instruction_set_in_quick_mode(tmp_path):
+    import json
+
+    out = run_bench(["bench.cpu_bf16", "--quick", "--json", str(tmp_path / "b.json")], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert list(figures["results"]) == ["this CPU", "AVX-512 without bf16", "AVX2"]
+    assert all(len(t[p]) == 1 and t[p][0] > 0 for t in figures["results"].values() for p in ("fp32", "bf16"))
+    assert "AVX2                   fp32 " in out.stdout and "x fp32's best)" in out.stdout

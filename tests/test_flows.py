@@ -16,6 +16,7 @@ from prefect import flow
 
 from flows.evaluate_qa import evaluate_qa
 from flows.train_qa import train_qa
+from qa_lib.cpu_precision import native_bf16_cpu
 from qa_lib.errors import DataError
 from tests.conftest import DEV_V2, ROOT, TRAIN_V1
 from tests.flow_helpers import artifacts, read_logs, task_runs, task_states, tiny_config
@@ -93,10 +94,8 @@ def test_a_data_parallel_training_reports_its_progress_to_the_run(prefect_server
     logs = read_logs(run_id, until="trained on padded batches")  # fine-tune's last line
     assert "launching data-parallel training on 2 processes" in logs
     assert "trained on padded batches, fp32 in 2 processes" in logs  # as the Trainer counted them
-    from qa_lib.cpu_precision import native_bf16_cpu
-
-    if native_bf16_cpu():  # fp32 by auto on a CPU that has bf16 instructions: the run says bf16 is faster
-        assert "precision=bf16 trains faster here" in read_logs(run_id, until="precision=bf16 trains faster")
+    # Before it trains, a run that auto put in fp32 on a CPU with bf16 instructions says bf16 is faster there.
+    assert ("precision=bf16 trains faster here" in logs.split("launching data-parallel")[0]) == native_bf16_cpu()
     steps = [line for line in logs.splitlines() if line.startswith("step ")]
     assert [line.split(" loss")[0] for line in steps] == ["step 1/3", "step 2/3", "step 3/3"], logs
     # Timed from the first loss logged: the lines after it say the time a step and the time left.

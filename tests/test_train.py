@@ -286,16 +286,24 @@ def test_precision_auto_is_fp32_on_cpu():
         resolve_precision("fp16")
 
 
-def test_a_cpu_with_bf16_instructions_is_told_of_precision_bf16_and_only_then():
-    from qa_lib.cpu_precision import bf16_note, native_bf16_cpu
+def test_a_cpu_run_is_told_when_bf16_is_native_there_and_warned_when_it_is_emulated():
+    import logging
 
-    note = bf16_note("auto", "fp32", native_bf16=True)
-    assert note.startswith("this CPU has bf16 instructions: precision=bf16 trains faster here")
-    # Chosen (either way), on a GPU (auto is never fp32 there), or emulated (slower): nothing to say.
-    for requested, resolved, native in (("fp32", "fp32", True), ("bf16", "bf16", True), ("auto", "bf16", True),
-                                        ("auto", "fp16", True), ("auto", "fp32", False)):
-        assert bf16_note(requested, resolved, native_bf16=native) is None
-    # The probe agrees with the flags the kernel reports (torch also checks the OS enables them).
+    from qa_lib.cpu_precision import bf16_advice, native_bf16_cpu
+
+    level, line = bf16_advice("bf16", "bf16", on_cpu=True, native_bf16=False, training=True)
+    assert level == logging.WARNING and line.startswith("this CPU has no bf16 instructions: precision=bf16 is "
+                                                        "emulated here, measured 2x to 22x slower than fp32")
+    assert bf16_advice("bf16", "bf16", on_cpu=True, native_bf16=False, training=False)[1] == line
+    level, line = bf16_advice("auto", "fp32", on_cpu=True, native_bf16=True, training=True)
+    assert level == logging.INFO and line.startswith("this CPU has bf16 instructions: precision=bf16 trains faster")
+    # Chosen, on a GPU, emulated, or predicting (where bf16 changes answers): nothing to say.
+    for requested, resolved, on_cpu, native, training in (
+            ("fp32", "fp32", True, True, True), ("bf16", "bf16", True, True, True),
+            ("auto", "fp32", True, False, True), ("auto", "fp32", True, True, False),
+            ("bf16", "bf16", False, False, True), ("auto", "bf16", False, True, True)):
+        assert bf16_advice(requested, resolved, on_cpu, native, training) is None
+    # The probe agrees with the flags the kernel reports (torch also checks that the OS enables them).
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("no /proc/cpuinfo")
