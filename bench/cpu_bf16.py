@@ -50,7 +50,7 @@ def measure(model_path: str | None, steps: int, rounds: int) -> dict[str, list[f
     def step(bf16: bool) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        span_loss(out.start_logits.float(), out.end_logits.float(), segments, starts, starts).backward()
+        span_loss(out.start_logits, out.end_logits, segments, starts, starts).backward()
         optimizer.step()
         optimizer.zero_grad()
 

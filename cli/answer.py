@@ -161,7 +161,7 @@ def run_file(args) -> int:
                           batch_size=args.batch_size, precision=args.precision)
     from qa_lib.cpu_precision import cpu_bf16_advice
 
-    if advice := cpu_bf16_advice(args.precision, qa.precision, training=False):  # a file's worth of windows
+    if advice := cpu_bf16_advice(args.precision, training=False):  # a file's worth of windows
         print(f"warning: {advice[1]}", file=sys.stderr)
     print(f"answering {len(examples):,} questions with {qa.model_dir}", file=sys.stderr)
     answers = answer_all(qa, examples, top_k=args.top_k, max_answer_len=args.max_answer_len,

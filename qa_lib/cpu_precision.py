@@ -6,7 +6,7 @@ instructions (AVX512-BF16 or AMX: Intel since Cooper Lake, AMD since Zen 4), `pr
 (autocast, weights kept in fp32) trained the default recipe in 0.72x the time at the same F1
 within a seed's spread; where it has none, oneDNN emulates bf16 and a training step took 2.1x
 (AVX-512) to 22x (AVX2) as long as in fp32 (BENCHMARKS.md, "bf16 on the CPU"). Neither is a
-default's business, both are worth a line in the run's log.
+default's business; both are worth a line in the run's log.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def bf16_advice(requested: str, resolved: str, on_cpu: bool, native_bf16: bool,
     return None
 
 
-def cpu_bf16_advice(requested: str, resolved: str, training: bool) -> tuple[int, str] | None:
-    """`bf16_advice` for this machine. Imports torch."""
+def cpu_bf16_advice(requested: str, training: bool) -> tuple[int, str] | None:
+    """`bf16_advice` for `requested` (a config's precision) on this machine. Imports torch."""
     import torch
 
+    from qa_lib.predict import resolve_precision
+
     on_cpu = not torch.cuda.is_available()
-    return bf16_advice(requested, resolved, on_cpu, on_cpu and native_bf16_cpu(), training)
+    return bf16_advice(requested, resolve_precision(requested), on_cpu, on_cpu and native_bf16_cpu(), training)

@@ -71,11 +71,12 @@ def _predict(model: dict | str, features: dict, batch_size: int, precision: str,
     model_dir = _model_path(storage, model)
     feats = datasets.load_from_disk(str(fetch(storage, features)))
     qa_model = load_qa_model(model_dir)
-    if advice := cpu_bf16_advice(precision, resolved := resolve_precision(precision), training=False):
-        get_run_logger().log(*advice)
-    start, end = predict_logits(qa_model, feats, batch_size, resolved,
+    logger = get_run_logger()
+    if advice := cpu_bf16_advice(precision, training=False):
+        logger.log(*advice)
+    start, end = predict_logits(qa_model, feats, batch_size, resolve_precision(precision),
                                 padding=Padding.of(load_tokenizer(model_dir)).for_model(qa_model, window),
-                                on_batch=_PredictionProgress(get_run_logger()))
+                                on_batch=_PredictionProgress(logger))
     with storage.writing(stage, key) as tmp:
         np.savez(tmp / "logits.npz", start=start, end=end)
     return entry(stage, key, "logits.npz")

@@ -16,7 +16,6 @@ from qa_lib.config import PipelineConfig
 from qa_lib.cpu_precision import cpu_bf16_advice
 from qa_lib.errors import naming_full_disk
 from qa_lib.launch import fine_tune_distributed, process_count
-from qa_lib.predict import resolve_precision
 from qa_lib.progress import log_above_bars
 from qa_lib.sizes import human_duration
 from qa_lib.store import open_store
@@ -92,7 +91,7 @@ def _fine_tune(config: PipelineConfig, features: dict, store: str, stage: str, k
         restored = storage.restore_checkpoint(stage, key, work / "checkpoints")
         if restored:
             logger.info("%s of this model found in %s", restored, storage.location)
-        if advice := cpu_bf16_advice(config.precision, resolve_precision(config.precision), training=True):
+        if advice := cpu_bf16_advice(config.precision, training=True):
             logger.log(*advice)
         nproc = process_count()
         # Checkpoints and the model are written under `work`; a full disk there is named, not retried.
